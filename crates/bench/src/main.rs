@@ -1,0 +1,2 @@
+//! tandem-bench (placeholder).
+fn main() {}

@@ -1,0 +1,3 @@
+//! tandem-gateway: warp server with WebSocket rooms (placeholder until the gateway lands).
+
+pub mod web;

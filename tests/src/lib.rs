@@ -1,0 +1,1 @@
+//! Test support: start the real server, talk Yjs to it (placeholder).
