@@ -1,189 +1,81 @@
 //! tandem-store: the durable home of Tandem's documents.
 //!
-//! API CONTRACT (fixed so the gateway can be built in parallel; the store
-//! helper replaces this stub with the real implementation and real docs).
+//! Each document (named by a validated [`DocId`]) is an append-only log of
+//! yrs v1 updates plus a compacted snapshot, kept in one embedded
+//! [sled](https://docs.rs/sled/0.34) database. The store knows nothing of
+//! networks: the gateway applies an update to its in-memory `yrs::Doc`, then
+//! hands the bytes to [`Store::append`] and acknowledges once the returned
+//! [`Appended`] ticket resolves.
+//!
+//! # Layout
+//!
+//! - [`doc_id`]: `DocId`, the validated document name, and its error.
+//! - [`config`]: `StoreConfig` and `Durability`, every knob with its default.
+//! - [`error`]: `StoreError`, what can go wrong.
+//! - [`records`]: key layout and record encoding (the on-disk format and
+//!   its version numbers).
+//! - `commit`: group commit, the flusher thread behind `Appended`.
+//! - `replay`: reading snapshot + log back into a `yrs::Doc`.
+//! - `store`: `Store` itself.
+//!
+//! Start with [`Store`] and [`StoreConfig`].
+//!
+//! # Durability promise
+//!
+//! With [`Durability::Flush`] (the default), when an [`Appended`] ticket
+//! resolves Ok (and when `import`, `compact`, `delete` return Ok) the record
+//! has been written by `sled::Db::flush` (which on Linux issues
+//! `sync_file_range` for the written range) **and** sled's data file has
+//! been `fdatasync`ed, which also persists the file's size and asks the
+//! drive to flush its volatile write cache. The record therefore survives a
+//! process crash, a kernel crash and a power loss, provided the drive honours
+//! cache-flush commands. Concurrent appends share one flush (group commit).
+//! If a flush ever fails, the store stops acknowledging writes
+//! ([`StoreError::FlushFailed`]); restart the process.
+//!
+//! With [`Durability::Relaxed`]`{ flush_every_ms }` a ticket resolves as soon
+//! as the record is in sled's in-memory buffers and the same flush runs every
+//! `flush_every_ms`; a crash loses at most the updates of the last interval
+//! (plus the duration of one flush). A process crash alone may lose them as
+//! well, since sled buffers writes in user space.
+//!
+//! Values are split into ≤ 4000-byte chunks so that sled never moves them to
+//! its separate blob files, which sled 0.34 does not fsync.
+//!
+//! # Compaction
+//!
+//! [`Store::compact`] merges snapshot + log into a new snapshot and, in the
+//! same atomic sled batch, removes exactly the log records it merged, so a
+//! crash leaves the old state or the new one, and appends racing a
+//! compaction are kept. [`Store::needs_compaction`] says when a log passed
+//! `compact_after_updates` (default 1000) records or `compact_after_bytes`
+//! (default 1 MiB); the caller decides when to run it.
+//!
+//! # Bad data
+//!
+//! A log record that cannot be decoded or applied makes [`Store::load`]
+//! (and `compact`, `export`) fail with [`StoreError::CorruptRecord`], which
+//! names the document and the record's seq. Nothing is deleted, nothing
+//! panics, other documents are unaffected, appends to the document still
+//! work, and [`Store::load_lossy`] loads what is valid and lists the rest.
+//!
+//! # Format
+//!
+//! Data-dir format version [`records::DATA_FORMAT_VERSION`] and record
+//! format version [`records::RECORD_VERSION`]; see [`records`] for the key
+//! layout. `fixtures/store-v1/` holds a directory in format 1 that a test
+//! opens, so later releases keep reading it.
 
-use std::path::PathBuf;
-use std::time::SystemTime;
+pub mod config;
+pub mod doc_id;
+pub mod error;
+pub mod records;
 
-/// A validated document id: 1-128 chars of `A-Z a-z 0-9 . _ -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DocId(String);
+mod commit;
+mod replay;
+mod store;
 
-impl DocId {
-    /// Validates `id`; the error says what is allowed.
-    pub fn new(id: impl Into<String>) -> Result<Self, InvalidDocId> {
-        let _ = id.into();
-        todo!()
-    }
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Why a document id was rejected (message is shown to users verbatim).
-#[derive(Debug, thiserror::Error)]
-#[error("document id '{id}' is invalid: only A-Z a-z 0-9 . _ - allowed, 1-128 chars")]
-pub struct InvalidDocId {
-    /// The rejected input.
-    pub id: String,
-}
-
-/// When an append counts as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `append` returns only after the record is flushed to disk (group commit).
-    #[default]
-    Flush,
-    /// `append` returns once written to sled's buffers; a background flush runs
-    /// every `flush_every_ms`. Window of loss on crash: that interval.
-    Relaxed {
-        /// Interval of the background flush.
-        flush_every_ms: u64,
-    },
-}
-
-/// Store options; `StoreConfig::new(path)` gives the documented defaults.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Data directory (created if missing).
-    pub path: PathBuf,
-    /// sled page cache bound in bytes.
-    pub cache_bytes: u64,
-    /// Durability mode.
-    pub durability: Durability,
-    /// Keep deleted content (no yrs GC) in every document the store creates.
-    pub skip_gc: bool,
-    /// Compact a document once its log holds this many updates...
-    pub compact_after_updates: u64,
-    /// ...or this many bytes.
-    pub compact_after_bytes: u64,
-}
-
-impl StoreConfig {
-    /// Defaults for a data directory.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        let _ = path.into();
-        todo!()
-    }
-}
-
-/// What went wrong in the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Placeholder.
-    #[error("todo")]
-    Todo,
-}
-
-/// Position of an update in a document's log.
-pub type Seq = u64;
-
-/// One row of `Store::list`.
-#[derive(Debug, Clone)]
-pub struct DocInfo {
-    /// The document.
-    pub id: DocId,
-    /// Bytes stored (snapshot + log).
-    pub size_bytes: u64,
-    /// Updates ever appended (including those merged into the snapshot).
-    pub update_count: u64,
-    /// Updates still in the log (not yet compacted).
-    pub log_len: u64,
-    /// Last append, import or compaction.
-    pub last_modified: SystemTime,
-}
-
-/// Result of `Store::compact`.
-#[derive(Debug, Clone, Copy)]
-pub struct CompactStats {
-    /// Log records merged and removed.
-    pub merged_updates: u64,
-    /// Snapshot size after compaction.
-    pub snapshot_bytes: u64,
-}
-
-/// Ticket for an append: await it to know the record is durable.
-#[must_use = "an append is not durable until its ticket resolves"]
-pub struct Appended {
-    /// Position assigned to the record.
-    pub seq: Seq,
-}
-
-impl Appended {
-    /// Resolves once the record is durable (per `Durability`).
-    pub async fn durable(self) -> Result<Seq, StoreError> {
-        todo!()
-    }
-    /// Blocking twin of `durable`, for non-async callers.
-    pub fn wait_durable(self) -> Result<Seq, StoreError> {
-        todo!()
-    }
-}
-
-/// The document store. Cheap to clone (shared handle); Send + Sync.
-#[derive(Clone)]
-pub struct Store {}
-
-impl Store {
-    /// Opens (or creates) a data directory.
-    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        let _ = config;
-        todo!()
-    }
-    /// Loads a document (snapshot + log replay) into a fresh `yrs::Doc`
-    /// (created with the store's GC option). A missing document loads empty.
-    /// Blocking: call from `spawn_blocking` in async code.
-    pub fn load(&self, doc: &DocId) -> Result<yrs::Doc, StoreError> {
-        let _ = doc;
-        todo!()
-    }
-    /// Appends one v1 update to the document's log. The record is written
-    /// (and its `Seq` assigned, in call order) before this returns; the
-    /// returned ticket resolves once the record is stored per `Durability`.
-    /// Appends whose tickets are awaited together share one flush (group
-    /// commit). Does not validate the update: callers apply it first.
-    pub fn append(&self, doc: &DocId, update: &[u8]) -> Result<Appended, StoreError> {
-        let _ = (doc, update);
-        todo!()
-    }
-    /// True when the document's log passed a compaction threshold.
-    pub fn needs_compaction(&self, doc: &DocId) -> bool {
-        let _ = doc;
-        todo!()
-    }
-    /// Merges the log into a new snapshot atomically. Blocking.
-    pub fn compact(&self, doc: &DocId) -> Result<CompactStats, StoreError> {
-        let _ = doc;
-        todo!()
-    }
-    /// Every stored document.
-    pub fn list(&self) -> Result<Vec<DocInfo>, StoreError> {
-        todo!()
-    }
-    /// Info for one document, `None` if it has never been written.
-    pub fn info(&self, doc: &DocId) -> Result<Option<DocInfo>, StoreError> {
-        let _ = doc;
-        todo!()
-    }
-    /// Removes a document entirely (durable on return).
-    pub fn delete(&self, doc: &DocId) -> Result<bool, StoreError> {
-        let _ = doc;
-        todo!()
-    }
-    /// The document's full state as one v1 update.
-    pub fn export(&self, doc: &DocId) -> Result<Vec<u8>, StoreError> {
-        let _ = doc;
-        todo!()
-    }
-    /// Merges a v1 update into a document (validated first; durable on return).
-    pub fn import(&self, doc: &DocId, update: &[u8]) -> Result<(), StoreError> {
-        let _ = (doc, update);
-        todo!()
-    }
-    /// Flushes everything to disk (used at shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        todo!()
-    }
-}
+pub use config::{Durability, StoreConfig};
+pub use doc_id::{DocId, InvalidDocId};
+pub use error::StoreError;
+pub use store::{Appended, CompactStats, DocInfo, Seq, Store};

@@ -1,0 +1,65 @@
+//! `StoreConfig` and `Durability`: every knob of the store, with its default.
+
+use std::path::PathBuf;
+
+/// Default bound of sled's page cache: 64 MiB (sled's own default is 1 GiB,
+/// and its real RSS overshoots the bound, so we keep it modest).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default log length (records) after which a document wants compaction.
+pub const DEFAULT_COMPACT_AFTER_UPDATES: u64 = 1_000;
+
+/// Default log size (bytes of stored records) after which a document wants
+/// compaction: 1 MiB.
+pub const DEFAULT_COMPACT_AFTER_BYTES: u64 = 1024 * 1024;
+
+/// When an append counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `append`'s ticket resolves only after the record is flushed to disk
+    /// (sled flush + `fdatasync`), shared across concurrent appends (group
+    /// commit). See the crate docs for the exact promise.
+    #[default]
+    Flush,
+    /// `append`'s ticket resolves once the record is written to sled's
+    /// buffers; a background flush runs every `flush_every_ms`. Window of loss
+    /// on a crash: that interval (plus the flush's own duration).
+    Relaxed {
+        /// Interval of the background flush.
+        flush_every_ms: u64,
+    },
+}
+
+/// Store options; `StoreConfig::new(path)` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Data directory (created if missing).
+    pub path: PathBuf,
+    /// sled page cache bound in bytes. Default [`DEFAULT_CACHE_BYTES`].
+    pub cache_bytes: u64,
+    /// Durability mode. Default [`Durability::Flush`].
+    pub durability: Durability,
+    /// Keep deleted content (no yrs GC) in every document the store creates,
+    /// including the documents compaction builds, so version history can be
+    /// restored later. Default `false`.
+    pub skip_gc: bool,
+    /// Compact a document once its log holds this many updates...
+    /// Default [`DEFAULT_COMPACT_AFTER_UPDATES`].
+    pub compact_after_updates: u64,
+    /// ...or this many bytes. Default [`DEFAULT_COMPACT_AFTER_BYTES`].
+    pub compact_after_bytes: u64,
+}
+
+impl StoreConfig {
+    /// Defaults for a data directory.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            durability: Durability::Flush,
+            skip_gc: false,
+            compact_after_updates: DEFAULT_COMPACT_AFTER_UPDATES,
+            compact_after_bytes: DEFAULT_COMPACT_AFTER_BYTES,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `StoreError`: everything that can go wrong in the store.
+
+use crate::{DocId, Seq};
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (I/O, or corruption of its own files).
+    #[error("storage engine error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file-system operation of the store itself failed.
+    #[error("I/O error on the data directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// A flush to disk failed. The store stops acknowledging writes after
+    /// this (an fsync error cannot be retried safely); restart the process.
+    #[error("flushing to disk failed, the store no longer accepts writes: {0}")]
+    FlushFailed(String),
+    /// A log record of a document cannot be read. Nothing is deleted: the
+    /// record stays on disk for inspection; other documents are unaffected.
+    #[error("document '{doc}': log record {seq} is corrupt: {reason}")]
+    CorruptRecord {
+        /// The document whose log holds the record.
+        doc: DocId,
+        /// The record's position in that log.
+        seq: Seq,
+        /// What failed (format version, yrs decode or apply error).
+        reason: String,
+    },
+    /// The compacted snapshot of a document cannot be read (kept on disk).
+    #[error("document '{doc}': snapshot is corrupt: {reason}")]
+    CorruptSnapshot {
+        /// The document.
+        doc: DocId,
+        /// What failed.
+        reason: String,
+    },
+    /// An update handed to `import` is not a valid v1 update.
+    #[error("document '{doc}': invalid update: {reason}")]
+    InvalidUpdate {
+        /// The document it was meant for.
+        doc: DocId,
+        /// The decode/apply error.
+        reason: String,
+    },
+    /// The data directory was written by a newer (or unknown) Tandem format.
+    #[error(
+        "data directory format version {found} is not supported (this build reads versions 1..={supported})"
+    )]
+    UnsupportedFormat {
+        /// Version found in the directory's meta record.
+        found: u32,
+        /// Newest version this build understands.
+        supported: u32,
+    },
+}

@@ -1,0 +1,277 @@
+//! Key layout and record encoding: the on-disk format of a data directory.
+//!
+//! Everything lives in sled's default tree. Keys start with a one-byte kind:
+//!
+//! | key | value |
+//! |---|---|
+//! | `0x00 "format"` | data-dir format version, `u32` big-endian ([`DATA_FORMAT_VERSION`]) |
+//! | `'s' doc 0x00 part:u32be` | snapshot chunk number `part` |
+//! | `'l' doc 0x00 seq:u64be part:u32be` | log record `seq`, chunk number `part` |
+//!
+//! `doc` is the [`DocId`]'s bytes; `0x00` never occurs in an id, so it ends
+//! the id unambiguously and `'l' doc 0x00` is the prefix of exactly one
+//! document's log, in `seq` order.
+//!
+//! A record (a log update or a snapshot) is split into chunks of at most
+//! [`CHUNK_BYTES`] payload bytes, written together in one atomic sled batch.
+//! Chunking keeps every sled value (and every sled page of ≤ 17 values)
+//! below sled's blob threshold, because sled 0.34 writes oversize values to
+//! separate blob files that it never fsyncs.
+//!
+//! Chunk 0 starts with a header whose first byte is the record format
+//! version ([`RECORD_VERSION`]); integers in headers are little-endian:
+//!
+//! - log record: `version:u8 modified_ms:u64 parts:u32` then the payload,
+//!   a yrs v1 update;
+//! - snapshot: `version:u8 merged_upto:u64 update_count:u64 modified_ms:u64
+//!   parts:u32` then the payload, `encode_state_as_update_v1` of the merged
+//!   document. `merged_upto` is the highest log `seq` folded in (so `seq`s
+//!   are never reused after compaction); `update_count` counts the updates
+//!   folded in over the document's life.
+//!
+//! Format history: data-dir version 1 / record version 1 is the first
+//! (`fixtures/store-v1/` pins it; a test opens it).
+
+use crate::{DocId, Seq};
+
+/// Version of the data directory layout, stored under [`META_KEY`].
+pub const DATA_FORMAT_VERSION: u32 = 1;
+
+/// Version byte at the start of every record's first chunk.
+pub const RECORD_VERSION: u8 = 1;
+
+/// Largest payload slice stored in one sled value.
+pub const CHUNK_BYTES: usize = 4000;
+
+/// Key of the data-dir meta record.
+pub const META_KEY: &[u8] = b"\x00format";
+
+const LOG_KIND: u8 = b'l';
+const SNAPSHOT_KIND: u8 = b's';
+const LOG_HEADER_LEN: usize = 1 + 8 + 4;
+const SNAPSHOT_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 4;
+
+/// Prefix of every key of `doc`'s log.
+pub fn log_prefix(doc: &DocId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(doc.as_str().len() + 14);
+    key.push(LOG_KIND);
+    key.extend_from_slice(doc.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// Key of chunk `part` of log record `seq` of `doc`.
+pub fn log_key(doc: &DocId, seq: Seq, part: u32) -> Vec<u8> {
+    let mut key = log_prefix(doc);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(&part.to_be_bytes());
+    key
+}
+
+/// Prefix of every key of `doc`'s snapshot.
+pub fn snapshot_prefix(doc: &DocId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(doc.as_str().len() + 6);
+    key.push(SNAPSHOT_KIND);
+    key.extend_from_slice(doc.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// Key of chunk `part` of `doc`'s snapshot.
+pub fn snapshot_key(doc: &DocId, part: u32) -> Vec<u8> {
+    let mut key = snapshot_prefix(doc);
+    key.extend_from_slice(&part.to_be_bytes());
+    key
+}
+
+/// The first key of the log/snapshot range, to find documents.
+pub(crate) fn kind_start(snapshot: bool) -> [u8; 1] {
+    [if snapshot { SNAPSHOT_KIND } else { LOG_KIND }]
+}
+
+/// Splits a log or snapshot key into its document id and the rest (after
+/// the `0x00`). `None` for keys of another kind or malformed keys.
+pub(crate) fn split_doc_key(key: &[u8], snapshot: bool) -> Option<(DocId, &[u8])> {
+    let (&kind, rest) = key.split_first()?;
+    if kind != kind_start(snapshot)[0] {
+        return None;
+    }
+    let end = rest.iter().position(|&b| b == 0)?;
+    let id = std::str::from_utf8(&rest[..end]).ok()?;
+    Some((DocId::new(id).ok()?, &rest[end + 1..]))
+}
+
+/// `(seq, part)` from the tail of a log key (after `doc 0x00`).
+pub(crate) fn parse_log_tail(tail: &[u8]) -> Option<(Seq, u32)> {
+    let seq = u64::from_be_bytes(tail.get(..8)?.try_into().ok()?);
+    let part = u32::from_be_bytes(tail.get(8..12)?.try_into().ok()?);
+    (tail.len() == 12).then_some((seq, part))
+}
+
+/// `part` from the tail of a snapshot key.
+pub(crate) fn parse_snapshot_tail(tail: &[u8]) -> Option<u32> {
+    (tail.len() == 4).then(|| u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]))
+}
+
+/// Header of a log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHeader {
+    /// Wall-clock time of the append, ms since the Unix epoch.
+    pub modified_ms: u64,
+    /// Number of chunks.
+    pub parts: u32,
+}
+
+/// Header of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SnapshotHeader {
+    /// Highest log seq merged into this snapshot.
+    pub merged_upto: Seq,
+    /// Updates merged into this snapshot over the document's life.
+    pub update_count: u64,
+    /// Time of the compaction (or import) that wrote it, ms since the epoch.
+    pub modified_ms: u64,
+    /// Number of chunks.
+    pub parts: u32,
+}
+
+fn parts_for(payload_len: usize) -> u32 {
+    let parts = payload_len.div_ceil(CHUNK_BYTES).max(1);
+    u32::try_from(parts).unwrap_or(u32::MAX)
+}
+
+fn split(mut first: Vec<u8>, payload: &[u8]) -> Vec<Vec<u8>> {
+    let mut chunks = payload.chunks(CHUNK_BYTES);
+    first.extend_from_slice(chunks.next().unwrap_or(&[]));
+    let mut values = vec![first];
+    values.extend(chunks.map(<[u8]>::to_vec));
+    values
+}
+
+/// Encodes a log record into its chunk values (index = part).
+pub fn encode_log(modified_ms: u64, update: &[u8]) -> Vec<Vec<u8>> {
+    let mut first = Vec::with_capacity(LOG_HEADER_LEN + update.len().min(CHUNK_BYTES));
+    first.push(RECORD_VERSION);
+    first.extend_from_slice(&modified_ms.to_le_bytes());
+    first.extend_from_slice(&parts_for(update.len()).to_le_bytes());
+    split(first, update)
+}
+
+/// Encodes a snapshot into its chunk values; `header.parts` is filled in.
+pub fn encode_snapshot(header: SnapshotHeader, state: &[u8]) -> Vec<Vec<u8>> {
+    let mut first = Vec::with_capacity(SNAPSHOT_HEADER_LEN + state.len().min(CHUNK_BYTES));
+    first.push(RECORD_VERSION);
+    first.extend_from_slice(&header.merged_upto.to_le_bytes());
+    first.extend_from_slice(&header.update_count.to_le_bytes());
+    first.extend_from_slice(&header.modified_ms.to_le_bytes());
+    first.extend_from_slice(&parts_for(state.len()).to_le_bytes());
+    split(first, state)
+}
+
+fn check_version(value: &[u8]) -> Result<(), String> {
+    match value.first() {
+        Some(&RECORD_VERSION) => Ok(()),
+        Some(&v) => Err(format!(
+            "unsupported record format version {v} (this build reads {RECORD_VERSION})"
+        )),
+        None => Err("empty record".into()),
+    }
+}
+
+fn u64_at(v: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&v[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn u32_at(v: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&v[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// Decodes the header of a log record's first chunk; returns it and the
+/// payload slice that chunk carries.
+pub fn decode_log_header(first: &[u8]) -> Result<(LogHeader, &[u8]), String> {
+    check_version(first)?;
+    if first.len() < LOG_HEADER_LEN {
+        return Err(format!("truncated header ({} bytes)", first.len()));
+    }
+    let header = LogHeader {
+        modified_ms: u64_at(first, 1),
+        parts: u32_at(first, 9),
+    };
+    Ok((header, &first[LOG_HEADER_LEN..]))
+}
+
+/// Decodes the header of a snapshot's first chunk; returns it and the
+/// payload slice that chunk carries.
+pub fn decode_snapshot_header(first: &[u8]) -> Result<(SnapshotHeader, &[u8]), String> {
+    check_version(first)?;
+    if first.len() < SNAPSHOT_HEADER_LEN {
+        return Err(format!("truncated header ({} bytes)", first.len()));
+    }
+    let header = SnapshotHeader {
+        merged_upto: u64_at(first, 1),
+        update_count: u64_at(first, 9),
+        modified_ms: u64_at(first, 17),
+        parts: u32_at(first, 25),
+    };
+    Ok((header, &first[SNAPSHOT_HEADER_LEN..]))
+}
+
+/// Joins the chunks of one record (`chunks[i]` = `(part, value)` in key
+/// order), checking that exactly parts `0..expected` are present.
+pub(crate) fn join_chunks<'a>(
+    first_payload: &[u8],
+    expected: u32,
+    chunks: impl Iterator<Item = (u32, &'a [u8])>,
+) -> Result<Vec<u8>, String> {
+    let mut payload = first_payload.to_vec();
+    let mut next = 1u32;
+    for (part, value) in chunks {
+        if part != next {
+            return Err(format!("chunk {next} missing (found chunk {part})"));
+        }
+        payload.extend_from_slice(value);
+        next += 1;
+    }
+    if next != expected {
+        return Err(format!("record has {next} of {expected} chunks"));
+    }
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_record_round_trips_across_chunks() {
+        for len in [0, 1, CHUNK_BYTES, CHUNK_BYTES + 1, 3 * CHUNK_BYTES + 7] {
+            let update: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let values = encode_log(42, &update);
+            assert!(
+                values
+                    .iter()
+                    .all(|v| v.len() <= CHUNK_BYTES + LOG_HEADER_LEN)
+            );
+            let (header, first) = decode_log_header(&values[0]).unwrap();
+            assert_eq!(header.parts as usize, values.len());
+            let rest = values[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32 + 1, &v[..]));
+            assert_eq!(join_chunks(first, header.parts, rest).unwrap(), update);
+        }
+    }
+
+    #[test]
+    fn keys_sort_by_seq_then_part() {
+        let doc = DocId::new("a").unwrap();
+        assert!(log_key(&doc, 1, 5) < log_key(&doc, 2, 0));
+        assert!(log_key(&doc, 255, 0) < log_key(&doc, 256, 0));
+        let other = DocId::new("a.b").unwrap();
+        assert!(!log_key(&other, 1, 0).starts_with(&log_prefix(&doc)));
+    }
+}

@@ -1,0 +1,219 @@
+//! Restart, compaction and basic API behaviour on real sled directories.
+
+mod common;
+
+use common::{Editor, id, open, text};
+use tandem_store::{Store, StoreConfig};
+
+#[test]
+fn restart_round_trip_keeps_every_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = id("notes");
+    let editor = Editor::new(1);
+    {
+        let store = open(dir.path());
+        for (i, word) in ["hello", " world", "!"].iter().enumerate() {
+            let ticket = store.append(&doc, &editor.insert(u32::MAX, word)).unwrap();
+            assert_eq!(ticket.seq, i as u64 + 1);
+            ticket.wait_durable().unwrap();
+        }
+    }
+    let store = open(dir.path());
+    let loaded = store.load(&doc).unwrap();
+    assert_eq!(text(&loaded), "hello world!");
+    let info = store.info(&doc).unwrap().expect("doc exists");
+    assert_eq!(info.update_count, 3);
+    assert_eq!(info.log_len, 3);
+    // Seqs continue after a restart.
+    let next = store.append(&doc, &editor.insert(0, ">")).unwrap();
+    assert_eq!(next.seq, 4);
+    next.wait_durable().unwrap();
+}
+
+#[test]
+fn never_written_doc_loads_empty_and_has_no_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let doc = id("nothing-here");
+    assert_eq!(text(&store.load(&doc).unwrap()), "");
+    assert!(store.info(&doc).unwrap().is_none());
+    assert!(store.list().unwrap().is_empty());
+    assert!(!store.needs_compaction(&doc));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_appends_resolve_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let doc = id("async");
+    let editor = Editor::new(7);
+    let mut tickets = Vec::new();
+    for i in 0..100 {
+        tickets.push(store.append(&doc, &editor.insert(i, "x")).unwrap());
+    }
+    for (i, ticket) in tickets.into_iter().enumerate() {
+        assert_eq!(ticket.durable().await.unwrap(), i as u64 + 1);
+    }
+    assert_eq!(text(&store.load(&doc).unwrap()).len(), 100);
+}
+
+#[test]
+fn compaction_keeps_content_and_shrinks_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let doc = id("compact-me");
+    let editor = Editor::new(3);
+    for i in 0..200 {
+        store
+            .append(&doc, &editor.insert(i, "ab"))
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    store
+        .append(&doc, &editor.delete(10, 50))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    let before = text(&store.load(&doc).unwrap());
+    let stats = store.compact(&doc).unwrap();
+    assert_eq!(stats.merged_updates, 201);
+    let info = store.info(&doc).unwrap().unwrap();
+    assert_eq!(info.log_len, 0);
+    assert_eq!(info.update_count, 201);
+    assert_eq!(text(&store.load(&doc).unwrap()), before);
+    assert_eq!(text(&store.load(&doc).unwrap()), text(&editor.doc));
+    // A second compaction has nothing to merge.
+    assert_eq!(store.compact(&doc).unwrap().merged_updates, 0);
+}
+
+#[test]
+fn compaction_then_more_appends_then_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = id("c2");
+    let editor = Editor::new(5);
+    {
+        let store = open(dir.path());
+        for i in 0..50 {
+            store
+                .append(&doc, &editor.insert(i, "q"))
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+        }
+        store.compact(&doc).unwrap();
+        for i in 0..30 {
+            store
+                .append(&doc, &editor.insert(i * 2, "z"))
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+        }
+        let info = store.info(&doc).unwrap().unwrap();
+        assert_eq!((info.log_len, info.update_count), (30, 80));
+    }
+    let store = open(dir.path());
+    assert_eq!(text(&store.load(&doc).unwrap()), text(&editor.doc));
+    let info = store.info(&doc).unwrap().unwrap();
+    assert_eq!((info.log_len, info.update_count), (30, 80));
+    // Seqs are never reused after compaction.
+    let ticket = store.append(&doc, &editor.insert(0, "!")).unwrap();
+    assert_eq!(ticket.seq, 81);
+    ticket.wait_durable().unwrap();
+    store.compact(&doc).unwrap();
+    drop(store);
+    assert_eq!(
+        text(&open(dir.path()).load(&doc).unwrap()),
+        text(&editor.doc)
+    );
+}
+
+#[test]
+fn needs_compaction_follows_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.compact_after_updates = 10;
+    config.compact_after_bytes = u64::MAX;
+    let store = Store::open(config).unwrap();
+    let doc = id("t");
+    let editor = Editor::new(9);
+    for i in 0..9 {
+        store
+            .append(&doc, &editor.insert(i, "a"))
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+        assert!(!store.needs_compaction(&doc));
+    }
+    store
+        .append(&doc, &editor.insert(0, "a"))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    assert!(store.needs_compaction(&doc));
+    store.compact(&doc).unwrap();
+    assert!(!store.needs_compaction(&doc));
+}
+
+#[test]
+fn large_updates_round_trip_across_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = id("big");
+    let editor = Editor::new(11);
+    let big = "0123456789".repeat(50_000);
+    {
+        let store = open(dir.path());
+        store
+            .append(&doc, &editor.insert(0, &big))
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+        store.compact(&doc).unwrap();
+        store
+            .append(&doc, &editor.delete(0, 400_000))
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(text(&store.load(&doc).unwrap()), &big[400_000..]);
+    store.compact(&doc).unwrap();
+    assert_eq!(text(&store.load(&doc).unwrap()), &big[400_000..]);
+}
+
+#[test]
+fn export_import_delete_and_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (a, b) = (id("a"), id("b"));
+    let editor = Editor::new(2);
+    store
+        .append(&a, &editor.insert(0, "shared text"))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    let exported = store.export(&a).unwrap();
+    store.import(&b, &exported).unwrap();
+    assert_eq!(text(&store.load(&b).unwrap()), "shared text");
+    let listed: Vec<String> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id.to_string())
+        .collect();
+    assert_eq!(listed, ["a", "b"]);
+    assert!(store.import(&b, &[0xff, 0xff, 0xff]).is_err());
+    assert!(store.delete(&a).unwrap());
+    assert!(!store.delete(&a).unwrap());
+    assert!(store.info(&a).unwrap().is_none());
+    assert_eq!(text(&store.load(&a).unwrap()), "");
+    drop(store);
+    let store = open(dir.path());
+    let listed: Vec<String> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id.to_string())
+        .collect();
+    assert_eq!(listed, ["b"]);
+}
