@@ -1,0 +1,222 @@
+// The editor page at /d/<doc-id>: CodeMirror 6 bound to the root Y.Text `content`
+// of the document, synced through y-websocket with the server at ws(s)://<host>/ws/<doc-id>.
+
+import * as Y from 'yjs'
+import { WebsocketProvider } from 'y-websocket'
+import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
+import { EditorState } from '@codemirror/state'
+import { EditorView, keymap, drawSelection, dropCursor, placeholder, highlightSpecialChars } from '@codemirror/view'
+import { defaultKeymap, indentWithTab } from '@codemirror/commands'
+import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
+import { markdownLanguage, markdownKeymap } from '@codemirror/lang-markdown'
+import { syntaxHighlighting } from '@codemirror/language'
+
+import { isValidDocId, rememberDoc } from './docid.js'
+import { loadIdentity, saveIdentity, awarenessUser, initials, PALETTE } from './identity.js'
+import { showPresence, safeColor } from './presence.js'
+import { trackStatus } from './status.js'
+import { markdownHighlight, editorTheme } from './theme.js'
+
+/** Name of the root Y.Text holding the document (the HTTP text API reads the same). */
+const TEXT_NAME = 'content'
+
+const $ = (id) => document.getElementById(id)
+
+function docIdFromPath () {
+  const match = location.pathname.match(/^\/d\/([^/]+)\/?$/)
+  if (!match) return null
+  try {
+    return decodeURIComponent(match[1])
+  } catch {
+    return null
+  }
+}
+
+function fail (message) {
+  const fatal = $('fatal')
+  fatal.hidden = false
+  fatal.innerHTML = ''
+  fatal.append(message, ' ')
+  const link = document.createElement('a')
+  link.href = '/'
+  link.textContent = 'Open another document'
+  fatal.append(link)
+  $('editor').hidden = true
+}
+
+function start () {
+  const docId = docIdFromPath()
+  $('doc-name').textContent = docId ?? ''
+  if (!isValidDocId(docId)) {
+    fail('This is not a valid document name: use letters, digits, . _ - (up to 128).')
+    return
+  }
+  document.title = `${docId} · Tandem`
+  rememberDoc(docId)
+
+  const ydoc = new Y.Doc()
+  const ytext = ydoc.getText(TEXT_NAME)
+  const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`
+  const provider = new WebsocketProvider(wsBase, docId, ydoc)
+  const awareness = provider.awareness
+
+  let identity = loadIdentity()
+  awareness.setLocalStateField('user', awarenessUser(identity))
+
+  const undoManager = new Y.UndoManager(ytext)
+  const view = new EditorView({
+    parent: $('editor'),
+    state: EditorState.create({
+      doc: ytext.toString(),
+      extensions: [
+        keymap.of([...yUndoManagerKeymap, ...markdownKeymap, ...defaultKeymap, ...searchKeymap, indentWithTab]),
+        highlightSpecialChars(),
+        drawSelection(),
+        dropCursor(),
+        highlightSelectionMatches(),
+        EditorView.lineWrapping,
+        EditorView.contentAttributes.of({ 'aria-label': `Document ${docId}`, spellcheck: 'true' }),
+        placeholder('Start writing… Markdown works: # heading, **bold**, - list'),
+        // The language alone: markdown() would also bundle an HTML parser (+140 KiB).
+        markdownLanguage,
+        syntaxHighlighting(markdownHighlight),
+        editorTheme,
+        yCollab(ytext, awareness, { undoManager })
+      ]
+    })
+  })
+
+  const status = trackStatus(provider, ({ connection, sync }) => {
+    const conn = $('conn')
+    conn.dataset.state = connection
+    conn.querySelector('.text').textContent =
+      { connected: 'Connected', connecting: 'Connecting…', offline: 'Offline' }[connection]
+    conn.title = connection === 'offline'
+      ? 'Offline: keep writing, your edits merge when the connection is back'
+      : 'Connection to the server'
+    const syncEl = $('sync')
+    syncEl.dataset.state = sync
+    syncEl.textContent =
+      { loading: 'Loading…', saving: 'Saving…', synced: 'All changes saved', unsynced: 'Edits kept locally' }[sync]
+  })
+
+  showPresence($('presence'), awareness)
+  setupIdentityPanel(identity, (changed) => {
+    identity = { ...identity, ...changed }
+    saveIdentity(changed)
+    awareness.setLocalStateField('user', awarenessUser(identity))
+  })
+  setupCopyLink()
+
+  // Leave at once rather than when the server notices the closed socket; come back
+  // if the page is restored from the back/forward cache.
+  window.addEventListener('pagehide', () => awareness.setLocalState(null))
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) awareness.setLocalStateField('user', awarenessUser(identity))
+  })
+  window.addEventListener('beforeunload', (event) => {
+    if (status.hasUnsyncedEdits() && !provider.wsconnected) event.preventDefault()
+  })
+
+  view.focus()
+  // For tests and for poking around in the console.
+  window.tandem = { docId, ydoc, ytext, provider, awareness, view, undoManager }
+}
+
+function setupIdentityPanel (identity, onChange) {
+  const button = $('me')
+  const panel = $('me-panel')
+  const nameInput = $('me-name')
+  const swatches = $('me-colors')
+
+  const paintButton = () => {
+    button.textContent = initials(identity.name)
+    button.style.background = safeColor(identity.color)
+    button.title = `You are ${identity.name}: change name or colour`
+  }
+  const paintSwatches = () => {
+    for (const swatch of swatches.children) {
+      swatch.setAttribute('aria-checked', String(swatch.dataset.color === identity.color))
+    }
+  }
+
+  for (const color of PALETTE) {
+    const swatch = document.createElement('button')
+    swatch.type = 'button'
+    swatch.className = 'swatch'
+    swatch.role = 'radio'
+    swatch.dataset.color = color
+    swatch.style.background = color
+    swatch.title = color
+    swatch.addEventListener('click', () => {
+      identity = { ...identity, color }
+      onChange({ color })
+      paintButton()
+      paintSwatches()
+    })
+    swatches.append(swatch)
+  }
+
+  const open = (show) => {
+    panel.hidden = !show
+    button.setAttribute('aria-expanded', String(show))
+    if (show) {
+      nameInput.value = identity.name
+      nameInput.focus()
+      nameInput.select()
+    }
+  }
+  button.addEventListener('click', () => open(panel.hidden))
+  nameInput.addEventListener('input', () => {
+    const name = nameInput.value.trim()
+    if (!name) return
+    identity = { ...identity, name }
+    onChange({ name })
+    paintButton()
+  })
+  nameInput.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' || e.key === 'Escape') {
+      open(false)
+      button.focus()
+    }
+  })
+  document.addEventListener('pointerdown', (e) => {
+    if (!panel.hidden && !panel.contains(e.target) && !button.contains(e.target)) open(false)
+  })
+
+  paintButton()
+  paintSwatches()
+}
+
+function setupCopyLink () {
+  const button = $('copy-link')
+  const label = button.querySelector('.label')
+  let timer = null
+  button.addEventListener('click', async () => {
+    const url = location.origin + location.pathname
+    let ok = false
+    try {
+      await navigator.clipboard.writeText(url)
+      ok = true
+    } catch {
+      // Clipboard API needs a secure context; fall back to a selected text field.
+      const field = document.createElement('textarea')
+      field.value = url
+      field.style.position = 'fixed'
+      field.style.opacity = '0'
+      document.body.append(field)
+      field.select()
+      try { ok = document.execCommand('copy') } catch { ok = false }
+      field.remove()
+    }
+    label.textContent = ok ? 'Link copied' : url
+    button.classList.toggle('done', ok)
+    clearTimeout(timer)
+    timer = setTimeout(() => {
+      label.textContent = 'Copy link'
+      button.classList.remove('done')
+    }, 2000)
+  })
+}
+
+start()
