@@ -1,0 +1,25 @@
+//! tandem-bench: a load generator for any server that speaks the Yjs sync
+//! protocol over WebSockets (Tandem, the reference Node `@y/websocket-server`,
+//! or a peer's). It depends on no Tandem crate: it is a client.
+//!
+//! Layout:
+//! - [`trace`]: real editing traces (or a generated one) replayed into yrs
+//!   updates, one per keystroke.
+//! - [`protocol`]: y-protocols messages, sans-IO; naming an update by its ids.
+//! - [`conn`]: one client's WebSocket (TCP_NODELAY, one message per frame, join).
+//! - [`ledger`]: send times and receipts: latency and missing deliveries.
+//! - [`measure`]: percentiles, and CPU/RSS from `/proc`.
+//! - [`target`]: the server under test; spawns, kills and restarts it when asked.
+//! - [`workloads`]: fan-out, throughput, connections, cold join, restart.
+//! - [`report`]: Markdown/JSON rows and Tandem/reference ratios.
+//!
+//! Start with [`workloads::fanout`]: it shows the whole measuring loop.
+
+pub mod conn;
+pub mod ledger;
+pub mod measure;
+pub mod protocol;
+pub mod report;
+pub mod target;
+pub mod trace;
+pub mod workloads;

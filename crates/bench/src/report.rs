@@ -1,0 +1,137 @@
+//! One result row per workload point, printed as a Markdown table row and as
+//! a JSON line, and the comparison of two servers (ratios).
+
+use serde::Serialize;
+
+use crate::measure::{Percentiles, Usage};
+
+/// One measured point of one workload on one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// "fanout", "throughput", "connections", "cold-join", "restart".
+    pub workload: String,
+    /// The point's parameters, e.g. "10x5@10/s".
+    pub point: String,
+    /// Which server.
+    pub server: String,
+    /// Latency percentiles (what "latency" means depends on the workload).
+    pub latency: Option<Percentiles>,
+    /// The workload's rate figure (deliveries/s, updates/s, ...).
+    pub rate: Option<f64>,
+    /// Unit of `rate`.
+    pub rate_unit: String,
+    /// Deliveries that never arrived (fan-out/connections probe).
+    pub missing: Option<u64>,
+    /// Server CPU (cores) and peak RSS, bench CPU.
+    pub usage: Usage,
+    /// Did the point complete with correct content and no errors?
+    pub ok: bool,
+    /// What else a reader needs (content check, saturation, errors).
+    pub note: String,
+    /// Workload-specific numbers.
+    pub detail: serde_json::Value,
+}
+
+/// Markdown header matching [`Row::markdown`].
+pub const HEADER: &str = "| workload | point | server | p50 ms | p99 ms | max ms | rate | missing | server CPU | server RSS MiB | bench CPU | ok | note |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|";
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+}
+
+impl Row {
+    /// The row as a Markdown table line.
+    pub fn markdown(&self) -> String {
+        let l = self.latency;
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
+            self.workload,
+            self.point,
+            self.server,
+            opt(l.map(|l| l.p50_ms), 2),
+            opt(l.map(|l| l.p99_ms), 2),
+            opt(l.map(|l| l.max_ms), 2),
+            self.rate
+                .map_or("-".to_string(), |r| format!("{r:.0} {}", self.rate_unit)),
+            self.missing.map_or("-".to_string(), |m| m.to_string()),
+            opt(self.usage.server_cpu, 2),
+            opt(self.usage.server_rss_peak_mib, 1),
+            self.usage.bench_cpu,
+            if self.ok { "yes" } else { "NO" },
+            self.note.replace('|', "/"),
+        )
+    }
+
+    /// The row as one JSON line.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Prints the row: Markdown to stdout, JSON to stderr-free stdout after it.
+    pub fn print(&self) {
+        println!("{}", self.markdown());
+        println!("{}", self.json());
+    }
+}
+
+/// Tandem / reference for the same workload point.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// Workload.
+    pub workload: String,
+    /// Point.
+    pub point: String,
+    /// p99 latency ratio (lower is better for Tandem).
+    pub p99: Option<f64>,
+    /// Rate ratio (higher is better for Tandem).
+    pub rate: Option<f64>,
+    /// Peak RSS ratio (lower is better).
+    pub rss: Option<f64>,
+    /// Server CPU ratio (lower is better).
+    pub cpu: Option<f64>,
+}
+
+fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+/// Pairs rows of `a` with rows of `b` by (workload, point) and divides.
+pub fn ratios(a: &[Row], b: &[Row]) -> Vec<Ratio> {
+    a.iter()
+        .filter_map(|ra| {
+            let rb = b
+                .iter()
+                .find(|rb| rb.workload == ra.workload && rb.point == ra.point)?;
+            Some(Ratio {
+                workload: ra.workload.clone(),
+                point: ra.point.clone(),
+                p99: div(ra.latency.map(|l| l.p99_ms), rb.latency.map(|l| l.p99_ms)),
+                rate: div(ra.rate, rb.rate),
+                rss: div(ra.usage.server_rss_peak_mib, rb.usage.server_rss_peak_mib),
+                cpu: div(ra.usage.server_cpu, rb.usage.server_cpu),
+            })
+        })
+        .collect()
+}
+
+/// Markdown table of ratios.
+pub fn ratio_table(ratios: &[Ratio], a: &str, b: &str) -> String {
+    let mut out = format!(
+        "| workload | point | p99 {a}/{b} | rate {a}/{b} | RSS {a}/{b} | CPU {a}/{b} |\n|---|---|---:|---:|---:|---:|\n"
+    );
+    for r in ratios {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.workload,
+            r.point,
+            opt(r.p99, 2),
+            opt(r.rate, 2),
+            opt(r.rss, 2),
+            opt(r.cpu, 2)
+        ));
+    }
+    out
+}

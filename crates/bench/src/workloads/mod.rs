@@ -1,0 +1,3 @@
+//! The workloads, one file each.
+
+pub mod fanout;
