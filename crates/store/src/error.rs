@@ -42,6 +42,13 @@ pub enum StoreError {
         /// The decode/apply error.
         reason: String,
     },
+    /// Another process (or another `Store` in this one) has the data
+    /// directory open.
+    #[error("data directory {} is in use by another process (sled lock held)", path.display())]
+    Locked {
+        /// The data directory.
+        path: std::path::PathBuf,
+    },
     /// The data directory was written by a newer (or unknown) Tandem format.
     #[error(
         "data directory format version {found} is not supported (this build reads versions 1..={supported})"

@@ -131,12 +131,12 @@ impl Store {
     /// Opens (or creates) a data directory.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.path)?;
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_bytes)
             // Our flusher does every flush (and adds fdatasync).
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = open_sled(&sled_config, &config.path)?;
         check_format(&db)?;
         let sync = DiskSync::new(db.clone(), &config.path)?;
         sync.sync()?;
@@ -443,6 +443,29 @@ impl Store {
     /// Flushes everything to disk (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.commit.sync_now()
+    }
+}
+
+/// How long `open` waits for a just-dropped store's lock to be released.
+const LOCK_GRACE: Duration = Duration::from_secs(2);
+
+/// Opens sled, waiting briefly while the directory is locked: sled's
+/// background I/O threads may hold the lock for a moment after the previous
+/// `Store` in this process was dropped.
+fn open_sled(config: &sled::Config, path: &std::path::Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

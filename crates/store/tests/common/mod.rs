@@ -71,3 +71,19 @@ pub fn state_of(doc: &Doc) -> Vec<u8> {
     doc.transact()
         .encode_state_as_update_v1(&StateVector::default())
 }
+
+/// Opens the data directory with sled directly (to tamper with records),
+/// waiting for a just-dropped store's background threads to release it.
+pub fn open_raw_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("open sled: {e}"),
+        }
+    }
+}
