@@ -1,3 +1,89 @@
-//! tandem-gateway: warp server with WebSocket rooms (placeholder until the gateway lands).
+//! tandem-gateway: Tandem's warp server. Browsers and any Yjs client connect
+//! to `ws://HOST/ws/<doc-id>` and edit a document together; the gateway
+//! keeps one *room* per open document, speaks the y-protocols sync and
+//! awareness messages, and hands every update to `tandem-store`.
+//!
+//! # Layout
+//!
+//! - [`server`]: routes, the TCP_NODELAY listener, graceful shutdown. Start here.
+//! - [`rooms`]: the registry: finds or opens (single-flight) a document's room.
+//! - [`room`]: the room task that owns a document, its awareness and its peers.
+//! - [`peer`]: one WebSocket connection: read, decode, write, heartbeat.
+//! - [`protocol`]: the wire format, sans I/O (frames in, typed messages out).
+//! - [`presence`]: the awareness table with per-connection ownership and expiry.
+//! - [`close`]: the close codes the server sends, and why.
+//! - [`config`]: limits and timings (`tandem serve` flags).
+//! - [`api`]: `/healthz`, `/metrics`, `/api/docs...`.
+//! - [`metrics`]: counters for `/metrics`.
+//! - [`web`]: the browser editor's static files.
+//!
+//! # Concurrency model: one task per room (an actor)
+//!
+//! Each open document has exactly one room task, which alone owns the yrs
+//! `Doc`, the awareness table and the list of peers; nothing is behind a
+//! lock. Connections send decoded messages to their room over a bounded
+//! per-peer channel (a flooding peer is back-pressured, others are not) and
+//! receive frames over a bounded per-peer outbound queue. The room handles
+//! everything that is ready as one batch, in arrival order per peer. The
+//! first join opens the room and loads the document from the store on a
+//! blocking thread while later joins queue behind it (single-flight). When
+//! the last peer has left and the grace period passed, the room compacts
+//! the document and unloads.
+//!
+//! # Durability contract
+//!
+//! **An update is broadcast only after it is durable in the store.** The
+//! room applies each update, appends it to the store, then waits once for
+//! the whole batch to be durable (group commit: updates that arrived
+//! together share one flush), and only then sends anything (updates to
+//! other peers, SyncStep2 replies). So any edit a peer has received survives
+//! a crash (with `--durability relaxed`, "durable" means within the flush
+//! interval). If the store fails, the room closes every peer with 1011 and
+//! unloads; clients reconnect and resend what the store lacks.
+//!
+//! # Protocol
+//!
+//! One message per WebSocket frame (the JS client reads only the first). On
+//! join the server sends SyncStep1, then the current awareness states. A
+//! client's SyncStep1 gets a SyncStep2 with what it lacks; its SyncStep2 and
+//! Updates are applied, stored and sent to every *other* peer; awareness
+//! changes go to every peer *including* the sender (a lone JS client
+//! otherwise hears nothing and reconnects every 30 s). Query-awareness is
+//! answered. Auth messages (type 2) are accepted and ignored: there is no
+//! auth yet. Awareness states are removed when their connection ends and
+//! expire after 30 s without renewal. Peers are pinged every 10 s and
+//! dropped after two silent intervals.
+//!
+//! # Close codes
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 1000 | normal close |
+//! | 1001 | server shutting down |
+//! | 1003 | text frame (the protocol is binary only) |
+//! | 1007 | malformed message: garbage, truncated varint, unknown sync sub-type, invalid awareness JSON, update yrs rejects |
+//! | 1009 | frame larger than `--max-message-bytes` |
+//! | 1011 | internal error (e.g. the store failed: the update was not acknowledged) |
+//! | 4003 | unknown top-level message type |
+//! | 4008 | slow peer: outbound queue overflowed (reconnect to resync) |
+//! | 4009 | awareness that advances a client id owned by another connection |
+//! | 4013 | capacity: room full or server at max open rooms (try later) |
+//!
+//! Each bad input closes only the offending connection, with a warning log;
+//! a bad frame is rejected whole, so none of it reaches the room or store.
 
+pub mod api;
+pub mod close;
+pub mod config;
+pub mod metrics;
+pub mod peer;
+pub mod presence;
+pub mod protocol;
+pub mod room;
+pub mod rooms;
+pub mod server;
 pub mod web;
+
+pub use close::CloseCode;
+pub use config::Limits;
+pub use server::{GatewayError, bind, routes, serve};

@@ -1,0 +1,139 @@
+//! Plain HTTP next to the WebSocket: health, Prometheus metrics, and a small
+//! read API over stored documents (no CRDT library needed).
+//!
+//! Reads go to the store, which is always at least as new as anything a
+//! peer has seen: the room broadcasts an update only after it is durable.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use tandem_store::{DocId, Store};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, with_header, with_status};
+use yrs::{GetString, Transact};
+
+use crate::metrics::Metrics;
+
+/// Name of the root `Y.Text` the web editor edits.
+pub const TEXT_ROOT: &str = "content";
+
+type Response = Box<dyn Reply>;
+
+/// `GET /healthz`, `GET /metrics`, `GET /api/docs`, `GET /api/docs/<id>/text`,
+/// `GET /api/docs/<id>/update`.
+pub fn routes(store: Store, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| Box::new("ok") as Response);
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        Box::new(with_header(
+            metrics.render(),
+            "content-type",
+            "text/plain; version=0.0.4",
+        )) as Response
+    });
+    let s = store.clone();
+    let list = warp::path!("api" / "docs")
+        .and(warp::get())
+        .then(move || list_docs(s.clone()));
+    let s = store.clone();
+    let text = warp::path!("api" / "docs" / String / "text")
+        .and(warp::get())
+        .then(move |id| read_doc(s.clone(), id, Format::Text));
+    let s = store;
+    let update = warp::path!("api" / "docs" / String / "update")
+        .and(warp::get())
+        .then(move |id| read_doc(s.clone(), id, Format::Update));
+    healthz
+        .or(metrics)
+        .unify()
+        .or(list)
+        .unify()
+        .or(text)
+        .unify()
+        .or(update)
+        .unify()
+        .boxed()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    Box::new(with_status(message.into(), status))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tandem_store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn list_docs(store: Store) -> Response {
+    let docs = match blocking(move || store.list()).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let rows: Vec<_> = docs
+        .iter()
+        .map(|d| {
+            let modified = d
+                .last_modified
+                .duration_since(UNIX_EPOCH)
+                .map(|t| t.as_millis() as u64)
+                .unwrap_or(0);
+            serde_json::json!({
+                "id": d.id.as_str(),
+                "size_bytes": d.size_bytes,
+                "update_count": d.update_count,
+                "log_len": d.log_len,
+                "last_modified_ms": modified,
+            })
+        })
+        .collect();
+    Box::new(warp::reply::json(&rows))
+}
+
+enum Format {
+    Text,
+    Update,
+}
+
+async fn read_doc(store: Store, id: String, format: Format) -> Response {
+    let doc = match DocId::new(id) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (s, d) = (store.clone(), doc.clone());
+    match blocking(move || s.info(&d)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no document '{}'", doc.as_str()),
+            );
+        }
+        Err(r) => return r,
+    }
+    match format {
+        Format::Text => match blocking(move || store.load(&doc)).await {
+            Ok(ydoc) => {
+                let text = ydoc.get_or_insert_text(TEXT_ROOT);
+                let s = text.get_string(&ydoc.transact());
+                Box::new(with_header(s, "content-type", "text/plain; charset=utf-8"))
+            }
+            Err(r) => r,
+        },
+        Format::Update => match blocking(move || store.export(&doc)).await {
+            Ok(bytes) => Box::new(with_header(
+                bytes,
+                "content-type",
+                "application/octet-stream",
+            )),
+            Err(r) => r,
+        },
+    }
+}

@@ -1,0 +1,67 @@
+//! The gateway's limits and timings: one clap `Args` struct, flattened into
+//! `tandem serve`, so each flag, env var and default is documented in `--help`.
+
+use std::time::Duration;
+
+/// Limits and timings of the WebSocket gateway (`tandem serve --help` lists them).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Largest WebSocket message accepted, in bytes; bigger frames close the
+    /// connection with 1009.
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Most peers in one document room; more get close code 4013.
+    #[arg(long, env = "TANDEM_MAX_PEERS_PER_ROOM", default_value_t = 512)]
+    pub max_peers_per_room: usize,
+
+    /// Most documents open at once; joining another gets close code 4013.
+    #[arg(long, env = "TANDEM_MAX_OPEN_ROOMS", default_value_t = 10_000)]
+    pub max_open_rooms: usize,
+
+    /// How long an empty room stays loaded (ms) before it compacts and unloads.
+    #[arg(long, env = "TANDEM_ROOM_UNLOAD_GRACE_MS", default_value_t = 10_000)]
+    pub room_unload_grace_ms: u64,
+
+    /// Outbound queue per peer, in messages; a peer whose queue overflows is
+    /// closed with 4008 (its client reconnects and resyncs).
+    #[arg(long, env = "TANDEM_PEER_QUEUE", default_value_t = 1024)]
+    pub peer_queue: usize,
+
+    /// WebSocket ping interval (ms); a peer silent for two intervals is dropped.
+    #[arg(long, env = "TANDEM_PING_INTERVAL_MS", default_value_t = 10_000)]
+    pub ping_interval_ms: u64,
+
+    /// Awareness states not renewed within this many ms are removed (JS clients renew every 15 s).
+    #[arg(long, env = "TANDEM_AWARENESS_TIMEOUT_MS", default_value_t = 30_000)]
+    pub awareness_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 16 * 1024 * 1024,
+            max_peers_per_room: 512,
+            max_open_rooms: 10_000,
+            room_unload_grace_ms: 10_000,
+            peer_queue: 1024,
+            ping_interval_ms: 10_000,
+            awareness_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Grace period of an empty room.
+    pub fn room_unload_grace(&self) -> Duration {
+        Duration::from_millis(self.room_unload_grace_ms)
+    }
+    /// Heartbeat interval.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms.max(1))
+    }
+    /// Awareness expiry.
+    pub fn awareness_timeout(&self) -> Duration {
+        Duration::from_millis(self.awareness_timeout_ms)
+    }
+}

@@ -1,0 +1,104 @@
+//! Counters and gauges served at `GET /metrics` in Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::close::CloseCode;
+
+/// Process-wide gateway metrics (lock-free; cheap to bump on hot paths).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Rooms currently loaded.
+    pub rooms_open: AtomicI64,
+    /// Documents loaded from the store (one per room opening: single-flight).
+    pub room_loads: AtomicU64,
+    /// WebSocket connections currently joined to a room.
+    pub peers_connected: AtomicI64,
+    /// Document updates applied and stored.
+    pub updates_applied: AtomicU64,
+    /// Awareness updates applied.
+    pub awareness_updates: AtomicU64,
+    /// Binary payload bytes received.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes queued to peers.
+    pub bytes_out: AtomicU64,
+    /// Closes initiated by the server, per code (indexed like `CloseCode::ALL`).
+    closes: [AtomicU64; CloseCode::ALL.len()],
+}
+
+impl Metrics {
+    /// Counts a server-initiated close.
+    pub fn record_close(&self, code: CloseCode) {
+        self.closes[code.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        gauge(
+            &mut out,
+            "tandem_rooms_open",
+            "Rooms currently loaded.",
+            self.rooms_open.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "tandem_peers_connected",
+            "Peers currently joined to a room.",
+            self.peers_connected.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tandem_room_loads_total",
+            "Documents loaded from the store into a room.",
+            load(&self.room_loads),
+        );
+        counter(
+            &mut out,
+            "tandem_updates_applied_total",
+            "Document updates applied and stored.",
+            load(&self.updates_applied),
+        );
+        counter(
+            &mut out,
+            "tandem_awareness_updates_total",
+            "Awareness updates applied.",
+            load(&self.awareness_updates),
+        );
+        counter(
+            &mut out,
+            "tandem_bytes_in_total",
+            "WebSocket payload bytes received.",
+            load(&self.bytes_in),
+        );
+        counter(
+            &mut out,
+            "tandem_bytes_out_total",
+            "WebSocket payload bytes queued to peers.",
+            load(&self.bytes_out),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tandem_closes_total Connections closed by the server, by close code.\n# TYPE tandem_closes_total counter"
+        );
+        for code in CloseCode::ALL {
+            let _ = writeln!(
+                out,
+                "tandem_closes_total{{code=\"{}\"}} {}",
+                code.code(),
+                load(&self.closes[code.index()])
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,205 @@
+//! One WebSocket connection: reads frames, decodes them (bad input closes
+//! only this connection), forwards them to the room, and writes the room's
+//! frames, pings and the final close frame.
+//!
+//! The reader and the writer are two futures of one task. The writer owns
+//! the socket's sink and drains, in priority order: a close request (from
+//! the room or the reader), the bounded outbound queue, the ping timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tandem_store::DocId;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
+use tracing::{debug, info, warn};
+use warp::ws::{Message, WebSocket};
+
+use crate::close::CloseCode;
+use crate::metrics::Metrics;
+use crate::protocol;
+use crate::room::{PeerId, PeerLink};
+use crate::rooms::Rooms;
+
+/// Inbound frames buffered per peer before its reader waits (backpressure).
+const INBOUND_QUEUE: usize = 64;
+/// How long to wait for a close handshake or a blocked write at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
+
+/// Serves one upgraded connection to the room of `doc` until it ends.
+pub(crate) async fn serve(ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
+    let id = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
+    let limits = rooms.limits().clone();
+    let (outbound_tx, outbound_rx) = mpsc::channel(limits.peer_queue.max(1));
+    let (kill_tx, kill_rx) = mpsc::channel(4);
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (sink, stream) = ws.split();
+    let link = PeerLink {
+        id,
+        outbound: outbound_tx,
+        kill: kill_tx.clone(),
+        inbound: inbound_rx,
+    };
+    if let Err(code) = rooms.join(&doc, link) {
+        warn!(doc = %doc.as_str(), peer = %id, code = code.code(), "join refused");
+        let _ = kill_tx.try_send(code);
+    }
+    debug!(doc = %doc.as_str(), peer = %id, "connected");
+
+    let started = Instant::now();
+    let last_seen = AtomicU64::new(0);
+    let reader = read_loop(
+        stream, inbound_tx, kill_tx, &last_seen, started, &doc, id, &metrics,
+    );
+    let writer = write_loop(
+        sink,
+        outbound_rx,
+        kill_rx,
+        &last_seen,
+        started,
+        limits.ping_interval(),
+        &metrics,
+    );
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await; }
+        code = &mut writer => {
+            if let Some(code) = code {
+                info!(doc = %doc.as_str(), peer = %id, code = code.code(), reason = code.reason(), "closed by server");
+            }
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+        }
+    }
+    debug!(doc = %doc.as_str(), peer = %id, "disconnected");
+}
+
+/// Reads until the socket ends or sends something bad; on bad input asks the
+/// writer to close with the matching code. Dropping `inbound` tells the room
+/// this peer left (after every frame it sent).
+#[allow(clippy::too_many_arguments)]
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    inbound: mpsc::Sender<Vec<protocol::Inbound>>,
+    kill: mpsc::Sender<CloseCode>,
+    last_seen: &AtomicU64,
+    started: Instant,
+    doc: &DocId,
+    id: PeerId,
+    metrics: &Metrics,
+) {
+    let code = loop {
+        let msg = match stream.next().await {
+            None => break CloseCode::Normal,
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                if is_too_large(&e) {
+                    warn!(doc = %doc.as_str(), peer = %id, error = %e, "frame too large");
+                    break CloseCode::TooLarge;
+                }
+                debug!(doc = %doc.as_str(), peer = %id, error = %e, "read failed");
+                break CloseCode::Normal;
+            }
+        };
+        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if msg.is_close() {
+            break CloseCode::Normal;
+        }
+        if msg.is_text() {
+            warn!(doc = %doc.as_str(), peer = %id, "text frame");
+            break CloseCode::TextFrame;
+        }
+        if !msg.is_binary() {
+            continue; // ping/pong: only liveness
+        }
+        let frame: Bytes = msg.into_bytes();
+        metrics
+            .bytes_in
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        match protocol::decode_frame(&frame) {
+            Ok(messages) if messages.is_empty() => {}
+            Ok(messages) => {
+                if inbound.send(messages).await.is_err() {
+                    // The room dropped us (it closed this peer): stop reading.
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(doc = %doc.as_str(), peer = %id, error = %e, "bad message");
+                break e.close_code();
+            }
+        }
+    };
+    drop(inbound);
+    let _ = kill.try_send(code);
+}
+
+/// Writes queued frames and pings; returns the close code it sent, if any.
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut outbound: mpsc::Receiver<Bytes>,
+    mut kill: mpsc::Receiver<CloseCode>,
+    last_seen: &AtomicU64,
+    started: Instant,
+    ping_every: Duration,
+    metrics: &Metrics,
+) -> Option<CloseCode> {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            code = kill.recv() => {
+                let code = code.unwrap_or(CloseCode::Normal);
+                if code != CloseCode::Normal {
+                    metrics.record_close(code);
+                }
+                let close = Message::close_with(code.code(), code.reason());
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
+                return (code != CloseCode::Normal).then_some(code);
+            }
+            frame = outbound.recv() => {
+                let Some(frame) = frame else {
+                    // The room let go of this peer without a close code: it ended.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::close_with(1001u16, "room closed"))).await;
+                    return None;
+                };
+                if sink.feed(Message::binary(frame)).await.is_err() {
+                    return None;
+                }
+                // Coalesce what is already queued into one flush.
+                while let Ok(frame) = outbound.try_recv() {
+                    if sink.feed(Message::binary(frame)).await.is_err() {
+                        return None;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return None;
+                }
+            }
+            _ = ping.tick() => {
+                let seen = Duration::from_millis(last_seen.load(Ordering::Relaxed));
+                if started.elapsed().saturating_sub(seen) > ping_every * 2 {
+                    debug!("peer missed pongs: dropping");
+                    return None;
+                }
+                if sink.send(Message::ping(Bytes::new())).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// True when a read failed because the frame exceeded the size limit.
+fn is_too_large(e: &warp::Error) -> bool {
+    let source = std::error::Error::source(e);
+    matches!(
+        source.and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}

@@ -1,0 +1,473 @@
+//! One open document: the room task (an actor) that owns the yrs `Doc`, the
+//! awareness table and the peers, and is the only code that touches them.
+//!
+//! Peers talk to the room over channels: a join arrives on the control
+//! channel with the peer's inbound receiver; the room polls every peer's
+//! inbound stream, takes everything that is ready as one batch, applies it,
+//! appends each update to the store, awaits durability once for the whole
+//! batch (group commit), and only then fans the encoded frames out to the
+//! peers' bounded outbound queues.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tandem_store::{DocId, Store};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt, StreamMap};
+use tracing::{debug, error, info, warn};
+use yrs::{Doc, ReadTxn, Transact};
+
+use crate::close::CloseCode;
+use crate::presence::Presence;
+use crate::protocol::{self, Inbound};
+use crate::rooms::Shared;
+
+/// Most inbound frames handled as one batch (one durability wait).
+const MAX_BATCH: usize = 256;
+
+/// Identifies one WebSocket connection for the lifetime of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerId(pub u64);
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a connection hands the room when it joins.
+pub(crate) struct PeerLink {
+    /// The connection.
+    pub id: PeerId,
+    /// Bounded queue of frames to write to the socket; overflow means 4008.
+    pub outbound: mpsc::Sender<Bytes>,
+    /// Tells the connection to close with a code (bypasses the outbound queue).
+    pub kill: mpsc::Sender<CloseCode>,
+    /// Decoded frames from the socket, in order.
+    pub inbound: mpsc::Receiver<Vec<Inbound>>,
+}
+
+/// Messages to the room that are not peer traffic.
+pub(crate) enum Control {
+    /// A connection joins.
+    Join(PeerLink),
+    /// The server is stopping: close peers with 1001, compact, exit.
+    Shutdown,
+}
+
+/// One item of a peer's inbound stream; `Left` always comes last.
+enum PeerEvent {
+    Frame(Vec<Inbound>),
+    Left,
+}
+
+type PeerStream = Pin<Box<dyn Stream<Item = PeerEvent> + Send + Sync>>;
+
+/// The room's view of a joined peer.
+struct PeerSlot {
+    outbound: mpsc::Sender<Bytes>,
+    kill: mpsc::Sender<CloseCode>,
+}
+
+/// Who receives an outgoing frame.
+enum Target {
+    One(PeerId),
+    AllBut(PeerId),
+    All,
+}
+
+/// Runs the room for `doc` until it unloads, fails or the server stops.
+pub(crate) async fn run(
+    doc_id: DocId,
+    key: u64,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    shared: Arc<Shared>,
+    _running: mpsc::Sender<()>,
+) {
+    let doc = match load(&shared.store, &doc_id).await {
+        Ok(doc) => doc,
+        Err(e) => {
+            error!(doc = %doc_id.as_str(), error = %e, "loading document failed");
+            shared.close_room(&doc_id, key, &mut control, CloseCode::Internal);
+            return;
+        }
+    };
+    shared.metrics.room_loads.fetch_add(1, Ordering::Relaxed);
+    debug!(doc = %doc_id.as_str(), "room loaded");
+    let mut room = Room {
+        presence: Presence::new(shared.limits.awareness_timeout()),
+        doc_id,
+        key,
+        doc,
+        peers: HashMap::new(),
+        inbound: StreamMap::new(),
+        empty_since: Some(Instant::now()),
+        failed: false,
+        compacting: Arc::new(AtomicBool::new(false)),
+        shared,
+    };
+    room.run(control).await;
+}
+
+async fn load(store: &Store, doc_id: &DocId) -> Result<Doc, String> {
+    let store = store.clone();
+    let id = doc_id.clone();
+    tokio::task::spawn_blocking(move || store.load(&id))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+struct Room {
+    doc_id: DocId,
+    /// Registry key of this room instance (a reopened document gets a new one).
+    key: u64,
+    doc: Doc,
+    presence: Presence,
+    peers: HashMap<PeerId, PeerSlot>,
+    inbound: StreamMap<PeerId, PeerStream>,
+    /// When the last peer left (unload after the grace period).
+    empty_since: Option<Instant>,
+    /// The store failed: every peer was closed with 1011; the room must go.
+    failed: bool,
+    /// A background compaction is running.
+    compacting: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl Room {
+    async fn run(&mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+        let tick_every = self
+            .shared
+            .limits
+            .room_unload_grace()
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(20));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                ctl = control.recv() => match ctl {
+                    Some(Control::Join(link)) => self.join(link),
+                    Some(Control::Shutdown) | None => {
+                        self.shutdown(&mut control).await;
+                        return;
+                    }
+                },
+                Some(first) = self.inbound.next(), if !self.inbound.is_empty() => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match self.inbound.next().now_or_never() {
+                            Some(Some(item)) => batch.push(item),
+                            _ => break,
+                        }
+                    }
+                    self.process(batch).await;
+                }
+                _ = tick.tick() => {
+                    self.maintain();
+                    if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, &control) {
+                        self.compact().await;
+                        info!(doc = %self.doc_id.as_str(), "room unloaded");
+                        return;
+                    }
+                }
+            }
+            if self.failed {
+                self.shared
+                    .close_room(&self.doc_id, self.key, &mut control, CloseCode::Internal);
+                return;
+            }
+        }
+    }
+
+    fn join(&mut self, link: PeerLink) {
+        if self.peers.len() >= self.shared.limits.max_peers_per_room {
+            warn!(doc = %self.doc_id.as_str(), peer = %link.id, "room full");
+            let _ = link.kill.try_send(CloseCode::Capacity);
+            return;
+        }
+        // Two frames: the JS client reads only the first message of a frame.
+        let step1 = protocol::encode_sync_step1(&self.doc.transact().state_vector());
+        let _ = link.outbound.try_send(step1);
+        if let Some(states) = self.presence.snapshot() {
+            let _ = link.outbound.try_send(protocol::encode_awareness(&states));
+        }
+        let stream: PeerStream = Box::pin(
+            ReceiverStream::new(link.inbound)
+                .map(PeerEvent::Frame)
+                .chain(tokio_stream::once(PeerEvent::Left)),
+        );
+        self.inbound.insert(link.id, stream);
+        self.peers.insert(
+            link.id,
+            PeerSlot {
+                outbound: link.outbound,
+                kill: link.kill,
+            },
+        );
+        self.empty_since = None;
+        self.shared
+            .metrics
+            .peers_connected
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(doc = %self.doc_id.as_str(), peer = %link.id, peers = self.peers.len(), "peer joined");
+    }
+
+    async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) {
+        let mut outbox = VecDeque::new();
+        let mut tickets = Vec::new();
+        let mut reload = false;
+        for (peer, event) in batch {
+            match event {
+                PeerEvent::Left => self.remove_peer(peer, None, &mut outbox),
+                PeerEvent::Frame(messages) => {
+                    for message in messages {
+                        if self.failed || !self.peers.contains_key(&peer) {
+                            break;
+                        }
+                        let result =
+                            self.handle(peer, message, &mut outbox, &mut tickets, &mut reload);
+                        if let Err(code) = result {
+                            self.remove_peer(peer, Some(code), &mut outbox);
+                        }
+                        if reload {
+                            // A rejected or panicking update may have left partial
+                            // state: the store holds exactly what was accepted.
+                            reload = false;
+                            match load(&self.shared.store, &self.doc_id).await {
+                                Ok(doc) => self.doc = doc,
+                                Err(e) => {
+                                    error!(doc = %self.doc_id.as_str(), error = %e, "reloading document failed");
+                                    self.failed = true;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if self.failed {
+                break;
+            }
+        }
+        // Group commit: one durability wait for the whole batch, before anything is sent.
+        let durable =
+            futures_util::future::join_all(tickets.into_iter().map(|t| t.durable())).await;
+        if let Some(Err(e)) = durable.into_iter().find(|r| r.is_err()) {
+            error!(doc = %self.doc_id.as_str(), error = %e, "store failed to persist updates");
+            self.failed = true;
+        }
+        if self.failed {
+            self.close_all(CloseCode::Internal);
+            return;
+        }
+        self.dispatch(outbox);
+        self.compact_in_background();
+    }
+
+    /// Handles one message; `Err` closes the peer with that code.
+    fn handle(
+        &mut self,
+        peer: PeerId,
+        message: Inbound,
+        outbox: &mut VecDeque<(Target, Bytes)>,
+        tickets: &mut Vec<tandem_store::Appended>,
+        reload: &mut bool,
+    ) -> Result<(), CloseCode> {
+        match message {
+            Inbound::SyncStep1(sv) => {
+                let diff = self.doc.transact().encode_diff_v1(&sv);
+                outbox.push_back((Target::One(peer), protocol::encode_sync_step2(&diff)));
+            }
+            Inbound::Update { raw, update } => {
+                if update.is_empty() {
+                    return Ok(());
+                }
+                let applied = catch_unwind(AssertUnwindSafe(|| {
+                    self.doc.transact_mut().apply_update(update)
+                }));
+                match applied {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        warn!(doc = %self.doc_id.as_str(), peer = %peer, error = %e, "update rejected");
+                        *reload = true;
+                        return Err(CloseCode::Malformed);
+                    }
+                    Err(_) => {
+                        warn!(doc = %self.doc_id.as_str(), peer = %peer, "update made yrs panic");
+                        *reload = true;
+                        return Err(CloseCode::Malformed);
+                    }
+                }
+                match self.shared.store.append(&self.doc_id, &raw) {
+                    Ok(ticket) => tickets.push(ticket),
+                    Err(e) => {
+                        error!(doc = %self.doc_id.as_str(), error = %e, "store append failed");
+                        self.failed = true;
+                        return Err(CloseCode::Internal);
+                    }
+                }
+                self.shared
+                    .metrics
+                    .updates_applied
+                    .fetch_add(1, Ordering::Relaxed);
+                outbox.push_back((Target::AllBut(peer), protocol::encode_update(&raw)));
+            }
+            Inbound::Awareness(update) => match self.presence.apply(peer, update, Instant::now()) {
+                Ok(Some(changed)) => {
+                    self.shared
+                        .metrics
+                        .awareness_updates
+                        .fetch_add(1, Ordering::Relaxed);
+                    outbox.push_back((Target::All, protocol::encode_awareness(&changed)));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(doc = %self.doc_id.as_str(), peer = %peer, error = %e, "awareness rejected");
+                    return Err(CloseCode::NotOwner);
+                }
+            },
+            Inbound::QueryAwareness => {
+                if let Some(states) = self.presence.snapshot() {
+                    outbox.push_back((Target::One(peer), protocol::encode_awareness(&states)));
+                }
+            }
+            // No auth yet: auth messages are accepted and ignored.
+            Inbound::Auth => {}
+        }
+        Ok(())
+    }
+
+    /// Removes a peer (closing it with `code` if the room ends it) and queues
+    /// the removal of its awareness states.
+    fn remove_peer(
+        &mut self,
+        peer: PeerId,
+        code: Option<CloseCode>,
+        outbox: &mut VecDeque<(Target, Bytes)>,
+    ) {
+        let Some(slot) = self.peers.remove(&peer) else {
+            return;
+        };
+        if let Some(code) = code {
+            let _ = slot.kill.try_send(code);
+        }
+        self.shared
+            .metrics
+            .peers_connected
+            .fetch_sub(1, Ordering::Relaxed);
+        if let Some(removed) = self.presence.remove_peer(peer) {
+            outbox.push_back((Target::All, protocol::encode_awareness(&removed)));
+        }
+        if self.peers.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+        debug!(doc = %self.doc_id.as_str(), peer = %peer, peers = self.peers.len(), "peer left");
+    }
+
+    /// Queues frames to peers; a full queue closes that peer with 4008.
+    fn dispatch(&mut self, mut outbox: VecDeque<(Target, Bytes)>) {
+        while let Some((target, frame)) = outbox.pop_front() {
+            let ids: Vec<PeerId> = match target {
+                Target::One(id) => vec![id],
+                Target::AllBut(skip) => self.peers.keys().copied().filter(|p| *p != skip).collect(),
+                Target::All => self.peers.keys().copied().collect(),
+            };
+            let mut slow = Vec::new();
+            for id in ids {
+                let Some(slot) = self.peers.get(&id) else {
+                    continue;
+                };
+                match slot.outbound.try_send(frame.clone()) {
+                    Ok(()) => {
+                        self.shared
+                            .metrics
+                            .bytes_out
+                            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Full(_)) => slow.push(id),
+                    Err(TrySendError::Closed(_)) => {}
+                }
+            }
+            for id in slow {
+                warn!(doc = %self.doc_id.as_str(), peer = %id, "slow peer: outbound queue full");
+                self.remove_peer(id, Some(CloseCode::SlowPeer), &mut outbox);
+            }
+        }
+    }
+
+    /// Periodic work: expire awareness states.
+    fn maintain(&mut self) {
+        if let Some(expired) = self.presence.sweep(Instant::now()) {
+            let mut outbox = VecDeque::new();
+            outbox.push_back((Target::All, protocol::encode_awareness(&expired)));
+            self.dispatch(outbox);
+        }
+    }
+
+    fn should_unload(&self) -> bool {
+        self.peers.is_empty()
+            && self
+                .empty_since
+                .is_some_and(|t| t.elapsed() >= self.shared.limits.room_unload_grace())
+    }
+
+    fn close_all(&mut self, code: CloseCode) {
+        let mut outbox = VecDeque::new();
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.remove_peer(id, Some(code), &mut outbox);
+        }
+    }
+
+    async fn shutdown(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) {
+        self.close_all(CloseCode::GoingAway);
+        while let Ok(Control::Join(link)) = control.try_recv() {
+            let _ = link.kill.try_send(CloseCode::GoingAway);
+        }
+        self.compact().await;
+    }
+
+    /// Starts a compaction if the log passed its threshold and none is running.
+    /// The store's compaction is safe alongside appends, so the room goes on.
+    fn compact_in_background(&mut self) {
+        if self.compacting.load(Ordering::Relaxed)
+            || !self.shared.store.needs_compaction(&self.doc_id)
+        {
+            return;
+        }
+        self.compacting.store(true, Ordering::Relaxed);
+        let (store, id, flag) = (
+            self.shared.store.clone(),
+            self.doc_id.clone(),
+            self.compacting.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.compact(&id) {
+                warn!(doc = %id.as_str(), error = %e, "compaction failed");
+            }
+            flag.store(false, Ordering::Relaxed);
+        });
+    }
+
+    async fn compact(&self) {
+        let store = self.shared.store.clone();
+        let id = self.doc_id.clone();
+        match tokio::task::spawn_blocking(move || store.compact(&id)).await {
+            Ok(Ok(stats)) => {
+                debug!(doc = %self.doc_id.as_str(), merged = stats.merged_updates, bytes = stats.snapshot_bytes, "compacted")
+            }
+            Ok(Err(e)) => warn!(doc = %self.doc_id.as_str(), error = %e, "compaction failed"),
+            Err(e) => warn!(doc = %self.doc_id.as_str(), error = %e, "compaction task failed"),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The room registry: finds the room of a document or opens it
+//! (single-flight), enforces the open-room limit, and stops every room at
+//! shutdown.
+//!
+//! A join is sent to the room's control channel while the registry lock is
+//! held, and a room unregisters itself (to unload) only under that lock and
+//! only if its control channel is empty. So a join either reaches a live room
+//! or finds no room and opens a fresh one: it is never lost in between.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tandem_store::{DocId, Store};
+use tokio::sync::mpsc;
+
+use crate::close::CloseCode;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::room::{self, Control, PeerLink};
+
+/// Handle to the registry of open rooms. Cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    shared: Arc<Shared>,
+}
+
+/// State shared by the registry and every room task.
+pub(crate) struct Shared {
+    /// Where documents live.
+    pub store: Store,
+    /// Limits and timings.
+    pub limits: Limits,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    registry: Mutex<Registry>,
+    /// Resolves (returns `None`) once every room task has ended.
+    all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+struct Registry {
+    rooms: HashMap<DocId, RoomEntry>,
+    next_key: u64,
+    shutting_down: bool,
+    /// Each room task holds a clone; dropped here at shutdown.
+    running: Option<mpsc::Sender<()>>,
+}
+
+struct RoomEntry {
+    key: u64,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl Rooms {
+    /// A registry with no open room.
+    pub fn new(store: Store, limits: Limits, metrics: Arc<Metrics>) -> Self {
+        let (running, all_stopped) = mpsc::channel(1);
+        Rooms {
+            shared: Arc::new(Shared {
+                store,
+                limits,
+                metrics,
+                registry: Mutex::new(Registry {
+                    rooms: HashMap::new(),
+                    next_key: 0,
+                    shutting_down: false,
+                    running: Some(running),
+                }),
+                all_stopped: tokio::sync::Mutex::new(all_stopped),
+            }),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// Number of open rooms.
+    pub fn open_rooms(&self) -> usize {
+        self.shared.lock().rooms.len()
+    }
+
+    /// Hands `link` to the document's room, opening (and loading) it first if
+    /// needed. Fails with 1001 during shutdown and 4013 at `max_open_rooms`.
+    pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<(), CloseCode> {
+        let mut reg = self.shared.lock();
+        if reg.shutting_down {
+            return Err(CloseCode::GoingAway);
+        }
+        let mut link = link;
+        if let Some(entry) = reg.rooms.get(doc) {
+            match entry.control.send(Control::Join(link)) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(Control::Join(back))) => {
+                    // The room task ended without unregistering (it failed): replace it.
+                    reg.rooms.remove(doc);
+                    link = back;
+                }
+                Err(_) => return Err(CloseCode::Internal),
+            }
+        }
+        if reg.rooms.len() >= self.shared.limits.max_open_rooms {
+            return Err(CloseCode::Capacity);
+        }
+        let Some(running) = reg.running.clone() else {
+            return Err(CloseCode::GoingAway);
+        };
+        let (control, control_rx) = mpsc::unbounded_channel();
+        if control.send(Control::Join(link)).is_err() {
+            return Err(CloseCode::Internal);
+        }
+        let key = reg.next_key;
+        reg.next_key += 1;
+        reg.rooms.insert(doc.clone(), RoomEntry { key, control });
+        self.shared
+            .metrics
+            .rooms_open
+            .fetch_add(1, Ordering::Relaxed);
+        let shared = self.shared.clone();
+        let doc = doc.clone();
+        tokio::spawn(async move {
+            room::run(doc, key, control_rx, shared.clone(), running).await;
+            shared.metrics.rooms_open.fetch_sub(1, Ordering::Relaxed);
+        });
+        Ok(())
+    }
+
+    /// Stops every room: peers get 1001, rooms compact; returns when all ended.
+    pub async fn shutdown(&self) {
+        let controls: Vec<_> = {
+            let mut reg = self.shared.lock();
+            reg.shutting_down = true;
+            reg.running = None;
+            reg.rooms.drain().map(|(_, e)| e.control).collect()
+        };
+        for control in controls {
+            let _ = control.send(Control::Shutdown);
+        }
+        let mut all_stopped = self.shared.all_stopped.lock().await;
+        while all_stopped.recv().await.is_some() {}
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every critical section is a single insert/remove), so recover.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unregisters room `key` of `doc` if no join is waiting for it. True
+    /// when unregistered: the room may then unload.
+    pub(crate) fn unregister_if_idle(
+        &self,
+        doc: &DocId,
+        key: u64,
+        control: &mpsc::UnboundedReceiver<Control>,
+    ) -> bool {
+        let mut reg = self.lock();
+        if !control.is_empty() {
+            return false;
+        }
+        if reg.rooms.get(doc).is_some_and(|e| e.key == key) {
+            reg.rooms.remove(doc);
+        }
+        true
+    }
+
+    /// Unregisters a room that cannot go on and closes the joins still queued.
+    pub(crate) fn close_room(
+        &self,
+        doc: &DocId,
+        key: u64,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+        code: CloseCode,
+    ) {
+        {
+            let mut reg = self.lock();
+            if reg.rooms.get(doc).is_some_and(|e| e.key == key) {
+                reg.rooms.remove(doc);
+            }
+        }
+        control.close();
+        while let Ok(ctl) = control.try_recv() {
+            if let Control::Join(link) = ctl {
+                let _ = link.kill.try_send(code);
+            }
+        }
+    }
+}

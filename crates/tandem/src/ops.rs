@@ -1,0 +1,167 @@
+//! Operator subcommands over a data directory: list, export, import, compact.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, bail};
+use tandem_store::DocId;
+use yrs::types::ToJson;
+use yrs::{GetString, Transact};
+
+use crate::store_args::StoreArgs;
+
+/// Root `Y.Text` the web editor edits.
+const TEXT_ROOT: &str = "content";
+
+/// `tandem list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The root Y.Text `content` (what the web editor shows).
+    Text,
+    /// Every root type as JSON.
+    Json,
+    /// The full state as one binary Yjs v1 update.
+    Update,
+}
+
+/// `tandem export DOC`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Document id.
+    doc: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ExportFormat,
+    /// Write here instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// `tandem import DOC FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Document id.
+    doc: String,
+    /// File holding a binary Yjs v1 update (e.g. from `tandem export --format update`).
+    file: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// `tandem compact [DOC]`.
+#[derive(Debug, clap::Args)]
+pub struct CompactArgs {
+    /// Document id (default: every document).
+    doc: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Prints one line per stored document.
+pub fn list(args: ListArgs) -> anyhow::Result<()> {
+    let store = args.store.open()?;
+    let docs = store.list().context("listing documents")?;
+    println!(
+        "{:<40} {:>12} {:>10} {:>8} {:>15}",
+        "DOC", "BYTES", "UPDATES", "LOG", "MODIFIED(unix)"
+    );
+    for d in docs {
+        let modified = d
+            .last_modified
+            .duration_since(UNIX_EPOCH)
+            .map(|t| t.as_secs())
+            .unwrap_or(0);
+        println!(
+            "{:<40} {:>12} {:>10} {:>8} {:>15}",
+            d.id.as_str(),
+            d.size_bytes,
+            d.update_count,
+            d.log_len,
+            modified
+        );
+    }
+    Ok(())
+}
+
+/// Writes one document in the chosen format.
+pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let doc = DocId::new(args.doc)?;
+    let store = args.store.open()?;
+    if store.info(&doc)?.is_none() {
+        bail!(
+            "no document '{}' in {}",
+            doc.as_str(),
+            args.store.data_dir.display()
+        );
+    }
+    let bytes = match args.format {
+        ExportFormat::Update => store.export(&doc)?,
+        ExportFormat::Text => {
+            let ydoc = store.load(&doc)?;
+            let text = ydoc.get_or_insert_text(TEXT_ROOT);
+            let s = text.get_string(&ydoc.transact());
+            s.into_bytes()
+        }
+        ExportFormat::Json => {
+            let ydoc = store.load(&doc)?;
+            ydoc.get_or_insert_text(TEXT_ROOT);
+            let mut s = String::new();
+            ydoc.to_json(&ydoc.transact()).to_json(&mut s);
+            s.push('\n');
+            s.into_bytes()
+        }
+    };
+    match args.output {
+        Some(path) => {
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout().write_all(&bytes)?,
+    }
+    Ok(())
+}
+
+/// Merges an update file into a document.
+pub fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let doc = DocId::new(args.doc)?;
+    let update =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let store = args.store.open()?;
+    store
+        .import(&doc, &update)
+        .with_context(|| format!("importing into '{}'", doc.as_str()))?;
+    store.flush()?;
+    eprintln!("imported {} bytes into '{}'", update.len(), doc.as_str());
+    Ok(())
+}
+
+/// Compacts one document or all of them.
+pub fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let store = args.store.open()?;
+    let docs = match args.doc {
+        Some(d) => vec![DocId::new(d)?],
+        None => store.list()?.into_iter().map(|d| d.id).collect(),
+    };
+    for doc in docs {
+        let stats = store
+            .compact(&doc)
+            .with_context(|| format!("compacting '{}'", doc.as_str()))?;
+        println!(
+            "{}: merged {} updates, snapshot {} bytes",
+            doc.as_str(),
+            stats.merged_updates,
+            stats.snapshot_bytes
+        );
+    }
+    store.flush()?;
+    Ok(())
+}

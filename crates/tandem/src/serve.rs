@@ -1,0 +1,80 @@
+//! `tandem serve`: the server's configuration (one clap struct: flags, env
+//! vars, defaults shown in `--help`) and its startup and shutdown.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tandem_gateway::Limits;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use crate::store_args::StoreArgs;
+
+/// Configuration of `tandem serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed at startup).
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. `info`, `tandem_gateway=debug`).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).context("parsing --log")?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let store_args = config.store.clone();
+        let store = tokio::task::spawn_blocking(move || store_args.open()).await??;
+        let listener = tandem_gateway::bind(config.listen)?;
+        let addr = listener.local_addr()?;
+        info!(%addr, data_dir = %config.store.data_dir.display(), "tandem listening");
+        // Tests and scripts parse this line.
+        println!("tandem listening on http://{addr}");
+        std::io::stdout().flush()?;
+        tandem_gateway::serve(listener, store, config.limits, shutdown_signal()).await?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

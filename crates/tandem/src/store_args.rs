@@ -1,0 +1,54 @@
+//! Flags that say where and how the store lives (shared by all commands).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tandem_store::{Durability, Store, StoreConfig};
+
+/// How durable an update is when the server acknowledges it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DurabilityMode {
+    /// Flushed to disk before it is broadcast (group commit). No loss on crash.
+    Flush,
+    /// Written to sled's buffers; flushed every `--flush-every-ms`. A crash
+    /// loses at most that window.
+    Relaxed,
+}
+
+/// Data directory and store tuning.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Directory holding the documents (created if missing).
+    #[arg(long, env = "TANDEM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// sled page cache size in MiB (default: the store's default).
+    #[arg(long, env = "TANDEM_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<u64>,
+
+    /// When an update counts as stored.
+    #[arg(long, env = "TANDEM_DURABILITY", value_enum, default_value = "flush")]
+    pub durability: DurabilityMode,
+
+    /// Background flush interval for `--durability relaxed` (ms).
+    #[arg(long, env = "TANDEM_FLUSH_EVERY_MS", default_value_t = 100)]
+    pub flush_every_ms: u64,
+}
+
+impl StoreArgs {
+    /// Opens the store (blocking).
+    pub fn open(&self) -> anyhow::Result<Store> {
+        let mut config = StoreConfig::new(&self.data_dir);
+        if let Some(mb) = self.store_cache_mb {
+            config.cache_bytes = mb * 1024 * 1024;
+        }
+        config.durability = match self.durability {
+            DurabilityMode::Flush => Durability::Flush,
+            DurabilityMode::Relaxed => Durability::Relaxed {
+                flush_every_ms: self.flush_every_ms,
+            },
+        };
+        Store::open(config)
+            .with_context(|| format!("opening data directory {}", self.data_dir.display()))
+    }
+}
