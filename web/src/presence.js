@@ -35,6 +35,7 @@ export function showPresence (list, awareness) {
       return item
     }))
     list.dataset.count = String(people.length)
+    list.classList.toggle('crowded', people.length > 3)
   }
   awareness.on('change', render)
   render()
