@@ -153,6 +153,32 @@ impl Target {
         Ok(at)
     }
 
+    /// Asks the server to stop (SIGTERM, SIGKILL after 10 s), starts it again
+    /// on the same port and data dir, and waits until it serves.
+    pub async fn stop_gracefully_and_restart(&mut self) -> anyhow::Result<()> {
+        let s = self
+            .spawned
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("{} was not started by the bench", self.name))?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(s.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                s.child.kill()?;
+                s.child.wait()?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        s.child = start(&s.line)?;
+        self.pid = Some(s.child.id());
+        self.wait_healthy(Duration::from_secs(30)).await?;
+        Ok(())
+    }
+
     /// Stops a spawned server (SIGKILL) and removes its temp data dir.
     pub fn shutdown(&mut self) {
         if let Some(mut s) = self.spawned.take() {

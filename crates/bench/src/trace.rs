@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use yrs::{ClientID, Doc, GetString, Options, Text, TextRef, Transact};
+use yrs::{ClientID, Doc, GetString, Options, ReadTxn, Text, TextRef, Transact};
 
 /// Name of the root text type every bench client edits (y-codemirror's default).
 pub const TEXT_NAME: &str = "codemirror";
@@ -217,8 +217,8 @@ impl Typist {
 
 /// Every transaction of `trace` as one update each, from a single typist
 /// (used by the throughput and cold-join workloads). Returns the updates and
-/// the final text the typist's document holds.
-pub fn all_updates(trace: &Trace, client_id: u64) -> (Vec<Vec<u8>>, String) {
+/// the final text and whole state (one v1 update) of the typist's document.
+pub fn all_updates(trace: &Trace, client_id: u64) -> (Vec<Vec<u8>>, String, Vec<u8>) {
     let mut typist = Typist::new(client_id);
     let mut updates = Vec::with_capacity(trace.txns.len());
     for txn in &trace.txns {
@@ -227,7 +227,11 @@ pub fn all_updates(trace: &Trace, client_id: u64) -> (Vec<Vec<u8>>, String) {
             updates.push(update);
         }
     }
-    (updates, typist.text())
+    let state = typist
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    (updates, typist.text(), state)
 }
 
 #[cfg(test)]
@@ -238,7 +242,7 @@ mod tests {
     fn generated_trace_replays_to_its_end_content() {
         let trace = Trace::generate(5_000, 7);
         assert_eq!(trace.replay_plain(), trace.end_content);
-        let (updates, text) = all_updates(&trace, 42);
+        let (updates, text, _) = all_updates(&trace, 42);
         assert_eq!(text, trace.end_content);
         assert!(!updates.is_empty());
     }
