@@ -100,6 +100,15 @@ test("each window shows the other's caret with the right name, and a closed wind
 
     await saveScreenshot(ada.page, grace.page)
 
+    // Renaming shows at once on the other side, on the caret and in the presence list.
+    await grace.page.locator('#me').click()
+    await grace.page.locator('#me-name').fill('Rear Admiral Hopper')
+    await grace.page.locator('#me-name').press('Enter')
+    await waitForCarets(ada.page, ['Rear Admiral Hopper'], QUICK)
+    assert.deepEqual(await ada.page.locator('#presence .person-name').allInnerTexts(),
+      [`${ADA.name} (you)`, 'Rear Admiral Hopper'])
+    assert.equal(await grace.page.evaluate(() => localStorage.getItem('tandem.name')), 'Rear Admiral Hopper')
+
     await grace.context.close()
     await waitForCarets(ada.page, [], QUICK)
     await waitForPresence(ada.page, 1, QUICK)
@@ -226,6 +235,8 @@ async function saveScreenshot (left, right) {
     view.dispatch({ selection: { anchor: from, head: from + '**Friday**'.length } })
   })
   await right.waitForSelector('.cm-ySelection', { timeout: QUICK })
+  await waitForStatus(left, { sync: 'synced' })
+  await waitForStatus(right, { sync: 'synced' })
   const shots = await Promise.all([left, right].map((p) => p.screenshot()))
   const context = await browser.newContext({ viewport: { width: 1576, height: 600 }, deviceScaleFactor: 1 })
   try {

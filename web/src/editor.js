@@ -3,7 +3,7 @@
 
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
-import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
+import { yCollab, yUndoManagerKeymap, yRemoteSelections } from 'y-codemirror.next'
 import { EditorState } from '@codemirror/state'
 import { EditorView, keymap, drawSelection, dropCursor, placeholder, highlightSpecialChars } from '@codemirror/view'
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
@@ -81,7 +81,8 @@ function start () {
         markdownLanguage,
         syntaxHighlighting(markdownHighlight),
         editorTheme,
-        yCollab(ytext, awareness, { undoManager })
+        yCollab(ytext, awareness, { undoManager }),
+        relabelRenamedCarets
       ]
     })
   })
@@ -122,6 +123,25 @@ function start () {
   // For tests and for poking around in the console.
   window.tandem = { docId, ydoc, ytext, provider, awareness, view, undoManager }
 }
+
+/**
+ * y-codemirror.next's caret widget compares colours only, so a peer who renames
+ * themselves would keep their old label. Its class is not exported: on the first
+ * remote caret, teach its `eq` to compare names too.
+ */
+const relabelRenamedCarets = EditorView.updateListener.of((update) => {
+  if (caretWidgetPatched) return
+  const plugin = update.view.plugin(yRemoteSelections)
+  plugin?.decorations.between(0, update.state.doc.length, (_from, _to, deco) => {
+    const widget = deco.spec.widget
+    if (!widget || caretWidgetPatched) return
+    const proto = Object.getPrototypeOf(widget)
+    proto.eq = function (other) { return other.color === this.color && other.name === this.name }
+    proto.compare = proto.eq
+    caretWidgetPatched = true
+  })
+})
+let caretWidgetPatched = false
 
 function setupIdentityPanel (identity, onChange) {
   const button = $('me')
