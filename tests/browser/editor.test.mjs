@@ -36,10 +36,9 @@ before(async () => {
 
 after(async () => {
   await browser?.close()
-  if (server) {
-    if (process.exitCode && server.log) console.error('--- tandem log ---\n' + server.log.slice(-4000))
-    await server.dispose()
-  }
+  // SHOW_SERVER_LOG=1 prints what the server logged, for a failure that needs it.
+  if (process.env.SHOW_SERVER_LOG && server) console.error('--- tandem log ---\n' + server.log.slice(-8000))
+  await server?.dispose()
 })
 
 /** Opens `docId` for Ada and Grace; the caller closes the returned contexts. */
@@ -195,7 +194,7 @@ test('an edit made while the server is down reaches the other window when it is 
   }
 })
 
-test('the start page creates a readable new document and opens one by name', { timeout: 30_000 }, async () => {
+test('the start page creates a readable new document and opens one by name; links copy; bad names are refused', { timeout: 30_000 }, async () => {
   const context = await browser.newContext()
   try {
     const page = await context.newPage()
@@ -213,6 +212,15 @@ test('the start page creates a readable new document and opens one by name', { t
     await page.getByRole('button', { name: 'Open' }).click()
     await page.waitForURL(/\/d\/Team-notes$/, { timeout: QUICK })
     assert.equal(await page.locator('#doc-name').innerText(), 'Team-notes')
+
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.origin })
+    await page.locator('#copy-link').click()
+    await page.locator('#copy-link', { hasText: 'Link copied' }).waitFor({ timeout: QUICK })
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), server.url('/d/Team-notes'))
+
+    await page.goto(server.url('/d/no%20spaces%20please'))
+    await page.locator('#fatal').waitFor({ state: 'visible', timeout: QUICK })
+    assert.match(await page.locator('#fatal').innerText(), /not a valid document name/)
 
     await page.goto(server.url('/'))
     assert.deepEqual((await page.locator('#recent-list a').allInnerTexts()).slice(0, 1), ['Team-notes'])
