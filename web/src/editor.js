@@ -87,14 +87,18 @@ function start () {
     })
   })
 
-  const status = trackStatus(provider, ({ connection, sync }) => {
+  const status = trackStatus(provider, ({ connection, sync, closeReason, stopped }) => {
     const conn = $('conn')
     conn.dataset.state = connection
-    conn.querySelector('.text').textContent =
-      { connected: 'Connected', connecting: 'Connecting…', offline: 'Offline' }[connection]
-    conn.title = connection === 'offline'
-      ? 'Offline: keep writing, your edits merge when the connection is back'
-      : 'Connection to the server'
+    conn.querySelector('.text').textContent = stopped
+      ? 'Disconnected'
+      : { connected: 'Connected', connecting: 'Connecting…', offline: 'Offline' }[connection]
+    const because = closeReason ? ` Server said: ${closeReason}.` : ''
+    conn.title = stopped
+      ? `The server closed this document and asked not to reconnect; reload to try again.${because}`
+      : connection === 'offline'
+        ? `Offline: keep writing, your edits merge when the connection is back.${because}`
+        : 'Connection to the server'
     const syncEl = $('sync')
     syncEl.dataset.state = sync
     syncEl.textContent =

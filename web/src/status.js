@@ -18,9 +18,11 @@ const SYNC_STEP2 = 1
 const PROBE_DELAY_MS = 150
 
 /**
- * Tracks `provider` and calls `onChange({ connection, sync })` when either changes.
+ * Tracks `provider` and calls `onChange(state)` when its connection or sync state changes;
+ * `state.closeReason` is the server's last close reason, `state.stopped` is true once the
+ * server told the client not to reconnect.
  * @param {import('y-websocket').WebsocketProvider} provider
- * @param {(state: { connection: string, sync: string }) => void} onChange
+ * @param {(state: { connection: string, sync: string, closeReason: string, stopped: boolean }) => void} onChange
  */
 export function trackStatus (provider, onChange) {
   const doc = provider.doc
@@ -31,6 +33,8 @@ export function trackStatus (provider, onChange) {
   let confirmedVersion = 0 // highest localVersion the server has confirmed
   let probes = [] // localVersion at each unanswered probe, oldest first
   let probeTimer = null
+  let closeReason = '' // what the server said when it last closed the connection
+  let stopped = false // the server asked us not to reconnect (close codes 4400-4499)
 
   const syncState = () => {
     if (!everSynced && localVersion === 0) return 'loading'
@@ -41,8 +45,8 @@ export function trackStatus (provider, onChange) {
 
   let last = ''
   const emit = () => {
-    const state = { connection, sync: syncState() }
-    const key = state.connection + '/' + state.sync
+    const state = { connection, sync: syncState(), closeReason, stopped }
+    const key = [state.connection, state.sync, closeReason, stopped].join('/')
     if (key !== last) {
       last = key
       onChange(state)
@@ -98,7 +102,8 @@ export function trackStatus (provider, onChange) {
     emit()
   })
 
-  provider.on('connection-close', () => {
+  provider.on('connection-close', (event) => {
+    closeReason = event && event.reason ? `${event.reason} (${event.code})` : ''
     failedSinceConnected = true
     probes = []
     if (connection !== 'connected') connection = 'offline'
@@ -111,6 +116,12 @@ export function trackStatus (provider, onChange) {
       // Offline edits went out in answer to the server's SyncStep1; confirm them.
       if (localVersion > confirmedVersion) scheduleProbe()
     }
+    emit()
+  })
+
+  provider.on('closed', () => {
+    stopped = true
+    connection = 'offline'
     emit()
   })
 
