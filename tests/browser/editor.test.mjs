@@ -157,6 +157,10 @@ test('after a server restart both windows reconnect by themselves and keep synci
     await waitForStatus(grace.page, { connection: 'connected', sync: 'synced' }, SLOW)
     assert.equal(await shownText(ada.page), 'Written before the restart.')
     assert.equal(await shownText(grace.page), 'Written before the restart.')
+    // Each page re-announces itself on reconnect, so presence is back well before
+    // the 15 s awareness renewal.
+    await waitForPresence(ada.page, 2, QUICK)
+    await waitForPresence(grace.page, 2, QUICK)
 
     await typeAtEnd(grace.page, ' And after it.')
     await waitForText(ada.page, 'Written before the restart. And after it.')

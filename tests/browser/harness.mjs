@@ -196,5 +196,10 @@ export async function waitForCarets (page, names, timeout = SLOW) {
 
 /** Waits until the presence list shows `count` people. */
 export async function waitForPresence (page, count, timeout = SLOW) {
-  await page.waitForFunction((n) => document.querySelectorAll('#presence .person').length === n, count, { timeout, polling: 100 })
+  try {
+    await page.waitForFunction((n) => document.querySelectorAll('#presence .person').length === n, count, { timeout, polling: 100 })
+  } catch (err) {
+    const names = await page.locator('#presence .person').evaluateAll((els) => els.map((e) => e.title))
+    throw new Error(`presence never showed ${count} people; it shows ${JSON.stringify(names)} (${err.message.split('\n')[0]})`)
+  }
 }

@@ -113,6 +113,17 @@ function start () {
   })
   setupCopyLink()
 
+  // After a reconnect the others ignore our awareness until its clock moves past the
+  // one they saw before the drop (otherwise up to 15 s, at the next renewal): bump it.
+  provider.on('status', ({ status: s }) => {
+    if (s === 'connected') {
+      setTimeout(() => {
+        const state = awareness.getLocalState()
+        if (state !== null && provider.wsconnected) awareness.setLocalState({ ...state })
+      }, 0)
+    }
+  })
+
   // Leave at once rather than when the server notices the closed socket; come back
   // if the page is restored from the back/forward cache.
   window.addEventListener('pagehide', () => awareness.setLocalState(null))
