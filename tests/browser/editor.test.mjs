@@ -57,7 +57,9 @@ test('text typed in each window appears in the other, and concurrent typing conv
     await typeAtEnd(grace.page, ' Hi Ada, Grace here.')
     await waitForText(ada.page, 'Hello from Ada. Hi Ada, Grace here.')
 
-    // Both type at once, at opposite ends of the document.
+    // Both type at once, at opposite ends of the document. (Ada's typing starts a new
+    // undo step, whatever the timing: Y.UndoManager merges edits 500 ms apart.)
+    await ada.page.evaluate(() => window.tandem.undoManager.stopCapturing())
     await ada.page.locator('.cm-content').click()
     await ada.page.keyboard.press('Control+Home')
     await grace.page.locator('.cm-content').click()
@@ -72,6 +74,12 @@ test('text typed in each window appears in the other, and concurrent typing conv
     assert.equal(await docText(ada.page), expected, 'Y.Text and the editor agree')
     await waitForStatus(ada.page, { sync: 'synced' })
     await waitForStatus(grace.page, { sync: 'synced' })
+
+    // Undo takes back only your own typing, in both windows.
+    await ada.page.keyboard.press('Control+z')
+    const withoutAda = 'Hello from Ada. Hi Ada, Grace here. [grace types last]'
+    await waitForText(ada.page, withoutAda)
+    await waitForText(grace.page, withoutAda)
     assert.deepEqual([...ada.page.errors, ...grace.page.errors], [])
   } finally {
     await close()

@@ -197,9 +197,10 @@ export async function waitForCarets (page, names, timeout = SLOW) {
 /** Waits until the presence list shows `count` people. */
 export async function waitForPresence (page, count, timeout = SLOW) {
   try {
-    await page.waitForFunction((n) => document.querySelectorAll('#presence .person').length === n, count, { timeout, polling: 100 })
+    await page.waitForFunction((n) => document.getElementById('presence').dataset.count === String(n), count, { timeout, polling: 100 })
   } catch (err) {
-    const names = await page.locator('#presence .person').evaluateAll((els) => els.map((e) => e.title))
-    throw new Error(`presence never showed ${count} people; it shows ${JSON.stringify(names)} (${err.message.split('\n')[0]})`)
+    const names = await page.evaluate(() => window.tandem.awareness.getStates().size + ' awareness states; list: ' +
+      [...document.querySelectorAll('#presence .person')].map((e) => e.title).join(', '))
+    throw new Error(`presence never showed ${count} people; ${names} (${err.message.split('\n')[0]})`)
   }
 }

@@ -3,6 +3,9 @@
 
 import { initials } from './identity.js'
 
+/** Avatars shown before the rest are summarised as "+N". */
+const MAX_SHOWN = 6
+
 /**
  * Keeps `list` in step with `awareness`.
  * @param {HTMLUListElement} list
@@ -19,7 +22,10 @@ export function showPresence (list, awareness) {
     })
     people.sort((a, b) => (b.self - a.self) || a.name.localeCompare(b.name) || a.clientId - b.clientId)
 
-    list.replaceChildren(...people.map((p) => {
+    // Past MAX_SHOWN people the bar would overflow (on a phone first): summarise the rest.
+    const shown = people.length > MAX_SHOWN ? people.slice(0, MAX_SHOWN - 1) : people
+    const hidden = people.slice(shown.length)
+    list.replaceChildren(...shown.map((p) => {
       const item = document.createElement('li')
       item.className = 'person' + (p.self ? ' self' : '')
       item.dataset.clientId = String(p.clientId)
@@ -34,6 +40,13 @@ export function showPresence (list, awareness) {
       item.append(avatar, name)
       return item
     }))
+    if (hidden.length > 0) {
+      const more = document.createElement('li')
+      more.className = 'person more'
+      more.title = hidden.map((p) => p.name).join(', ')
+      more.textContent = `+${hidden.length}`
+      list.append(more)
+    }
     list.dataset.count = String(people.length)
     list.classList.toggle('crowded', people.length > 3)
   }
