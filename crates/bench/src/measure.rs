@@ -135,10 +135,11 @@ impl UsageMeter {
         };
         let bench_cpu = (cpu_seconds("self").unwrap_or(0.0) - self.bench_cpu0) / secs;
         let mut peak = *self.peak.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pid) = self.pid {
-            if let Some(rss) = status_mib(&pid.to_string(), "VmRSS") {
-                peak = Some(peak.map_or(rss, |p| p.max(rss)));
-            }
+        if let Some(rss) = self
+            .pid
+            .and_then(|pid| status_mib(&pid.to_string(), "VmRSS"))
+        {
+            peak = Some(peak.map_or(rss, |p| p.max(rss)));
         }
         Usage {
             server_cpu,

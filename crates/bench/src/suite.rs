@@ -156,7 +156,12 @@ fn machine() -> serde_json::Value {
         .unwrap_or_default()
         .trim()
         .to_string();
-    serde_json::json!({ "nproc": nproc, "model": model, "memory": mem, "kernel": kernel, "date": date })
+    // Other work on the machine skews every number: record the load as the run starts.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    serde_json::json!({ "nproc": nproc, "model": model, "memory": mem, "kernel": kernel, "date": date, "loadavg": loadavg })
 }
 
 /// Runs the suite.

@@ -3,7 +3,7 @@
 //! the command to kill and restart it.
 //!
 //! A server command is a shell line with `{port}` and `{data}` placeholders,
-//! run as `sh -c "exec <line>"` so that the child pid is the server's own.
+//! run as `sh -c "exec env <line>"` (leading `VAR=value` words allowed) so that the child pid is the server's own.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -118,14 +118,14 @@ impl Target {
             if health_ok(&self.addr, &self.health_path).await {
                 return Ok(start.elapsed());
             }
-            if let Some(s) = self.spawned.as_mut() {
-                if let Some(status) = s.child.try_wait()? {
-                    anyhow::bail!(
-                        "{} exited with {status} before serving ({})",
-                        self.name,
-                        s.line
-                    );
-                }
+            if let Some(s) = self.spawned.as_mut()
+                && let Some(status) = s.child.try_wait()?
+            {
+                anyhow::bail!(
+                    "{} exited with {status} before serving ({})",
+                    self.name,
+                    s.line
+                );
             }
             if start.elapsed() > timeout {
                 anyhow::bail!(
@@ -200,7 +200,7 @@ impl Drop for Target {
 fn start(line: &str) -> anyhow::Result<Child> {
     let child = Command::new("sh")
         .arg("-c")
-        .arg(format!("exec {line}"))
+        .arg(format!("exec env {line}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -84,9 +84,9 @@ impl Trace {
         let mut cursor = 0usize;
         let mut out = Vec::with_capacity(txns);
         for _ in 0..txns {
-            let roll = rng.next() % 100;
+            let roll = rng.next_u64() % 100;
             if roll < 3 && !text.is_empty() {
-                cursor = (rng.next() as usize) % (text.len() + 1);
+                cursor = (rng.next_u64() as usize) % (text.len() + 1);
                 continue_typing(&mut rng, &mut text, &mut cursor, &mut out);
             } else if roll < 18 && cursor > 0 {
                 cursor -= 1;
@@ -120,7 +120,7 @@ impl Trace {
 
 fn continue_typing(rng: &mut Lcg, text: &mut Vec<u8>, cursor: &mut usize, out: &mut Vec<Txn>) {
     const ALPHABET: &[u8] = b"etaoin shrdlu cmfwyp vbgkqjxz ETAOIN.,\n";
-    let ch = ALPHABET[(rng.next() as usize) % ALPHABET.len()];
+    let ch = ALPHABET[(rng.next_u64() as usize) % ALPHABET.len()];
     text.insert(*cursor, ch);
     out.push(Txn {
         patches: vec![Patch(*cursor as u32, 0, (ch as char).to_string())],
@@ -133,7 +133,7 @@ pub struct Lcg(pub u64);
 
 impl Lcg {
     /// Next pseudo-random value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)

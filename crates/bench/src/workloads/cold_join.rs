@@ -94,9 +94,11 @@ pub async fn run_rows(
     let cold = target.persistent && target.restartable();
     let mut restart_error = None;
     if cold && seed_error.is_none() {
-        if let Err(e) = target.stop_gracefully_and_restart().await {
-            restart_error = Some(e.to_string());
-        }
+        restart_error = target
+            .stop_gracefully_and_restart()
+            .await
+            .err()
+            .map(|e| e.to_string());
     }
     let mode = if cold {
         "cold (server restarted, loads from storage)"

@@ -122,7 +122,7 @@ pub fn client_id_base() -> u64 {
         .map(|d| d.as_nanos())
         .unwrap_or(1);
     let mut rng = Lcg(nanos as u64 ^ ((std::process::id() as u64) << 32));
-    (rng.next() % (1 << 31)) + 1
+    (rng.next_u64() % (1 << 31)) + 1
 }
 
 /// Runs one point against `url_of(doc)` and summarises it.
@@ -310,7 +310,8 @@ impl FanoutClient {
 
         // Spread clients' ticks over the period so rooms do not pulse.
         let mut rng = Lcg(self.client_id);
-        let jitter = |rng: &mut Lcg, d: Duration| d.mul_f64((rng.next() % 1000) as f64 / 1000.0);
+        let jitter =
+            |rng: &mut Lcg, d: Duration| d.mul_f64((rng.next_u64() % 1000) as f64 / 1000.0);
         let mut edit_tick = tokio::time::interval_at(
             tokio::time::Instant::now() + jitter(&mut rng, self.period),
             self.period,

@@ -1,0 +1,98 @@
+//! Smoke test of the generator against the real Tandem binary: it connects,
+//! measures deliveries, and finds none missing. Asserts no time.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem_bench::trace::Trace;
+use tandem_bench::workloads::fanout::{self, FanoutParams};
+
+/// The server binary: $TANDEM_BIN, else $CARGO_TARGET_DIR/debug/tandem, else <workspace>/target/debug/tandem.
+fn tandem_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("TANDEM_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join("debug/tandem");
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/tandem")
+}
+
+/// A Tandem server on a free port with a temp data dir; killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let bin = tandem_bin();
+        assert!(
+            bin.exists(),
+            "tandem binary not found at {} (build it: cargo build -p tandem, or set TANDEM_BIN)",
+            bin.display()
+        );
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tandem");
+        // The server prints "tandem listening on http://ADDR" once it serves;
+        // reading blocks until then (or until it exits: EOF).
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut addr = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("read server stdout");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                addr = Some(rest.trim().to_string());
+                break;
+            }
+        }
+        let addr = addr.expect("tandem exited without printing its listening line");
+        Server {
+            child,
+            addr,
+            _data: data,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn fanout_against_tandem_connects_measures_and_misses_nothing() {
+    let server = Server::start();
+    let trace = Arc::new(Trace::generate(2_000, 11));
+    let mut params = FanoutParams::parse("2x3@10", Duration::from_secs(2)).expect("point parses");
+    params.drain = Duration::from_secs(10);
+    let url_of = |doc: &str| format!("ws://{}/ws/{doc}", server.addr);
+    let result = fanout::run(&url_of, "smoke", trace, &params).await;
+
+    assert!(
+        result.errors.is_empty(),
+        "client errors: {:?}",
+        result.errors
+    );
+    assert_eq!(result.joined, 6, "every client joined");
+    assert!(result.sends > 0, "clients sent edits");
+    assert!(result.deliveries > 0, "peers received edits");
+    assert_eq!(result.missing, 0, "no delivery missing: {result:?}");
+    assert_eq!(
+        result.latency.n, result.deliveries,
+        "every delivery was timed"
+    );
+    assert!(result.awareness_received > 0, "awareness reached peers");
+}
