@@ -45,7 +45,9 @@ export const editorTheme = EditorView.theme({
   '&.cm-focused > .cm-scroller > .cm-selectionLayer .cm-selectionBackground, .cm-selectionBackground, ::selection':
     { backgroundColor: 'var(--selection) !important' },
   '.cm-selectionMatch': { backgroundColor: 'var(--match)' },
-  '.cm-placeholder': { color: 'var(--faint)', fontStyle: 'italic' },
+  // Out of the flow, so that a remote caret in an empty document sits at its start.
+  '.cm-line': { position: 'relative' },
+  '.cm-placeholder': { color: 'var(--faint)', fontStyle: 'italic', position: 'absolute', left: '0', right: '0', pointerEvents: 'none' },
   '.cm-ySelectionCaret': {
     borderLeftWidth: '1px',
     borderRightWidth: '1px'
