@@ -58,6 +58,18 @@ impl DiskSync {
     }
 }
 
+/// Group-commit counters since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Writes registered (appends, imports, compactions, deletes).
+    pub writes: u64,
+    /// Of those, how many are known durable.
+    pub durable_writes: u64,
+    /// Disk syncs the flusher ran; `durable_writes / syncs` is the mean
+    /// group-commit batch size.
+    pub syncs: u64,
+}
+
 /// Durable progress, as published to async waiters.
 #[derive(Debug, Clone, Default)]
 struct Progress {
@@ -70,6 +82,8 @@ struct Progress {
 struct State {
     /// Highest position handed out.
     registered: u64,
+    /// Syncs run by the flusher (for `CommitStats`).
+    syncs: u64,
     progress: Progress,
     shutdown: bool,
 }
@@ -107,6 +121,7 @@ impl GroupCommit {
             mode,
             state: Mutex::new(State {
                 registered: 0,
+                syncs: 0,
                 progress: Progress::default(),
                 shutdown: false,
             }),
@@ -144,6 +159,16 @@ impl GroupCommit {
         match &lock(&self.shared.state).progress.failed {
             Some(msg) => Err(StoreError::FlushFailed(msg.to_string())),
             None => Ok(()),
+        }
+    }
+
+    /// Counters for metrics and benchmarks.
+    pub(crate) fn stats(&self) -> CommitStats {
+        let state = lock(&self.shared.state);
+        CommitStats {
+            writes: state.registered,
+            durable_writes: state.progress.durable,
+            syncs: state.syncs,
         }
     }
 
@@ -191,6 +216,17 @@ impl Ticket {
                 .progressed
                 .wait(state)
                 .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits until the write is on disk, whatever the mode (in relaxed mode
+    /// by syncing on the calling thread): for operations documented as
+    /// durable on return.
+    pub(crate) fn wait_synced(self) -> Result<(), StoreError> {
+        if self.shared.mode == Durability::Flush {
+            self.wait()
+        } else {
+            self.shared.sync.sync()
         }
     }
 
@@ -251,7 +287,10 @@ fn flusher_loop(shared: &Shared) {
 
         let mut state = lock(&shared.state);
         match result {
-            Ok(()) => state.progress.durable = target,
+            Ok(()) => {
+                state.progress.durable = target;
+                state.syncs += 1;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "flush failed; store stops acknowledging writes");
                 state.progress.failed = Some(e.to_string().into());

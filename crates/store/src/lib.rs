@@ -16,7 +16,9 @@
 //!   its version numbers).
 //! - `commit`: group commit, the flusher thread behind `Appended`.
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
-//! - `store`: `Store` itself.
+//! - `store`: `Store` itself, the sled backend.
+//! - [`doc_store`]: `DocStore`, the same capabilities as a trait for other
+//!   backends.
 //!
 //! Start with [`Store`] and [`StoreConfig`].
 //!
@@ -68,6 +70,7 @@
 
 pub mod config;
 pub mod doc_id;
+pub mod doc_store;
 pub mod error;
 pub mod records;
 
@@ -75,7 +78,9 @@ mod commit;
 mod replay;
 mod store;
 
+pub use commit::CommitStats;
 pub use config::{Durability, StoreConfig};
 pub use doc_id::{DocId, InvalidDocId};
+pub use doc_store::DocStore;
 pub use error::StoreError;
 pub use store::{Appended, CompactStats, DocInfo, Seq, Store};

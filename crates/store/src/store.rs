@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
-use crate::commit::{DiskSync, GroupCommit, Ticket, lock};
+use crate::commit::{CommitStats, DiskSync, GroupCommit, Ticket, lock};
 use crate::records::{self, SnapshotHeader};
 use crate::replay::{self, StoredUpdate};
 use crate::{DocId, StoreConfig, StoreError};
@@ -44,19 +44,30 @@ pub struct CompactStats {
 pub struct Appended {
     /// Position assigned to the record.
     pub seq: Seq,
-    ticket: Ticket,
+    /// `None` when the record was durable before the ticket was made.
+    ticket: Option<Ticket>,
 }
 
 impl Appended {
+    /// A ticket for a record that is already durable, for [`crate::DocStore`]
+    /// backends whose appends are durable when they return.
+    pub fn already_durable(seq: Seq) -> Self {
+        Appended { seq, ticket: None }
+    }
+
     /// Resolves once the record is durable (per `Durability`).
     pub async fn durable(self) -> Result<Seq, StoreError> {
-        self.ticket.wait_async().await?;
+        if let Some(ticket) = self.ticket {
+            ticket.wait_async().await?;
+        }
         Ok(self.seq)
     }
 
     /// Blocking twin of `durable`, for non-async callers.
     pub fn wait_durable(self) -> Result<Seq, StoreError> {
-        self.ticket.wait()?;
+        if let Some(ticket) = self.ticket {
+            ticket.wait()?;
+        }
         Ok(self.seq)
     }
 }
@@ -254,7 +265,7 @@ impl Store {
         })??;
         Ok(Appended {
             seq,
-            ticket: self.inner.commit.register(),
+            ticket: Some(self.inner.commit.register()),
         })
     }
 
@@ -415,7 +426,7 @@ impl Store {
             ..DocState::default()
         });
         drop((_writing, state));
-        self.inner.commit.register().wait()?;
+        self.inner.commit.register().wait_synced()?;
         Ok(existed)
     }
 
@@ -436,8 +447,17 @@ impl Store {
         };
         Update::decode_v1(update).map_err(|e| invalid(e.to_string()))?;
         replay::apply_v1(&yrs::Doc::with_options(self.doc_options()), update).map_err(invalid)?;
-        self.append(doc, update)?.wait_durable()?;
+        let appended = self.append(doc, update)?;
+        if let Some(ticket) = appended.ticket {
+            ticket.wait_synced()?;
+        }
         Ok(())
+    }
+
+    /// Group-commit counters (writes, durable writes, disk syncs), e.g. for
+    /// metrics.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.commit.stats()
     }
 
     /// Flushes everything to disk (used at shutdown).
