@@ -15,6 +15,7 @@
 //! - [`records`]: key layout and record encoding (the on-disk format and
 //!   its version numbers).
 //! - `commit`: group commit, the flusher thread behind `Appended`.
+//! - `doc_state`: per-document counters and locks, rebuilt from disk.
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
 //! - `store`: `Store` itself, the sled backend.
 //! - [`doc_store`]: `DocStore`, the same capabilities as a trait for other
@@ -75,6 +76,7 @@ pub mod error;
 pub mod records;
 
 mod commit;
+mod doc_state;
 mod replay;
 mod store;
 

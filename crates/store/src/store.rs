@@ -1,13 +1,14 @@
 //! `Store`: the document store on sled (open, load, append, compact, ...).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
 use crate::commit::{CommitStats, DiskSync, GroupCommit, Ticket, lock};
+use crate::doc_state::{DocSlot, DocState, scan_state};
 use crate::records::{self, SnapshotHeader};
 use crate::replay::{self, StoredUpdate};
 use crate::{DocId, StoreConfig, StoreError};
@@ -78,40 +79,6 @@ impl std::fmt::Debug for Appended {
             .field("seq", &self.seq)
             .finish_non_exhaustive()
     }
-}
-
-/// In-memory counters of one document, so `needs_compaction` and `info` do
-/// not touch the disk.
-#[derive(Debug, Clone, Copy, Default)]
-struct DocState {
-    next_seq: Seq,
-    merged_upto: Seq,
-    has_snapshot: bool,
-    snapshot_updates: u64,
-    snapshot_bytes: u64,
-    log_len: u64,
-    log_bytes: u64,
-    last_modified_ms: u64,
-}
-
-impl DocState {
-    fn exists(&self) -> bool {
-        self.has_snapshot || self.log_len > 0
-    }
-}
-
-/// Per-document locks and counters.
-#[derive(Default)]
-struct DocSlot {
-    /// Counters; `None` until first read from disk. Held while an append
-    /// assigns its seq and inserts, so seq order is insert order.
-    state: Mutex<Option<DocState>>,
-    /// Serialises compaction and delete of this document.
-    maintenance: Mutex<()>,
-    /// Readers (load) hold it shared while reading snapshot + log; the
-    /// compaction/delete batch holds it exclusively, so a reader never sees
-    /// the new snapshot's log removal with the old snapshot.
-    layout: RwLock<()>,
 }
 
 struct Inner {
@@ -511,44 +478,4 @@ fn check_format(db: &sled::Db) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-/// Reads a document's counters from its keys and record headers.
-fn scan_state(db: &sled::Db, doc: &DocId) -> Result<DocState, StoreError> {
-    let mut state = DocState::default();
-    for item in db.scan_prefix(records::snapshot_prefix(doc)) {
-        let (key, value) = item?;
-        state.snapshot_bytes += value.len() as u64;
-        let tail = records::split_doc_key(&key, true).map(|(_, tail)| tail);
-        if tail.and_then(records::parse_snapshot_tail) == Some(0) {
-            state.has_snapshot = true;
-            if let Ok((header, _)) = records::decode_snapshot_header(&value) {
-                state.merged_upto = header.merged_upto;
-                state.snapshot_updates = header.update_count;
-                state.last_modified_ms = header.modified_ms;
-            }
-        }
-    }
-    let prefix = records::log_prefix(doc);
-    let mut last_seq = state.merged_upto;
-    let mut previous = None;
-    for item in db.scan_prefix(&prefix) {
-        let (key, value) = item?;
-        state.log_bytes += value.len() as u64;
-        let Some((seq, part)) = records::parse_log_tail(&key[prefix.len()..]) else {
-            continue;
-        };
-        if previous != Some(seq) {
-            state.log_len += 1;
-            previous = Some(seq);
-        }
-        last_seq = last_seq.max(seq);
-        if part == 0
-            && let Ok((header, _)) = records::decode_log_header(&value)
-        {
-            state.last_modified_ms = state.last_modified_ms.max(header.modified_ms);
-        }
-    }
-    state.next_seq = last_seq + 1;
-    Ok(state)
 }
