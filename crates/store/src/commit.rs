@@ -45,7 +45,9 @@ pub(crate) struct DiskSync {
 impl DiskSync {
     pub(crate) fn new(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
         let db_file = File::open(dir.join("db"))?;
-        // The directory entries of sled's files must survive a crash too.
+        // sled writes its `conf` file without fsync, and the directory
+        // entries of its files must survive a power loss too.
+        File::open(dir.join("conf"))?.sync_all()?;
         File::open(dir)?.sync_all()?;
         Ok(DiskSync { db, db_file })
     }
