@@ -25,26 +25,35 @@
 //!
 //! # Durability promise
 //!
-//! With [`Durability::Flush`] (the default), when an [`Appended`] ticket
-//! resolves Ok (and when `import`, `compact`, `delete` return Ok) the record
-//! has been written by `sled::Db::flush` (which on Linux issues
-//! `sync_file_range` for the written range) **and** sled's data file has
-//! been `fdatasync`ed, which also persists the file's size and asks the
-//! drive to flush its volatile write cache. The record therefore survives a
-//! process crash, a kernel crash and a power loss, provided the drive honours
-//! cache-flush commands. Concurrent appends share one flush (group commit).
-//! If a flush ever fails, the store stops acknowledging writes
-//! ([`StoreError::FlushFailed`]); restart the process.
+//! With [`Durability::Flush`] (the default): when an [`Appended`] ticket
+//! resolves Ok, and when `import`, `compact`, `delete` or `flush` return Ok,
+//! the write has been flushed by `sled::Db::flush` (on Linux: `pwrite` +
+//! `sync_file_range` of the written range) **and** sled's data file has then
+//! been `fdatasync`ed, which also persists the file's size and makes the
+//! kernel issue a cache-flush to the drive. Such a write survives a process
+//! crash, a kernel crash and a power loss, provided the drive honours
+//! cache-flush requests (a drive or virtual disk that acknowledges them
+//! without persisting can still lose the most recent writes). Appends that
+//! are in flight together share one flush and one `fdatasync` (group
+//! commit). If a flush ever fails, the store stops acknowledging writes
+//! ([`StoreError::FlushFailed`]): restart the process.
 //!
-//! With [`Durability::Relaxed`]`{ flush_every_ms }` a ticket resolves as soon
-//! as the record is in sled's in-memory buffers and the same flush runs every
-//! `flush_every_ms`; a crash loses at most the updates of the last interval
-//! (plus the duration of one flush). A process crash alone may lose them as
-//! well, since sled buffers writes in user space.
+//! With [`Durability::Relaxed`]`{ flush_every_ms }`: a ticket resolves as
+//! soon as the record is in sled's in-memory buffers, and the same flush +
+//! `fdatasync` runs every `flush_every_ms`. Any crash, of the process as
+//! well as of the machine, loses at most the updates acknowledged during the
+//! last `flush_every_ms` (plus one flush's duration). `import`, `delete` and
+//! `flush` still sync before they return; dropping the last `Store` handle
+//! flushes too.
 //!
-//! Values are split into ≤ 4000-byte chunks so that sled never moves them to
-//! its separate blob files, which sled 0.34 does not fsync.
-//!
+//! What else the store does because of sled 0.34: its own periodic flusher
+//! is off (`flush_every_ms(None)`, ours does all flushing); its `conf` file
+//! and the data directory are fsynced at open (sled does not); values are
+//! split into ≤ 4000-byte chunks so that sled never moves a value or a page
+//! into its separate blob files, which it does not fsync; the page cache is
+//! bounded (`cache_bytes`, default 64 MiB instead of sled's 1 GiB);
+//! compression stays off (sled's default; it cannot change after creation).
+
 //! # Compaction
 //!
 //! [`Store::compact`] merges snapshot + log into a new snapshot and, in the
