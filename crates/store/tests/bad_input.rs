@@ -175,3 +175,44 @@ fn many_documents_are_isolated() {
     assert_eq!(text(&store.load(&ids[1]).unwrap()), "");
     assert_eq!(store.list().unwrap().len(), ids.len() + tricky.len() - 1);
 }
+
+#[test]
+fn data_dir_from_a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let db = common::open_raw_sled(dir.path());
+    db.insert(records::META_KEY, &99u32.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let err = loop {
+        match tandem_store::Store::open(tandem_store::StoreConfig::new(dir.path())) {
+            Err(StoreError::Locked { .. }) => continue,
+            Err(e) => break e,
+            Ok(_) => panic!("a format-99 directory must not open"),
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            StoreError::UnsupportedFormat {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn second_open_of_a_directory_in_use_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = tandem_store::Store::open(tandem_store::StoreConfig::new(dir.path()))
+        .err()
+        .expect("locked");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+}
