@@ -173,9 +173,11 @@ impl Peer {
                 .is_err()
             {
                 let s = self.state();
+                let text = s.text();
+                let head: String = text.chars().take(80).collect();
                 panic!(
-                    "timed out waiting for {what}; text={:?} close={:?} ended={}",
-                    s.text(),
+                    "timed out waiting for {what}; text ({} chars) starts {head:?}; close={:?} ended={}",
+                    text.chars().count(),
                     s.close,
                     s.ended
                 );

@@ -30,7 +30,7 @@ async fn five_peers_converge_under_concurrent_inserts_and_deletes() {
     for round in 0..20u32 {
         for (i, p) in peers.iter().enumerate() {
             let len = p.text().chars().count() as u32;
-            if (round + i as u32) % 3 == 0 && len > 2 {
+            if (round + i as u32).is_multiple_of(3) && len > 2 {
                 p.delete((round * 7 + i as u32) % (len - 1), 1);
             } else {
                 p.insert((round * 5 + i as u32) % (len + 1), &format!("{i}"));

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tandem_store::DocId;
 use tokio::sync::mpsc;
@@ -83,7 +84,7 @@ pub(crate) async fn serve(ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<
 /// this peer left (after every frame it sent).
 #[allow(clippy::too_many_arguments)]
 async fn read_loop(
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
+    mut stream: SplitStream<WebSocket>,
     inbound: mpsc::Sender<Vec<protocol::Inbound>>,
     kill: mpsc::Sender<CloseCode>,
     last_seen: &AtomicU64,
@@ -139,8 +140,12 @@ async fn read_loop(
 }
 
 /// Writes queued frames and pings; returns the close code it sent, if any.
+///
+/// Every write races the close request, and a write blocked for two ping
+/// intervals (a peer that stopped reading) ends the connection: a stuck
+/// socket never pins this task.
 async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut sink: SplitSink<WebSocket, Message>,
     mut outbound: mpsc::Receiver<Bytes>,
     mut kill: mpsc::Receiver<CloseCode>,
     last_seen: &AtomicU64,
@@ -150,49 +155,67 @@ async fn write_loop(
 ) -> Option<CloseCode> {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
+    let stall = ping_every * 2;
+    let code = loop {
+        let written = tokio::select! {
             biased;
-            code = kill.recv() => {
-                let code = code.unwrap_or(CloseCode::Normal);
-                if code != CloseCode::Normal {
-                    metrics.record_close(code);
-                }
-                let close = Message::close_with(code.code(), code.reason());
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
-                return (code != CloseCode::Normal).then_some(code);
-            }
+            code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
             frame = outbound.recv() => {
                 let Some(frame) = frame else {
                     // The room let go of this peer without a close code: it ended.
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::close_with(1001u16, "room closed"))).await;
-                    return None;
+                    break CloseCode::GoingAway;
                 };
-                if sink.feed(Message::binary(frame)).await.is_err() {
-                    return None;
-                }
-                // Coalesce what is already queued into one flush.
-                while let Ok(frame) = outbound.try_recv() {
-                    if sink.feed(Message::binary(frame)).await.is_err() {
-                        return None;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return None;
+                tokio::select! {
+                    biased;
+                    code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
+                    ok = tokio::time::timeout(stall, write_batch(&mut sink, frame, &mut outbound)) => ok,
                 }
             }
             _ = ping.tick() => {
                 let seen = Duration::from_millis(last_seen.load(Ordering::Relaxed));
-                if started.elapsed().saturating_sub(seen) > ping_every * 2 {
+                if started.elapsed().saturating_sub(seen) > stall {
                     debug!("peer missed pongs: dropping");
                     return None;
                 }
-                if sink.send(Message::ping(Bytes::new())).await.is_err() {
-                    return None;
+                tokio::select! {
+                    biased;
+                    code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
+                    ok = tokio::time::timeout(stall, async { sink.send(Message::ping(Bytes::new())).await.is_ok() }) => ok,
                 }
             }
+        };
+        match written {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(_) => {
+                debug!("write stalled: dropping peer");
+                return None;
+            }
+        }
+    };
+    if code != CloseCode::Normal {
+        metrics.record_close(code);
+    }
+    let close = Message::close_with(code.code(), code.reason());
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
+    (code != CloseCode::Normal).then_some(code)
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Bytes,
+    outbound: &mut mpsc::Receiver<Bytes>,
+) -> bool {
+    if sink.feed(Message::binary(first)).await.is_err() {
+        return false;
+    }
+    while let Ok(frame) = outbound.try_recv() {
+        if sink.feed(Message::binary(frame)).await.is_err() {
+            return false;
         }
     }
+    sink.flush().await.is_ok()
 }
 
 /// True when a read failed because the frame exceeded the size limit.

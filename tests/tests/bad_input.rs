@@ -1,0 +1,117 @@
+//! Bad input closes only the offending connection, with its close code;
+//! the room keeps working and nothing of the bad frame is stored.
+
+use tandem_tests::client::text_update;
+use tandem_tests::{Peer, RawSocket, TestServer};
+
+/// Two healthy peers in `doc` with text "ok", plus the updates counter.
+async fn healthy_room(server: &TestServer, doc: &str) -> (Peer, Peer) {
+    let a = Peer::join(&server.ws_url(doc)).await;
+    let b = Peer::join(&server.ws_url(doc)).await;
+    a.insert(0, "ok");
+    b.wait_text("ok").await;
+    (a, b)
+}
+
+/// The room still syncs and the store holds exactly the healthy edits.
+async fn room_still_works(server: &TestServer, doc: &str, a: &Peer, b: &Peer) {
+    b.insert(2, "!");
+    a.wait_text("ok!").await;
+    let late = Peer::join(&server.ws_url(doc)).await;
+    late.wait_text("ok!").await;
+    assert_eq!(server.get_text(&format!("/api/docs/{doc}/text")).1, "ok!");
+    assert_eq!(server.metric("tandem_updates_applied_total"), 2.0);
+}
+
+async fn bad_frame_closes_with(frame: Vec<u8>, code: u16, doc: &str) {
+    let server = TestServer::start(&[]);
+    let (a, b) = healthy_room(&server, doc).await;
+    let mut bad = RawSocket::connect(&server.ws_url(doc)).await;
+    bad.send_binary(frame).await;
+    assert_eq!(bad.wait_close().await, code);
+    room_still_works(&server, doc, &a, &b).await;
+    assert!(server.log().contains("WARN"), "expected a warning log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_frame_closes_with_1003() {
+    let server = TestServer::start(&[]);
+    let (a, b) = healthy_room(&server, "text").await;
+    let mut bad = RawSocket::connect(&server.ws_url("text")).await;
+    bad.send_text("hello").await;
+    assert_eq!(bad.wait_close().await, 1003);
+    room_still_works(&server, "text", &a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_close_with_1007() {
+    bad_frame_closes_with(vec![0, 2, 5, 0xde, 0xad, 0xbe, 0xef, 0x00], 1007, "garbage").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_varint_closes_with_1007() {
+    bad_frame_closes_with(vec![0x80], 1007, "varint").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_sync_subtype_closes_with_1007() {
+    bad_frame_closes_with(vec![0, 9, 0], 1007, "subtype").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_message_type_closes_with_4003() {
+    bad_frame_closes_with(vec![42, 0], 4003, "msgtype").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_awareness_json_closes_with_1007() {
+    // awareness: 1 entry, client 7, clock 1, state "{not json"
+    let mut body = vec![1, 7, 1, 9];
+    body.extend_from_slice(b"{not json");
+    let mut frame = vec![1, body.len() as u8];
+    frame.extend(body);
+    bad_frame_closes_with(frame, 1007, "awjson").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_update_before_garbage_in_the_same_frame_is_not_stored() {
+    let mut frame = vec![0, 2];
+    let update = text_update("sneaky");
+    frame.push(update.len() as u8);
+    frame.extend(update);
+    frame.extend([0x80]);
+    bad_frame_closes_with(frame, 1007, "mixed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_frame_closes_with_1009() {
+    let server = TestServer::start(&["--max-message-bytes", "65536"]);
+    let (a, b) = healthy_room(&server, "big").await;
+    let mut bad = RawSocket::connect(&server.ws_url("big")).await;
+    let update = text_update(&"y".repeat(100_000));
+    let mut frame = vec![0, 2];
+    let mut len = update.len();
+    while len >= 0x80 {
+        frame.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    frame.push(len as u8);
+    frame.extend(update);
+    bad.send_binary(frame).await;
+    assert_eq!(bad.wait_close().await, 1009);
+    room_still_works(&server, "big", &a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_doc_id_is_rejected_with_400_before_upgrade() {
+    let server = TestServer::start(&[]);
+    let err = tokio_tungstenite::connect_async(server.ws_url("no%20spaces"))
+        .await
+        .expect_err("upgrade must fail");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 400),
+        other => panic!("unexpected {other:?}"),
+    }
+    let long = "a".repeat(200);
+    assert_eq!(server.get(&format!("/ws/{long}")).0, 400);
+}

@@ -1,0 +1,102 @@
+//! Durability: documents survive SIGTERM and SIGKILL; what a peer received
+//! is on disk; the HTTP API and operator commands read stored documents.
+
+use tandem_tests::{Peer, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_sigterm_restores_documents() {
+    let mut server = TestServer::start(&[]);
+    let a = Peer::join(&server.ws_url("kept")).await;
+    let b = Peer::join(&server.ws_url("kept")).await;
+    a.insert(0, "survives a restart");
+    b.wait_text("survives a restart").await;
+    let status = server.sigterm();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(a.wait_close().await, 1001);
+    server.restart();
+    let c = Peer::join(&server.ws_url("kept")).await;
+    c.wait_text("survives a restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_a_peer_received_survives_sigkill() {
+    let mut server = TestServer::start(&[]);
+    let url = server.ws_url("crash");
+    let a = Peer::join(&url).await;
+    let b = Peer::join(&url).await;
+    for i in 0..50u32 {
+        a.insert(i, "x");
+    }
+    // Broadcast happens only after the store made the update durable.
+    b.wait_text(&"x".repeat(50)).await;
+    server.sigkill();
+    server.restart();
+    let c = Peer::join(&server.ws_url("crash")).await;
+    c.wait_text(&"x".repeat(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_reads_stored_documents() {
+    let server = TestServer::start(&[]);
+    let a = Peer::join(&server.ws_url("api-doc")).await;
+    let b = Peer::join(&server.ws_url("api-doc")).await;
+    a.insert(0, "plain text");
+    b.wait_text("plain text").await;
+    assert_eq!(
+        server.get_text("/api/docs/api-doc/text"),
+        (200, "plain text".into())
+    );
+    let (status, list) = server.get_text("/api/docs");
+    assert_eq!(status, 200);
+    assert!(list.contains("\"api-doc\""), "{list}");
+    let (status, update) = server.get("/api/docs/api-doc/update");
+    assert_eq!(status, 200);
+    let doc = yrs::Doc::new();
+    {
+        use yrs::updates::decoder::Decode;
+        use yrs::{GetString, Transact};
+        doc.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&update).unwrap())
+            .unwrap();
+        let text = doc.get_or_insert_text("content");
+        assert_eq!(text.get_string(&doc.transact()), "plain text");
+    }
+    assert_eq!(server.get("/api/docs/missing/text").0, 404);
+    assert_eq!(server.get("/api/docs/bad%20id/text").0, 400);
+    assert_eq!(server.get("/metrics").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_export_import_and_compact() {
+    let mut server = TestServer::start(&[]);
+    let a = Peer::join(&server.ws_url("ops")).await;
+    let b = Peer::join(&server.ws_url("ops")).await;
+    a.insert(0, "exported");
+    b.wait_text("exported").await;
+    assert!(server.sigterm().success());
+
+    let out = server.run_cli(&["list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ops"));
+    let out = server.run_cli(&["export", "ops"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exported");
+    let out = server.run_cli(&["export", "ops", "--format", "json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exported"));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    let out = server.run_cli(&["export", "ops", "--format", "update", "-o", path]);
+    assert!(out.status.success());
+    let out = server.run_cli(&["import", "copy", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.run_cli(&["compact"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.run_cli(&["export", "copy"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exported");
+}
