@@ -144,6 +144,9 @@ impl Store {
 
     fn slot(&self, doc: &DocId) -> Arc<DocSlot> {
         let mut docs = lock(&self.inner.docs);
+        if let Some(slot) = docs.get(doc) {
+            return Arc::clone(slot);
+        }
         Arc::clone(docs.entry(doc.clone()).or_default())
     }
 
