@@ -119,6 +119,13 @@ impl Store {
         let sync = DiskSync::new(db.clone(), &config.path)?;
         sync.sync()?;
         let commit = GroupCommit::start(sync, config.durability)?;
+        tracing::info!(
+            path = %config.path.display(),
+            cache_bytes = config.cache_bytes,
+            durability = ?config.durability,
+            skip_gc = config.skip_gc,
+            "store opened"
+        );
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
