@@ -80,7 +80,7 @@ fn acknowledged_appends_survive_sigkill() {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let kill_after = 1 + next(&mut seed) % 300;
+        let kill_after = 1 + next(&mut seed) % 200;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seen = 0;
         while seen < kill_after && Instant::now() < deadline {
