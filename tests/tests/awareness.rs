@@ -95,3 +95,21 @@ async fn query_awareness_is_answered() {
     b.wait_until("answer", |s| s.states().contains_key(&id))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awareness_that_is_not_renewed_expires() {
+    let server = TestServer::start(&["--awareness-timeout-ms", "300"]);
+    let url = server.ws_url("aw-expiry");
+    let mut a = Peer::join(&url).await;
+    let b = Peer::join(&url).await;
+    let id = a.client_id();
+    a.set_awareness(r#"{"stale":true}"#);
+    b.wait_until("a present", |s| s.states().contains_key(&id))
+        .await;
+    // a stays connected but never renews: the server expires and removes it.
+    b.wait_until("a expired", |s| !s.states().contains_key(&id))
+        .await;
+    a.set_awareness(r#"{"stale":false}"#);
+    b.wait_until("a renewed", |s| s.states().contains_key(&id))
+        .await;
+}

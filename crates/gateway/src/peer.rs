@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use tandem_store::DocId;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 use warp::ws::{Message, WebSocket};
 
 use crate::close::CloseCode;
@@ -35,6 +35,11 @@ static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 /// Serves one upgraded connection to the room of `doc` until it ends.
 pub(crate) async fn serve(ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
     let id = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
+    let span = tracing::info_span!("peer", doc = %doc.as_str(), peer = %id);
+    serve_as(id, ws, doc, rooms, metrics).instrument(span).await
+}
+
+async fn serve_as(id: PeerId, ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
     let limits = rooms.limits().clone();
     let (outbound_tx, outbound_rx) = mpsc::channel(limits.peer_queue.max(1));
     let (kill_tx, kill_rx) = mpsc::channel(4);
@@ -47,16 +52,14 @@ pub(crate) async fn serve(ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<
         inbound: inbound_rx,
     };
     if let Err(code) = rooms.join(&doc, link) {
-        warn!(doc = %doc.as_str(), peer = %id, code = code.code(), "join refused");
+        warn!(code = code.code(), "join refused");
         let _ = kill_tx.try_send(code);
     }
-    debug!(doc = %doc.as_str(), peer = %id, "connected");
+    debug!("connected");
 
     let started = Instant::now();
     let last_seen = AtomicU64::new(0);
-    let reader = read_loop(
-        stream, inbound_tx, kill_tx, &last_seen, started, &doc, id, &metrics,
-    );
+    let reader = read_loop(stream, inbound_tx, kill_tx, &last_seen, started, &metrics);
     let writer = write_loop(
         sink,
         outbound_rx,
@@ -71,26 +74,23 @@ pub(crate) async fn serve(ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<
         _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await; }
         code = &mut writer => {
             if let Some(code) = code {
-                info!(doc = %doc.as_str(), peer = %id, code = code.code(), reason = code.reason(), "closed by server");
+                info!(code = code.code(), reason = code.reason(), "closed by server");
             }
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
         }
     }
-    debug!(doc = %doc.as_str(), peer = %id, "disconnected");
+    debug!("disconnected");
 }
 
 /// Reads until the socket ends or sends something bad; on bad input asks the
 /// writer to close with the matching code. Dropping `inbound` tells the room
 /// this peer left (after every frame it sent).
-#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     inbound: mpsc::Sender<Vec<protocol::Inbound>>,
     kill: mpsc::Sender<CloseCode>,
     last_seen: &AtomicU64,
     started: Instant,
-    doc: &DocId,
-    id: PeerId,
     metrics: &Metrics,
 ) {
     let code = loop {
@@ -99,10 +99,10 @@ async fn read_loop(
             Some(Ok(msg)) => msg,
             Some(Err(e)) => {
                 if is_too_large(&e) {
-                    warn!(doc = %doc.as_str(), peer = %id, error = %e, "frame too large");
+                    warn!(error = %e, "frame too large");
                     break CloseCode::TooLarge;
                 }
-                debug!(doc = %doc.as_str(), peer = %id, error = %e, "read failed");
+                debug!(error = %e, "read failed");
                 break CloseCode::Normal;
             }
         };
@@ -111,7 +111,7 @@ async fn read_loop(
             break CloseCode::Normal;
         }
         if msg.is_text() {
-            warn!(doc = %doc.as_str(), peer = %id, "text frame");
+            warn!("text frame");
             break CloseCode::TextFrame;
         }
         if !msg.is_binary() {
@@ -130,7 +130,7 @@ async fn read_loop(
                 }
             }
             Err(e) => {
-                warn!(doc = %doc.as_str(), peer = %id, error = %e, "bad message");
+                warn!(error = %e, "bad message");
                 break e.close_code();
             }
         }

@@ -95,13 +95,13 @@ pub(crate) async fn run(
     let doc = match load(&shared.store, &doc_id).await {
         Ok(doc) => doc,
         Err(e) => {
-            error!(doc = %doc_id.as_str(), error = %e, "loading document failed");
+            error!(error = %e, "loading document failed");
             shared.close_room(&doc_id, key, &mut control, CloseCode::Internal);
             return;
         }
     };
     shared.metrics.room_loads.fetch_add(1, Ordering::Relaxed);
-    debug!(doc = %doc_id.as_str(), "room loaded");
+    debug!("room loaded");
     let mut room = Room {
         presence: Presence::new(shared.limits.awareness_timeout()),
         doc_id,
@@ -177,7 +177,7 @@ impl Room {
                     self.maintain();
                     if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, &control) {
                         self.compact().await;
-                        info!(doc = %self.doc_id.as_str(), "room unloaded");
+                        info!("room unloaded");
                         return;
                     }
                 }
@@ -192,7 +192,7 @@ impl Room {
 
     fn join(&mut self, link: PeerLink) {
         if self.peers.len() >= self.shared.limits.max_peers_per_room {
-            warn!(doc = %self.doc_id.as_str(), peer = %link.id, "room full");
+            warn!(peer = %link.id, "room full");
             let _ = link.kill.try_send(CloseCode::Capacity);
             return;
         }
@@ -220,7 +220,7 @@ impl Room {
             .metrics
             .peers_connected
             .fetch_add(1, Ordering::Relaxed);
-        debug!(doc = %self.doc_id.as_str(), peer = %link.id, peers = self.peers.len(), "peer joined");
+        debug!(peer = %link.id, peers = self.peers.len(), "peer joined");
     }
 
     async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) {
@@ -247,7 +247,7 @@ impl Room {
                             match load(&self.shared.store, &self.doc_id).await {
                                 Ok(doc) => self.doc = doc,
                                 Err(e) => {
-                                    error!(doc = %self.doc_id.as_str(), error = %e, "reloading document failed");
+                                    error!(error = %e, "reloading document failed");
                                     self.failed = true;
                                 }
                             }
@@ -263,7 +263,7 @@ impl Room {
         let durable =
             futures_util::future::join_all(tickets.into_iter().map(|t| t.durable())).await;
         if let Some(Err(e)) = durable.into_iter().find(|r| r.is_err()) {
-            error!(doc = %self.doc_id.as_str(), error = %e, "store failed to persist updates");
+            error!(error = %e, "store failed to persist updates");
             self.failed = true;
         }
         if self.failed {
@@ -298,12 +298,12 @@ impl Room {
                 match applied {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        warn!(doc = %self.doc_id.as_str(), peer = %peer, error = %e, "update rejected");
+                        warn!(peer = %peer, error = %e, "update rejected");
                         *reload = true;
                         return Err(CloseCode::Malformed);
                     }
                     Err(_) => {
-                        warn!(doc = %self.doc_id.as_str(), peer = %peer, "update made yrs panic");
+                        warn!(peer = %peer, "update made yrs panic");
                         *reload = true;
                         return Err(CloseCode::Malformed);
                     }
@@ -311,7 +311,7 @@ impl Room {
                 match self.shared.store.append(&self.doc_id, &raw) {
                     Ok(ticket) => tickets.push(ticket),
                     Err(e) => {
-                        error!(doc = %self.doc_id.as_str(), error = %e, "store append failed");
+                        error!(error = %e, "store append failed");
                         self.failed = true;
                         return Err(CloseCode::Internal);
                     }
@@ -332,7 +332,7 @@ impl Room {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    warn!(doc = %self.doc_id.as_str(), peer = %peer, error = %e, "awareness rejected");
+                    warn!(peer = %peer, error = %e, "awareness rejected");
                     return Err(CloseCode::NotOwner);
                 }
             },
@@ -371,7 +371,7 @@ impl Room {
         if self.peers.is_empty() {
             self.empty_since = Some(Instant::now());
         }
-        debug!(doc = %self.doc_id.as_str(), peer = %peer, peers = self.peers.len(), "peer left");
+        debug!(peer = %peer, peers = self.peers.len(), "peer left");
     }
 
     /// Queues frames to peers; a full queue closes that peer with 4008.
@@ -399,7 +399,7 @@ impl Room {
                 }
             }
             for id in slow {
-                warn!(doc = %self.doc_id.as_str(), peer = %id, "slow peer: outbound queue full");
+                warn!(peer = %id, "slow peer: outbound queue full");
                 self.remove_peer(id, Some(CloseCode::SlowPeer), &mut outbox);
             }
         }
@@ -464,10 +464,14 @@ impl Room {
         let id = self.doc_id.clone();
         match tokio::task::spawn_blocking(move || store.compact(&id)).await {
             Ok(Ok(stats)) => {
-                debug!(doc = %self.doc_id.as_str(), merged = stats.merged_updates, bytes = stats.snapshot_bytes, "compacted")
+                debug!(
+                    merged = stats.merged_updates,
+                    bytes = stats.snapshot_bytes,
+                    "compacted"
+                )
             }
-            Ok(Err(e)) => warn!(doc = %self.doc_id.as_str(), error = %e, "compaction failed"),
-            Err(e) => warn!(doc = %self.doc_id.as_str(), error = %e, "compaction task failed"),
+            Ok(Err(e)) => warn!(error = %e, "compaction failed"),
+            Err(e) => warn!(error = %e, "compaction task failed"),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tandem_store::{DocId, Store};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::close::CloseCode;
 use crate::config::Limits;
@@ -119,10 +120,14 @@ impl Rooms {
             .fetch_add(1, Ordering::Relaxed);
         let shared = self.shared.clone();
         let doc = doc.clone();
-        tokio::spawn(async move {
-            room::run(doc, key, control_rx, shared.clone(), running).await;
-            shared.metrics.rooms_open.fetch_sub(1, Ordering::Relaxed);
-        });
+        let span = tracing::info_span!("room", doc = %doc.as_str());
+        tokio::spawn(
+            async move {
+                room::run(doc, key, control_rx, shared.clone(), running).await;
+                shared.metrics.rooms_open.fetch_sub(1, Ordering::Relaxed);
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 
