@@ -96,7 +96,7 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
         /// Maximum updates in flight.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 4096)]
         window: u64,
     },
     /// Ramp idle connections, measuring RSS per connection and a probe room.

@@ -42,7 +42,7 @@ pub struct SuiteArgs {
     #[arg(long, default_value_t = 50)]
     concurrent: usize,
     /// Throughput in-flight window.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 4096)]
     window: u64,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/results.json")]
@@ -77,6 +77,16 @@ pub fn restart_slice(tr: &Traces) -> (Arc<Vec<Vec<u8>>>, String) {
     (Arc::new(updates), s)
 }
 
+/// Restarts a server the bench started (same port and data), so each
+/// workload starts from a fresh process: memory one workload left behind
+/// (allocator caches, loaded rooms) does not count against the next.
+async fn fresh(t: &mut Target) -> anyhow::Result<()> {
+    if t.restartable() {
+        t.stop_gracefully_and_restart().await?;
+    }
+    Ok(())
+}
+
 async fn run_all(
     t: &mut Target,
     a: &SuiteArgs,
@@ -92,6 +102,7 @@ async fn run_all(
     };
     for point in &a.points {
         let p = FanoutParams::parse(point, duration)?;
+        fresh(t).await?;
         emit(
             &mut rows,
             fanout::run_row(t, tr.typing.clone(), &p, id).await,
@@ -102,9 +113,11 @@ async fn run_all(
         probe: probe_params(duration),
         parallel_opens: 64,
     };
+    fresh(t).await?;
     for r in connections::run_rows(t, tr.typing.clone(), id, &cp).await {
         emit(&mut rows, r);
     }
+    fresh(t).await?;
     emit(
         &mut rows,
         throughput::run_row(
@@ -117,6 +130,7 @@ async fn run_all(
         )
         .await,
     );
+    fresh(t).await?;
     let jp = ColdJoinParams {
         single: 5,
         concurrent: a.concurrent,
@@ -202,8 +216,16 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
             saturated.join("; ")
         );
     }
+    let load_end = std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    println!(
+        "\nLoad average at the end: {load_end} (other processes on the machine skew latency tails)"
+    );
     let json = serde_json::json!({
         "machine": machine,
+        "loadavg_end": load_end,
         "rows": tandem_rows.iter().chain(&reference_rows).collect::<Vec<_>>(),
         "ratios": ratio_rows,
     });

@@ -15,10 +15,10 @@ use serde::Serialize;
 
 use crate::conn::Conn;
 use crate::measure::{Percentiles, UsageMeter};
-use crate::protocol::update_message;
+use crate::protocol::{Incoming, sync_step1, update_message};
 use crate::report::Row;
 use crate::target::Target;
-use crate::workloads::throughput::{fetch_text, text_of_state};
+use crate::workloads::throughput::text_of_state;
 
 /// Cold-join sizing.
 #[derive(Debug, Clone, Serialize)]
@@ -50,19 +50,36 @@ async fn join_once(target: &Target, doc: &str) -> Result<Joined, String> {
     Ok(Joined { micros, state })
 }
 
-/// Stores `state` as the content of `doc` and checks a second client sees it.
+/// Stores `state` as the content of `doc`, then asks the server (on the same
+/// connection, so after the update) for its whole state and checks it.
 async fn seed(target: &Target, doc: &str, state: &[u8], end_text: &str) -> Result<(), String> {
     let mut c = Conn::connect(&target.url(doc))
         .await
         .map_err(|e| e.to_string())?;
-    c.join(&yrs::Doc::new(), None, Duration::from_secs(30), |_| {})
+    let empty = yrs::Doc::new();
+    c.join(&empty, None, Duration::from_secs(30), |_| {})
         .await
         .map_err(|e| e.to_string())?;
     c.send(update_message(state.to_vec()))
         .await
         .map_err(|e| e.to_string())?;
-    let (text, _) = fetch_text(target, doc).await.map_err(|e| e.to_string())?;
+    c.send(sync_step1(&empty))
+        .await
+        .map_err(|e| e.to_string())?;
+    let back = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            for m in c.recv().await? {
+                if let Incoming::SyncStep2(s) = m {
+                    return Ok::<_, crate::conn::ConnError>(s);
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no SyncStep2 for {doc} after seeding"))?
+    .map_err(|e| e.to_string())?;
     c.close().await;
+    let text = text_of_state(&back);
     if text != end_text {
         return Err(format!(
             "seeded document {doc} reads back {} chars, expected {}",
