@@ -28,6 +28,11 @@ pub struct Limits {
     #[arg(long, env = "TANDEM_PEER_QUEUE", default_value_t = 1024)]
     pub peer_queue: usize,
 
+    /// Outbound backlog per peer, in bytes, beyond which it is closed with 4008
+    /// (one message larger than this is still sent to an idle peer).
+    #[arg(long, env = "TANDEM_PEER_QUEUE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub peer_queue_bytes: usize,
+
     /// WebSocket ping interval (ms); a peer silent for two intervals is dropped.
     #[arg(long, env = "TANDEM_PING_INTERVAL_MS", default_value_t = 10_000)]
     pub ping_interval_ms: u64,
@@ -45,6 +50,7 @@ impl Default for Limits {
             max_open_rooms: 10_000,
             room_unload_grace_ms: 10_000,
             peer_queue: 1024,
+            peer_queue_bytes: 64 * 1024 * 1024,
             ping_interval_ms: 10_000,
             awareness_timeout_ms: 30_000,
         }

@@ -7,7 +7,7 @@
 //! the room or the reader), the bounded outbound queue, the ping timer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +32,51 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
+/// Liveness and backlog of one connection, shared by its task and its room.
+#[derive(Debug)]
+pub(crate) struct PeerHealth {
+    started: Instant,
+    /// When the last frame (of any kind, pongs included) arrived, in ms since `started`.
+    last_seen_ms: AtomicU64,
+    /// Bytes queued for this peer but not yet handed to the socket.
+    queued_bytes: AtomicUsize,
+}
+
+impl PeerHealth {
+    fn new() -> Self {
+        PeerHealth {
+            started: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    fn saw_frame(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_seen_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long the peer has sent nothing (a live peer answers every ping).
+    pub(crate) fn silent_for(&self) -> Duration {
+        let seen = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(seen)
+    }
+
+    /// Bytes waiting in the outbound queue.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Accounts for a frame put in the outbound queue.
+    pub(crate) fn enqueued(&self, len: usize) {
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    fn dequeued(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+}
+
 /// Serves one upgraded connection to the room of `doc` until it ends.
 pub(crate) async fn serve(ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
     let id = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
@@ -45,8 +90,10 @@ async fn serve_as(id: PeerId, ws: WebSocket, doc: DocId, rooms: Rooms, metrics: 
     let (kill_tx, kill_rx) = mpsc::channel(4);
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (sink, stream) = ws.split();
+    let health = Arc::new(PeerHealth::new());
     let link = PeerLink {
         id,
+        health: health.clone(),
         outbound: outbound_tx,
         kill: kill_tx.clone(),
         inbound: inbound_rx,
@@ -57,15 +104,12 @@ async fn serve_as(id: PeerId, ws: WebSocket, doc: DocId, rooms: Rooms, metrics: 
     }
     debug!("connected");
 
-    let started = Instant::now();
-    let last_seen = AtomicU64::new(0);
-    let reader = read_loop(stream, inbound_tx, kill_tx, &last_seen, started, &metrics);
+    let reader = read_loop(stream, inbound_tx, kill_tx, &health, &metrics);
     let writer = write_loop(
         sink,
         outbound_rx,
         kill_rx,
-        &last_seen,
-        started,
+        &health,
         limits.ping_interval(),
         &metrics,
     );
@@ -89,8 +133,7 @@ async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     inbound: mpsc::Sender<Vec<protocol::Inbound>>,
     kill: mpsc::Sender<CloseCode>,
-    last_seen: &AtomicU64,
-    started: Instant,
+    health: &PeerHealth,
     metrics: &Metrics,
 ) {
     let code = loop {
@@ -106,7 +149,7 @@ async fn read_loop(
                 break CloseCode::Normal;
             }
         };
-        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        health.saw_frame();
         if msg.is_close() {
             break CloseCode::Normal;
         }
@@ -148,8 +191,7 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbound: mpsc::Receiver<Bytes>,
     mut kill: mpsc::Receiver<CloseCode>,
-    last_seen: &AtomicU64,
-    started: Instant,
+    health: &PeerHealth,
     ping_every: Duration,
     metrics: &Metrics,
 ) -> Option<CloseCode> {
@@ -168,12 +210,11 @@ async fn write_loop(
                 tokio::select! {
                     biased;
                     code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
-                    ok = tokio::time::timeout(stall, write_batch(&mut sink, frame, &mut outbound)) => ok,
+                    ok = tokio::time::timeout(stall, write_batch(&mut sink, frame, &mut outbound, health)) => ok,
                 }
             }
             _ = ping.tick() => {
-                let seen = Duration::from_millis(last_seen.load(Ordering::Relaxed));
-                if started.elapsed().saturating_sub(seen) > stall {
+                if health.silent_for() > stall {
                     debug!("peer missed pongs: dropping");
                     return None;
                 }
@@ -206,11 +247,14 @@ async fn write_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     first: Bytes,
     outbound: &mut mpsc::Receiver<Bytes>,
+    health: &PeerHealth,
 ) -> bool {
+    health.dequeued(first.len());
     if sink.feed(Message::binary(first)).await.is_err() {
         return false;
     }
     while let Ok(frame) = outbound.try_recv() {
+        health.dequeued(frame.len());
         if sink.feed(Message::binary(frame)).await.is_err() {
             return false;
         }

@@ -67,21 +67,33 @@ impl Presence {
 
     /// Applies `update` sent by `peer`. Returns the entries that changed (to
     /// broadcast to every peer, the sender included), or `NotOwner` without
-    /// applying anything.
+    /// applying anything. `owner_alive` says whether another owning
+    /// connection is still live; a dead owner's ids may be taken over.
     pub fn apply(
         &mut self,
         peer: PeerId,
         update: AwarenessUpdate,
         now: Instant,
+        owner_alive: impl Fn(PeerId) -> bool,
     ) -> Result<Option<AwarenessUpdate>, NotOwner> {
+        let mut takeovers = Vec::new();
         for (client, incoming) in &update.clients {
             if let Some(e) = self.entries.get(client)
-                && e.owner.is_some_and(|o| o != peer)
+                && let Some(owner) = e.owner
+                && owner != peer
                 && incoming.clock > e.clock
             {
-                return Err(NotOwner {
-                    client: client.get(),
-                });
+                if owner_alive(owner) {
+                    return Err(NotOwner {
+                        client: client.get(),
+                    });
+                }
+                takeovers.push(*client);
+            }
+        }
+        for client in takeovers {
+            if let Some(e) = self.entries.get_mut(&client) {
+                e.owner = None;
             }
         }
         let mut changed = HashMap::new();
@@ -221,9 +233,21 @@ mod tests {
         let mut p = Presence::new(Duration::from_secs(30));
         let now = Instant::now();
         let a = PeerId(1);
-        assert!(p.apply(a, upd(7, 1, r#"{"x":1}"#), now).unwrap().is_some());
-        assert!(p.apply(a, upd(7, 2, r#"{"x":2}"#), now).unwrap().is_some());
-        assert!(p.apply(a, upd(7, 2, r#"{"x":2}"#), now).unwrap().is_none());
+        assert!(
+            p.apply(a, upd(7, 1, r#"{"x":1}"#), now, |_| true)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            p.apply(a, upd(7, 2, r#"{"x":2}"#), now, |_| true)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            p.apply(a, upd(7, 2, r#"{"x":2}"#), now, |_| true)
+                .unwrap()
+                .is_none()
+        );
         let removed = p.remove_peer(a).unwrap();
         assert_eq!(removed.clients[&ClientID::new(7)].clock, 2);
         assert!(p.is_empty());
@@ -234,18 +258,34 @@ mod tests {
         let mut p = Presence::new(Duration::from_secs(30));
         let now = Instant::now();
         let (a, b) = (PeerId(1), PeerId(2));
-        p.apply(a, upd(7, 3, "{}"), now).unwrap();
-        assert!(p.apply(b, upd(7, 3, "{}"), now).unwrap().is_none());
-        assert!(p.apply(b, upd(7, 3, "null"), now).unwrap().is_none());
+        p.apply(a, upd(7, 3, "{}"), now, |_| true).unwrap();
+        assert!(
+            p.apply(b, upd(7, 3, "{}"), now, |_| true)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            p.apply(b, upd(7, 3, "null"), now, |_| true)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(p.len(), 1);
-        assert!(p.apply(b, upd(7, 4, "{}"), now).is_err());
+        assert!(p.apply(b, upd(7, 4, "{}"), now, |_| true).is_err());
+        // Once a's connection is presumed dead, b (a reconnect) may take over.
+        assert!(
+            p.apply(b, upd(7, 4, "{}"), now, |_| false)
+                .unwrap()
+                .is_some()
+        );
+        assert!(p.remove_peer(a).is_none());
+        assert!(p.remove_peer(b).is_some());
     }
 
     #[test]
     fn states_expire_without_renewal() {
         let mut p = Presence::new(Duration::from_secs(30));
         let now = Instant::now();
-        p.apply(PeerId(1), upd(7, 1, "{}"), now).unwrap();
+        p.apply(PeerId(1), upd(7, 1, "{}"), now, |_| true).unwrap();
         assert!(p.sweep(now + Duration::from_secs(10)).is_none());
         assert!(p.sweep(now + Duration::from_secs(31)).is_some());
         assert!(p.is_empty());

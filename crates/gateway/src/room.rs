@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use yrs::{Doc, ReadTxn, Transact};
 
 use crate::close::CloseCode;
+use crate::peer::PeerHealth;
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
 use crate::rooms::Shared;
@@ -47,6 +48,8 @@ impl std::fmt::Display for PeerId {
 pub(crate) struct PeerLink {
     /// The connection.
     pub id: PeerId,
+    /// Its liveness and outbound backlog (shared with the connection task).
+    pub health: Arc<PeerHealth>,
     /// Bounded queue of frames to write to the socket; overflow means 4008.
     pub outbound: mpsc::Sender<Bytes>,
     /// Tells the connection to close with a code (bypasses the outbound queue).
@@ -73,6 +76,7 @@ type PeerStream = Pin<Box<dyn Stream<Item = PeerEvent> + Send + Sync>>;
 
 /// The room's view of a joined peer.
 struct PeerSlot {
+    health: Arc<PeerHealth>,
     outbound: mpsc::Sender<Bytes>,
     kill: mpsc::Sender<CloseCode>,
 }
@@ -198,9 +202,12 @@ impl Room {
         }
         // Two frames: the JS client reads only the first message of a frame.
         let step1 = protocol::encode_sync_step1(&self.doc.transact().state_vector());
+        link.health.enqueued(step1.len());
         let _ = link.outbound.try_send(step1);
         if let Some(states) = self.presence.snapshot() {
-            let _ = link.outbound.try_send(protocol::encode_awareness(&states));
+            let frame = protocol::encode_awareness(&states);
+            link.health.enqueued(frame.len());
+            let _ = link.outbound.try_send(frame);
         }
         let stream: PeerStream = Box::pin(
             ReceiverStream::new(link.inbound)
@@ -211,6 +218,7 @@ impl Room {
         self.peers.insert(
             link.id,
             PeerSlot {
+                health: link.health,
                 outbound: link.outbound,
                 kill: link.kill,
             },
@@ -322,20 +330,21 @@ impl Room {
                     .fetch_add(1, Ordering::Relaxed);
                 outbox.push_back((Target::AllBut(peer), protocol::encode_update(&raw)));
             }
-            Inbound::Awareness(update) => match self.presence.apply(peer, update, Instant::now()) {
-                Ok(Some(changed)) => {
-                    self.shared
-                        .metrics
-                        .awareness_updates
-                        .fetch_add(1, Ordering::Relaxed);
-                    outbox.push_back((Target::All, protocol::encode_awareness(&changed)));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(peer = %peer, error = %e, "awareness rejected");
-                    return Err(CloseCode::NotOwner);
-                }
-            },
+            Inbound::Awareness(update) => {
+                // An owner silent past a ping round trip is presumed gone (the
+                // half-open socket of a client that has already reconnected).
+                let peers = &self.peers;
+                let alive_within = self.shared.limits.ping_interval() * 3 / 2;
+                let owner_alive = |o: PeerId| {
+                    peers
+                        .get(&o)
+                        .is_some_and(|p| p.health.silent_for() < alive_within)
+                };
+                let applied = self
+                    .presence
+                    .apply(peer, update, Instant::now(), owner_alive);
+                self.after_awareness(peer, applied, outbox)?;
+            }
             Inbound::QueryAwareness => {
                 if let Some(states) = self.presence.snapshot() {
                     outbox.push_back((Target::One(peer), protocol::encode_awareness(&states)));
@@ -345,6 +354,30 @@ impl Room {
             Inbound::Auth => {}
         }
         Ok(())
+    }
+
+    /// Queues the awareness changes for every peer, or refuses the sender.
+    fn after_awareness(
+        &self,
+        peer: PeerId,
+        applied: Result<Option<yrs::sync::AwarenessUpdate>, crate::presence::NotOwner>,
+        outbox: &mut VecDeque<(Target, Bytes)>,
+    ) -> Result<(), CloseCode> {
+        match applied {
+            Ok(Some(changed)) => {
+                self.shared
+                    .metrics
+                    .awareness_updates
+                    .fetch_add(1, Ordering::Relaxed);
+                outbox.push_back((Target::All, protocol::encode_awareness(&changed)));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "awareness rejected");
+                Err(CloseCode::NotOwner)
+            }
+        }
     }
 
     /// Removes a peer (closing it with `code` if the room ends it) and queues
@@ -387,8 +420,14 @@ impl Room {
                 let Some(slot) = self.peers.get(&id) else {
                     continue;
                 };
+                let backlog = slot.health.queued_bytes();
+                if backlog > 0 && backlog + frame.len() > self.shared.limits.peer_queue_bytes {
+                    slow.push(id);
+                    continue;
+                }
                 match slot.outbound.try_send(frame.clone()) {
                     Ok(()) => {
+                        slot.health.enqueued(frame.len());
                         self.shared
                             .metrics
                             .bytes_out
