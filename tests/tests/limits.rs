@@ -15,9 +15,10 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_peer_is_closed_with_4008_while_others_keep_flowing() {
-    let server = TestServer::start(&["--peer-queue", "8"]);
+/// A peer that joins and never reads is closed with 4008 once its queue
+/// overflows, while the others keep receiving everything.
+async fn slow_peer_is_closed_with_4008(flags: &[&str]) {
+    let server = TestServer::start(flags);
     let url = server.ws_url("slow");
     let a = Peer::join(&url).await;
     let b = Peer::join(&url).await;
@@ -37,6 +38,16 @@ async fn slow_peer_is_closed_with_4008_while_others_keep_flowing() {
     a.insert(0, "after");
     b.wait_until("still flowing", |s| s.text().contains("after"))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_peer_is_closed_with_4008_when_its_queue_is_full() {
+    slow_peer_is_closed_with_4008(&["--peer-queue", "8"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_peer_is_closed_with_4008_when_its_backlog_passes_the_byte_budget() {
+    slow_peer_is_closed_with_4008(&["--peer-queue-bytes", "300000"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

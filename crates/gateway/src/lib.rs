@@ -54,6 +54,20 @@
 //! expire after 30 s without renewal. Peers are pinged every 10 s and
 //! dropped after two silent intervals.
 //!
+//! Awareness ownership: the connection that first sets a client id's state
+//! owns it until it disconnects. Echoes of other peers' states (stock
+//! y-websocket clients re-send what they receive, with the same clock) are
+//! ignored; advancing the clock of an id owned by another connection that
+//! is still live closes the sender with 4009. An owner silent for 1.5 ping
+//! intervals is presumed dead (a half-open socket of a client that has
+//! already reconnected), and its ids may be taken over.
+//!
+//! Slow peers: each peer's outbound queue is bounded in messages and in
+//! bytes; a peer over either bound is closed with 4008 (its client
+//! reconnects and resyncs with SyncStep1/2, so it never misses an update),
+//! and the room never waits for it. A write blocked for two ping intervals
+//! also ends the connection.
+//!
 //! # Close codes
 //!
 //! | code | meaning |
@@ -65,8 +79,8 @@
 //! | 1009 | frame larger than `--max-message-bytes` |
 //! | 1011 | internal error (e.g. the store failed: the update was not acknowledged) |
 //! | 4003 | unknown top-level message type |
-//! | 4008 | slow peer: outbound queue overflowed (reconnect to resync) |
-//! | 4009 | awareness that advances a client id owned by another connection |
+//! | 4008 | slow peer: outbound queue overflowed, by count (`--peer-queue`) or bytes (`--peer-queue-bytes`); reconnect to resync |
+//! | 4009 | awareness that advances a client id owned by another live connection |
 //! | 4013 | capacity: room full or server at max open rooms (try later) |
 //!
 //! Each bad input closes only the offending connection, with a warning log;
