@@ -36,6 +36,9 @@ pub struct Common {
     /// Tokio worker threads for the generator (1 = single-threaded, leaves a core to the server).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
+    /// Awareness updates per second per fan-out client (0 = none).
+    #[arg(long, global = true, default_value_t = 1.0)]
+    awareness_hz: f64,
     /// Seconds each fan-out point edits for.
     #[arg(long, global = true, default_value_t = 10.0)]
     duration: f64,
@@ -221,7 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     fanout::run_row(
                         &t,
                         traces.clone(),
-                        &FanoutParams::parse(&point, duration)?,
+                        &FanoutParams::parse(&point, duration)?.with_awareness(common.awareness_hz),
                         &id,
                     )
                     .await,

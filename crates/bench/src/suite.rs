@@ -101,7 +101,7 @@ async fn run_all(
         rows.push(r);
     };
     for point in &a.points {
-        let p = FanoutParams::parse(point, duration)?;
+        let p = FanoutParams::parse(point, duration)?.with_awareness(common.awareness_hz);
         fresh(t).await?;
         emit(
             &mut rows,

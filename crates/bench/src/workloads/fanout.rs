@@ -55,6 +55,12 @@ impl FanoutParams {
         format!("{}x{}@{}/s", self.rooms, self.clients, self.rate)
     }
 
+    /// The same point with another awareness rate.
+    pub fn with_awareness(mut self, hz: f64) -> FanoutParams {
+        self.awareness_hz = hz;
+        self
+    }
+
     /// Parses "RxC@E" (e.g. "10x5@10").
     pub fn parse(s: &str, duration: Duration) -> anyhow::Result<FanoutParams> {
         let bad = || anyhow::anyhow!("fan-out point '{s}' is not ROOMSxCLIENTS@RATE, e.g. 10x5@10");
@@ -261,6 +267,16 @@ pub async fn run_row(
     }
 }
 
+/// A well-mixed value in [0, 1) from `x` (SplitMix64 finaliser), so that
+/// consecutive client ids get unrelated tick offsets.
+fn unit_hash(x: u64) -> f64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 struct FanoutClient {
     url: String,
     ledger: Arc<Ledger>,
@@ -308,20 +324,15 @@ impl FanoutClient {
         .await?;
         let _ = self.joined.send(Ok(())).await;
 
-        // Spread clients' ticks over the period so rooms do not pulse.
-        let mut rng = Lcg(self.client_id);
-        let jitter =
-            |rng: &mut Lcg, d: Duration| d.mul_f64((rng.next_u64() % 1000) as f64 / 1000.0);
-        let mut edit_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + jitter(&mut rng, self.period),
-            self.period,
-        );
-        edit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Spread clients' ticks over the period so rooms do not pulse. The
+        // intervals are (re)started when editing begins: an interval that
+        // was not polled while waiting would fire for every client at once.
+        let edit_offset = self.period.mul_f64(unit_hash(self.client_id));
         let aw_period = self.awareness_period.unwrap_or(Duration::from_secs(3600));
-        let mut aw_tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + jitter(&mut rng, aw_period),
-            aw_period,
-        );
+        let aw_offset = aw_period.mul_f64(unit_hash(self.client_id ^ 0xa5a5_5a5a));
+        let mut edit_tick = tokio::time::interval(self.period);
+        edit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut aw_tick = tokio::time::interval(aw_period);
         aw_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut phase = *self.phase.borrow();
         let mut cursor = 0u32;
@@ -332,6 +343,11 @@ impl FanoutClient {
                     if changed.is_err() { break; }
                     phase = *self.phase.borrow();
                     if phase == Phase::Done { break; }
+                    if phase == Phase::Edit {
+                        let now = tokio::time::Instant::now();
+                        edit_tick.reset_at(now + edit_offset);
+                        aw_tick.reset_at(now + aw_offset);
+                    }
                 }
                 _ = edit_tick.tick(), if editing => {
                     let update = typist.next_update(&self.trace);
