@@ -113,3 +113,50 @@ async fn awareness_that_is_not_renewed_expires() {
     b.wait_until("a renewed", |s| s.states().contains_key(&id))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_reclaims_its_id_from_a_dead_connection() {
+    let server = TestServer::start(&["--ping-interval-ms", "400"]);
+    let url = server.ws_url("aw-reclaim");
+    let observer = Peer::join(&url).await;
+    // The "old connection": claims client id 4242, then goes silent (a
+    // half-open socket: it never reads, so it never answers pings).
+    let mut old = tandem_tests::RawSocket::connect(&url).await;
+    let id = 4242u64;
+    let mut body = vec![1u8];
+    body.extend(leb(id));
+    body.push(1);
+    let state = br#"{"who":"old"}"#;
+    body.push(state.len() as u8);
+    body.extend_from_slice(state);
+    let mut frame = vec![1u8, body.len() as u8];
+    frame.extend(body);
+    old.send_binary(frame).await;
+    let silent_since = tokio::time::Instant::now();
+    observer
+        .wait_until("old state", |s| s.states().contains_key(&id))
+        .await;
+    // The same client comes back on a new connection. Once the old socket
+    // has been silent for 1.5 ping intervals (600 ms) it is presumed dead,
+    // so the newer clock is accepted (not refused with 4009), even before
+    // the heartbeat drops the old socket (after 2 intervals).
+    let newer = Peer::join(&url).await;
+    tokio::time::sleep_until(silent_since + std::time::Duration::from_millis(700)).await;
+    newer.send_awareness(id, 2, r#"{"who":"new"}"#);
+    observer
+        .wait_until("new state", |s| {
+            s.states().get(&id).map(String::as_str) == Some(r#"{"who":"new"}"#)
+        })
+        .await;
+    assert!(newer.state().close.is_none(), "reconnect was refused");
+}
+
+fn leb(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
