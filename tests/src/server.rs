@@ -115,15 +115,21 @@ impl TestServer {
 
     /// A plain HTTP/1.1 GET: (status, body).
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        self.request("GET", path, &[])
+    }
+
+    /// A plain HTTP/1.1 request with a body: (status, body).
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let Ok(mut s) = TcpStream::connect_timeout(&self.addr, TIMEOUT) else {
             return (0, Vec::new());
         };
         let _ = s.set_read_timeout(Some(TIMEOUT));
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
         );
-        if s.write_all(req.as_bytes()).is_err() {
+        if s.write_all(req.as_bytes()).is_err() || s.write_all(body).is_err() {
             return (0, Vec::new());
         }
         let mut raw = Vec::new();

@@ -100,3 +100,40 @@ async fn operator_commands_export_import_and_compact() {
     let out = server.run_cli(&["export", "copy"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "exported");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_writes_reach_connected_peers_and_the_store() {
+    let server = TestServer::start(&[]);
+    let a = Peer::join(&server.ws_url("http-write")).await;
+    let b = Peer::join(&server.ws_url("http-write")).await;
+    a.insert(0, "old text");
+    // b has it, so the room has applied it: the PUT replaces it.
+    b.wait_text("old text").await;
+    let (status, _) = server.request("PUT", "/api/docs/http-write/text", b"new text");
+    assert_eq!(status, 204);
+    a.wait_text("new text").await;
+    b.wait_text("new text").await;
+    let update = tandem_tests::client::text_update("merged: ");
+    let (status, _) = server.request("POST", "/api/docs/http-write/update", &update);
+    assert_eq!(status, 204);
+    a.wait_until("merged", |s| s.text().contains("merged: "))
+        .await;
+    let (_, stored) = server.get_text("/api/docs/http-write/text");
+    assert_eq!(stored, a.text());
+    // A document nobody has open is opened, written and stored.
+    assert_eq!(
+        server.request("PUT", "/api/docs/fresh/text", b"hello").0,
+        204
+    );
+    assert_eq!(
+        server.get_text("/api/docs/fresh/text"),
+        (200, "hello".into())
+    );
+    // Garbage is refused and stores nothing.
+    let (status, _) = server.request("POST", "/api/docs/fresh/update", &[0xff, 0xff, 0x01]);
+    assert_eq!(status, 400);
+    assert_eq!(
+        server.get_text("/api/docs/fresh/text"),
+        (200, "hello".into())
+    );
+}

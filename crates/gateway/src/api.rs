@@ -1,12 +1,15 @@
 //! Plain HTTP next to the WebSocket: health, Prometheus metrics, and a small
-//! read API over stored documents (no CRDT library needed).
+//! API to list documents and read or write one without a CRDT library.
 //!
 //! Reads go to the store, which is always at least as new as anything a
 //! peer has seen: the room broadcasts an update only after it is durable.
+//! Writes go through the document's room (opened if needed), so they are
+//! ordered with the peers' edits, stored durably, then broadcast.
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use bytes::Bytes;
 use tandem_store::{DocId, Store};
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -15,15 +18,18 @@ use warp::reply::{Reply, with_header, with_status};
 use yrs::{GetString, Transact};
 
 use crate::metrics::Metrics;
+use crate::room::{Edit, EditError};
+use crate::rooms::Rooms;
 
 /// Name of the root `Y.Text` the web editor edits.
 pub const TEXT_ROOT: &str = "content";
 
 type Response = Box<dyn Reply>;
 
-/// `GET /healthz`, `GET /metrics`, `GET /api/docs`, `GET /api/docs/<id>/text`,
-/// `GET /api/docs/<id>/update`.
-pub fn routes(store: Store, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
+/// `GET /healthz`, `GET /metrics`, `GET /api/docs`, `GET|PUT /api/docs/<id>/text`,
+/// `GET|POST /api/docs/<id>/update`.
+pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
+    let max_body = rooms.limits().max_message_bytes as u64;
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| Box::new("ok") as Response);
@@ -46,6 +52,26 @@ pub fn routes(store: Store, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
     let update = warp::path!("api" / "docs" / String / "update")
         .and(warp::get())
         .then(move |id| read_doc(s.clone(), id, Format::Update));
+    let r = rooms.clone();
+    let put_text = warp::path!("api" / "docs" / String / "text")
+        .and(warp::put())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(move |id, body: Bytes| {
+            let rooms = r.clone();
+            async move {
+                match String::from_utf8(body.to_vec()) {
+                    Ok(text) => write_doc(rooms, id, Edit::ReplaceText(text)).await,
+                    Err(_) => error(StatusCode::BAD_REQUEST, "body is not UTF-8 text"),
+                }
+            }
+        });
+    let r = rooms;
+    let post_update = warp::path!("api" / "docs" / String / "update")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(max_body))
+        .and(warp::body::bytes())
+        .then(move |id, body: Bytes| write_doc(r.clone(), id, Edit::Update(body)));
     healthz
         .or(metrics)
         .unify()
@@ -54,6 +80,10 @@ pub fn routes(store: Store, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
         .or(text)
         .unify()
         .or(update)
+        .unify()
+        .or(put_text)
+        .unify()
+        .or(post_update)
         .unify()
         .boxed()
 }
@@ -95,6 +125,20 @@ async fn list_docs(store: Store) -> Response {
         })
         .collect();
     Box::new(warp::reply::json(&rows))
+}
+
+/// Applies an edit through the room, so connected peers see it at once.
+async fn write_doc(rooms: Rooms, id: String, edit: Edit) -> Response {
+    let doc = match DocId::new(id) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match rooms.edit(&doc, edit).await {
+        Ok(()) => Box::new(StatusCode::NO_CONTENT),
+        Err(e @ EditError::Malformed(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ EditError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ EditError::Store(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 enum Format {

@@ -13,7 +13,7 @@
 //! - [`presence`]: the awareness table with per-connection ownership and expiry.
 //! - [`close`]: the close codes the server sends, and why.
 //! - [`config`]: limits and timings (`tandem serve` flags).
-//! - [`api`]: `/healthz`, `/metrics`, `/api/docs...`.
+//! - [`api`]: `/healthz`, `/metrics`, `/api/docs...` (list, read, write).
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`web`]: the browser editor's static files.
 //!

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use tandem_store::{DocId, Store};
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tracing::{debug, error, info, warn};
-use yrs::{Doc, ReadTxn, Transact};
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, Text, Transact};
 
 use crate::close::CloseCode;
 use crate::peer::PeerHealth;
@@ -58,10 +59,42 @@ pub(crate) struct PeerLink {
     pub inbound: mpsc::Receiver<Vec<Inbound>>,
 }
 
+/// A change made without a WebSocket (the HTTP API), applied by the room
+/// exactly like a peer's update: stored durably, then broadcast to every peer.
+#[derive(Debug)]
+pub enum Edit {
+    /// Merge a binary v1 Yjs update.
+    Update(Bytes),
+    /// Replace the whole root text `content` with this string.
+    ReplaceText(String),
+}
+
+/// Why an [`Edit`] was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The update could not be decoded or applied.
+    #[error("invalid update: {0}")]
+    Malformed(String),
+    /// The store failed to persist the change.
+    #[error("the store failed: {0}")]
+    Store(String),
+    /// The room could not be opened (shutdown, capacity, load failure).
+    #[error("document unavailable: {0}")]
+    Unavailable(CloseCode),
+}
+
+/// An edit and where to report its outcome.
+pub(crate) struct EditRequest {
+    pub edit: Edit,
+    pub reply: oneshot::Sender<Result<(), EditError>>,
+}
+
 /// Messages to the room that are not peer traffic.
 pub(crate) enum Control {
     /// A connection joins.
     Join(PeerLink),
+    /// An HTTP edit.
+    Edit(EditRequest),
     /// The server is stopping: close peers with 1001, compact, exit.
     Shutdown,
 }
@@ -162,6 +195,10 @@ impl Room {
                 biased;
                 ctl = control.recv() => match ctl {
                     Some(Control::Join(link)) => self.join(link),
+                    Some(Control::Edit(req)) => {
+                        let result = self.edit(req.edit).await;
+                        let _ = req.reply.send(result);
+                    }
                     Some(Control::Shutdown) | None => {
                         self.shutdown(&mut control).await;
                         return;
@@ -356,6 +393,60 @@ impl Room {
         Ok(())
     }
 
+    /// Applies, stores and broadcasts an HTTP edit.
+    async fn edit(&mut self, edit: Edit) -> Result<(), EditError> {
+        let update = match edit {
+            Edit::Update(raw) => {
+                let decoded = catch_unwind(AssertUnwindSafe(|| yrs::Update::decode_v1(&raw)))
+                    .map_err(|_| EditError::Malformed("decoder panicked".into()))?
+                    .map_err(|e| EditError::Malformed(e.to_string()))?;
+                let applied = catch_unwind(AssertUnwindSafe(|| {
+                    self.doc.transact_mut().apply_update(decoded)
+                }));
+                if !matches!(applied, Ok(Ok(()))) {
+                    self.doc = load(&self.shared.store, &self.doc_id)
+                        .await
+                        .map_err(EditError::Store)?;
+                    return Err(EditError::Malformed("yrs rejected the update".into()));
+                }
+                raw.to_vec()
+            }
+            Edit::ReplaceText(new) => {
+                let before = self.doc.transact().state_vector();
+                let text = self.doc.get_or_insert_text(crate::api::TEXT_ROOT);
+                {
+                    let mut txn = self.doc.transact_mut();
+                    let len = text.len(&txn);
+                    text.remove_range(&mut txn, 0, len);
+                    text.insert(&mut txn, 0, &new);
+                }
+                self.doc.transact().encode_diff_v1(&before)
+            }
+        };
+        let stored = match self.shared.store.append(&self.doc_id, &update) {
+            Ok(ticket) => ticket.durable().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            error!(error = %e, "store failed to persist an HTTP edit");
+            self.failed = true;
+            self.close_all(CloseCode::Internal);
+            return Err(EditError::Store(e.to_string()));
+        }
+        self.shared
+            .metrics
+            .updates_applied
+            .fetch_add(1, Ordering::Relaxed);
+        let mut outbox = VecDeque::new();
+        outbox.push_back((Target::All, protocol::encode_update(&update)));
+        self.dispatch(outbox);
+        if self.peers.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+        self.compact_in_background();
+        Ok(())
+    }
+
     /// Queues the awareness changes for every peer, or refuses the sender.
     fn after_awareness(
         &self,
@@ -470,8 +561,18 @@ impl Room {
 
     async fn shutdown(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) {
         self.close_all(CloseCode::GoingAway);
-        while let Ok(Control::Join(link)) = control.try_recv() {
-            let _ = link.kill.try_send(CloseCode::GoingAway);
+        while let Ok(ctl) = control.try_recv() {
+            match ctl {
+                Control::Join(link) => {
+                    let _ = link.kill.try_send(CloseCode::GoingAway);
+                }
+                Control::Edit(req) => {
+                    let _ = req
+                        .reply
+                        .send(Err(EditError::Unavailable(CloseCode::GoingAway)));
+                }
+                Control::Shutdown => {}
+            }
         }
         self.compact().await;
     }

@@ -12,13 +12,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tandem_store::{DocId, Store};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::close::CloseCode;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::room::{self, Control, PeerLink};
+use crate::room::{self, Control, Edit, EditError, EditRequest, PeerLink};
 
 /// Handle to the registry of open rooms. Cheap to clone.
 #[derive(Clone)]
@@ -85,20 +85,35 @@ impl Rooms {
     /// Hands `link` to the document's room, opening (and loading) it first if
     /// needed. Fails with 1001 during shutdown and 4013 at `max_open_rooms`.
     pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<(), CloseCode> {
+        self.send(doc, Control::Join(link))
+    }
+
+    /// Applies an edit through the document's room (opening it if needed), so
+    /// connected peers receive it; returns once it is durable.
+    pub async fn edit(&self, doc: &DocId, edit: Edit) -> Result<(), EditError> {
+        let (reply, outcome) = oneshot::channel();
+        self.send(doc, Control::Edit(EditRequest { edit, reply }))
+            .map_err(EditError::Unavailable)?;
+        outcome
+            .await
+            .unwrap_or(Err(EditError::Unavailable(CloseCode::Internal)))
+    }
+
+    /// Delivers `message` to the document's room, opening it if needed.
+    fn send(&self, doc: &DocId, message: Control) -> Result<(), CloseCode> {
         let mut reg = self.shared.lock();
         if reg.shutting_down {
             return Err(CloseCode::GoingAway);
         }
-        let mut link = link;
+        let mut message = message;
         if let Some(entry) = reg.rooms.get(doc) {
-            match entry.control.send(Control::Join(link)) {
+            match entry.control.send(message) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(Control::Join(back))) => {
+                Err(mpsc::error::SendError(back)) => {
                     // The room task ended without unregistering (it failed): replace it.
                     reg.rooms.remove(doc);
-                    link = back;
+                    message = back;
                 }
-                Err(_) => return Err(CloseCode::Internal),
             }
         }
         if reg.rooms.len() >= self.shared.limits.max_open_rooms {
@@ -108,7 +123,7 @@ impl Rooms {
             return Err(CloseCode::GoingAway);
         };
         let (control, control_rx) = mpsc::unbounded_channel();
-        if control.send(Control::Join(link)).is_err() {
+        if control.send(message).is_err() {
             return Err(CloseCode::Internal);
         }
         let key = reg.next_key;
@@ -188,8 +203,14 @@ impl Shared {
         }
         control.close();
         while let Ok(ctl) = control.try_recv() {
-            if let Control::Join(link) = ctl {
-                let _ = link.kill.try_send(code);
+            match ctl {
+                Control::Join(link) => {
+                    let _ = link.kill.try_send(code);
+                }
+                Control::Edit(req) => {
+                    let _ = req.reply.send(Err(EditError::Unavailable(code)));
+                }
+                Control::Shutdown => {}
             }
         }
     }

@@ -56,6 +56,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
 /// Every route: the WebSocket, the HTTP API, then the web editor.
 pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Box<dyn Reply>,)> {
     let max = rooms.limits().max_message_bytes;
+    let rooms_for_api = rooms.clone();
     let m = metrics.clone();
     let ws = warp::path!("ws" / String)
         .and(warp::ws().map(Some).or(warp::any().map(|| None)).unify())
@@ -77,7 +78,7 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
                     .on_upgrade(move |socket| peer::serve(socket, doc, rooms, metrics)),
             )
         });
-    ws.or(api::routes(store, metrics))
+    ws.or(api::routes(store, rooms_for_api, metrics))
         .unify()
         .or(web::routes())
         .unify()
