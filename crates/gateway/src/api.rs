@@ -17,8 +17,8 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, with_header, with_status};
 use yrs::{GetString, Transact};
 
+use crate::mailbox::{Edit, EditError};
 use crate::metrics::Metrics;
-use crate::room::{Edit, EditError};
 use crate::rooms::Rooms;
 
 /// Name of the root `Y.Text` the web editor edits.

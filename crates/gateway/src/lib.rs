@@ -8,6 +8,7 @@
 //! - [`server`]: routes, the TCP_NODELAY listener, graceful shutdown. Start here.
 //! - [`rooms`]: the registry: finds or opens (single-flight) a document's room.
 //! - [`room`]: the room task that owns a document, its awareness and its peers.
+//! - [`mailbox`]: what connections and the HTTP API send to a room.
 //! - [`peer`]: one WebSocket connection: read, decode, write, heartbeat.
 //! - [`protocol`]: the wire format, sans I/O (frames in, typed messages out).
 //! - [`presence`]: the awareness table with per-connection ownership and expiry.
@@ -89,6 +90,7 @@
 pub mod api;
 pub mod close;
 pub mod config;
+pub mod mailbox;
 pub mod metrics;
 pub mod peer;
 pub mod presence;

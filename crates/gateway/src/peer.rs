@@ -20,9 +20,9 @@ use tracing::{Instrument, debug, info, warn};
 use warp::ws::{Message, WebSocket};
 
 use crate::close::CloseCode;
+use crate::mailbox::{PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
-use crate::room::{PeerId, PeerLink};
 use crate::rooms::Rooms;
 
 /// Inbound frames buffered per peer before its reader waits (backpressure).

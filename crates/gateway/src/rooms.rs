@@ -17,8 +17,9 @@ use tracing::Instrument;
 
 use crate::close::CloseCode;
 use crate::config::Limits;
+use crate::mailbox::{Control, Edit, EditError, EditRequest, PeerLink};
 use crate::metrics::Metrics;
-use crate::room::{self, Control, Edit, EditError, EditRequest, PeerLink};
+use crate::room;
 
 /// Handle to the registry of open rooms. Cheap to clone.
 #[derive(Clone)]
