@@ -84,8 +84,10 @@
 //! | 4009 | awareness that advances a client id owned by another live connection |
 //! | 4013 | capacity: room full or server at max open rooms (try later) |
 //!
-//! Each bad input closes only the offending connection, with a warning log;
-//! a bad frame is rejected whole, so none of it reaches the room or store.
+//! Each bad input closes only the offending connection, with a warning log.
+//! A frame that fails to decode is rejected whole, so none of it reaches the
+//! room or the store; an update yrs rejects (or panics on) is not stored, and
+//! the room reloads its document from the store in case yrs left partial state.
 
 pub mod api;
 pub mod close;
