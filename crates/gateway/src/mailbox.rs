@@ -1,5 +1,5 @@
-//! What can be sent to a room: a joining connection ([`PeerLink`]), an HTTP
-//! [`Edit`], or the order to shut down ([`Control`]). Peer traffic itself
+//! What can be sent to a room: a joining connection (`PeerLink`), an HTTP
+//! [`Edit`], or the order to shut down (`Control`). Peer traffic itself
 //! flows over each link's own channels.
 
 use std::sync::Arc;
