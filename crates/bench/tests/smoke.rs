@@ -48,8 +48,9 @@ impl Server {
         // The server prints "tandem listening on http://ADDR" once it serves;
         // reading blocks until then (or until it exits: EOF).
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
         let mut addr = None;
-        for line in BufReader::new(stdout).lines() {
+        for line in lines.by_ref() {
             let line = line.expect("read server stdout");
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 addr = Some(rest.trim().to_string());
@@ -57,6 +58,8 @@ impl Server {
             }
         }
         let addr = addr.expect("tandem exited without printing its listening line");
+        // Keep draining stdout so a later print never hits a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         Server {
             child,
             addr,
