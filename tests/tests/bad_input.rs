@@ -115,3 +115,33 @@ async fn invalid_doc_id_is_rejected_with_400_before_upgrade() {
     let long = "a".repeat(200);
     assert_eq!(server.get(&format!("/ws/{long}")).0, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_yrs_rejects_closes_with_1007_and_is_not_stored() {
+    let mut server = TestServer::start(&[]);
+    let url = server.ws_url("invalid-parent");
+    // Client 1 writes "ab": item (1,0) is a string, not a type.
+    let a = Peer::connect(&url, yrs::Doc::with_client_id(1)).await;
+    a.wait_until("sync", |s| s.synced).await;
+    a.insert(0, "ab");
+    let b = Peer::join(&url).await;
+    b.wait_text("ab").await;
+    // Client 2 inserts "x" whose parent is item (1,0): yrs refuses it.
+    let update = vec![1, 1, 2, 0, 0x04, 0, 1, 0, 1, b'x', 0];
+    let mut bad = RawSocket::connect(&url).await;
+    bad.send_binary([vec![0, 2, update.len() as u8], update].concat())
+        .await;
+    assert_eq!(bad.wait_close().await, 1007);
+    let log = server.log();
+    assert!(
+        log.contains("update rejected") || log.contains("update made yrs panic"),
+        "{log}"
+    );
+    a.insert(2, "c");
+    b.wait_text("abc").await;
+    // The store never saw it: the document still loads after a restart.
+    assert!(server.sigterm().success());
+    server.restart();
+    let c = Peer::join(&server.ws_url("invalid-parent")).await;
+    c.wait_text("abc").await;
+}
