@@ -9,6 +9,8 @@
 //! - [`rooms`]: the registry: finds or opens (single-flight) a document's room.
 //! - [`room`]: the room task that owns a document, its awareness and its peers.
 //! - [`mailbox`]: what connections and the HTTP API send to a room.
+//! - [`upgrade`]: the WebSocket handshake, ours rather than `warp::ws()` so
+//!   each connection gets 4 KiB socket buffers instead of 2 × 128 KiB.
 //! - [`peer`]: one WebSocket connection: read, decode, write, heartbeat.
 //! - [`protocol`]: the wire format, sans I/O (frames in, typed messages out).
 //! - [`presence`]: the awareness table with per-connection ownership and expiry.
@@ -100,6 +102,7 @@ pub mod protocol;
 pub mod room;
 pub mod rooms;
 pub mod server;
+pub mod upgrade;
 pub mod web;
 
 pub use close::CloseCode;

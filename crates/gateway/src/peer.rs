@@ -15,15 +15,16 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tandem_store::DocId;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{Instrument, debug, info, warn};
-use warp::ws::{Message, WebSocket};
 
 use crate::close::CloseCode;
 use crate::mailbox::{PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::rooms::Rooms;
+use crate::upgrade::Socket;
 
 /// Inbound frames buffered per peer before its reader waits (backpressure).
 const INBOUND_QUEUE: usize = 64;
@@ -78,13 +79,13 @@ impl PeerHealth {
 }
 
 /// Serves one upgraded connection to the room of `doc` until it ends.
-pub(crate) async fn serve(ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
+pub(crate) async fn serve(ws: Socket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
     let id = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
     let span = tracing::info_span!("peer", doc = %doc.as_str(), peer = %id);
     serve_as(id, ws, doc, rooms, metrics).instrument(span).await
 }
 
-async fn serve_as(id: PeerId, ws: WebSocket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
+async fn serve_as(id: PeerId, ws: Socket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
     let limits = rooms.limits().clone();
     let (outbound_tx, outbound_rx) = mpsc::channel(limits.peer_queue.max(1));
     let (kill_tx, kill_rx) = mpsc::channel(4);
@@ -130,7 +131,7 @@ async fn serve_as(id: PeerId, ws: WebSocket, doc: DocId, rooms: Rooms, metrics: 
 /// writer to close with the matching code. Dropping `inbound` tells the room
 /// this peer left (after every frame it sent).
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    mut stream: SplitStream<Socket>,
     inbound: mpsc::Sender<Vec<protocol::Inbound>>,
     kill: mpsc::Sender<CloseCode>,
     health: &PeerHealth,
@@ -160,7 +161,7 @@ async fn read_loop(
         if !msg.is_binary() {
             continue; // ping/pong: only liveness
         }
-        let frame: Bytes = msg.into_bytes();
+        let frame: Bytes = msg.into_data();
         metrics
             .bytes_in
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -188,7 +189,7 @@ async fn read_loop(
 /// intervals (a peer that stopped reading) ends the connection: a stuck
 /// socket never pins this task.
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: SplitSink<Socket, Message>,
     mut outbound: mpsc::Receiver<Bytes>,
     mut kill: mpsc::Receiver<CloseCode>,
     health: &PeerHealth,
@@ -221,7 +222,7 @@ async fn write_loop(
                 tokio::select! {
                     biased;
                     code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
-                    ok = tokio::time::timeout(stall, async { sink.send(Message::ping(Bytes::new())).await.is_ok() }) => ok,
+                    ok = tokio::time::timeout(stall, async { sink.send(Message::Ping(Bytes::new())).await.is_ok() }) => ok,
                 }
             }
         };
@@ -237,14 +238,17 @@ async fn write_loop(
     if code != CloseCode::Normal {
         metrics.record_close(code);
     }
-    let close = Message::close_with(code.code(), code.reason());
+    let close = Message::Close(Some(CloseFrame {
+        code: code.code().into(),
+        reason: code.reason().into(),
+    }));
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
     (code != CloseCode::Normal).then_some(code)
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<Socket, Message>,
     first: Bytes,
     outbound: &mut mpsc::Receiver<Bytes>,
     health: &PeerHealth,
@@ -262,11 +266,8 @@ async fn write_batch(
     sink.flush().await.is_ok()
 }
 
-/// True when a read failed because the frame exceeded the size limit.
-fn is_too_large(e: &warp::Error) -> bool {
-    let source = std::error::Error::source(e);
-    matches!(
-        source.and_then(|s| s.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// True when a read failed because the frame or message exceeded the size
+/// limit ([`crate::upgrade::socket_config`] sets both to `--max-message-bytes`).
+fn is_too_large(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Capacity(_))
 }

@@ -19,7 +19,7 @@ use warp::reply::{Reply, with_status};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
-use crate::{api, peer, web};
+use crate::{api, peer, upgrade, web};
 
 /// What can stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,8 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
     let rooms_for_api = rooms.clone();
     let m = metrics.clone();
     let ws = warp::path!("ws" / String)
-        .and(warp::ws().map(Some).or(warp::any().map(|| None)).unify())
-        .map(move |id: String, ws: Option<warp::ws::Ws>| -> Box<dyn Reply> {
+        .and(upgrade::request())
+        .map(move |id: String, ws: Option<upgrade::Upgrade>| -> Box<dyn Reply> {
             let doc = match DocId::new(id) {
                 Ok(doc) => doc,
                 Err(e) => return Box::new(with_status(e.to_string(), StatusCode::BAD_REQUEST)),
@@ -72,11 +72,9 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
                 ));
             };
             let (rooms, metrics) = (rooms.clone(), m.clone());
-            Box::new(
-                ws.max_message_size(max)
-                    .max_frame_size(max)
-                    .on_upgrade(move |socket| peer::serve(socket, doc, rooms, metrics)),
-            )
+            Box::new(ws.accept(upgrade::socket_config(max), move |socket| {
+                peer::serve(socket, doc, rooms, metrics)
+            }))
         });
     ws.or(api::routes(store, rooms_for_api, metrics))
         .unify()
