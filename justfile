@@ -18,6 +18,10 @@ demo: web
     @echo ""
     {{target}}/release/tandem serve --listen 127.0.0.1:8080 --data-dir ./data
 
+# A demo peer that types into DOC at human speed with its own cursor (next to `just demo`).
+typist doc="welcome":
+    cargo run --release -p tandem --example typist -- {{doc}}
+
 # Install the editor's npm packages and bundle it into web/dist (embedded by the next cargo build).
 web:
     cd web && npm ci --no-audit --no-fund && npm run build
