@@ -13,6 +13,12 @@ pub const DEFAULT_COMPACT_AFTER_UPDATES: u64 = 1_000;
 /// compaction: 1 MiB.
 pub const DEFAULT_COMPACT_AFTER_BYTES: u64 = 1024 * 1024;
 
+/// Default minimum size of the log relative to the snapshot, in percent,
+/// before a document wants compaction: 100 (the log must have grown to the
+/// snapshot's size), which keeps the total compaction work linear in the
+/// bytes written instead of quadratic.
+pub const DEFAULT_COMPACT_MIN_LOG_PERCENT: u64 = 100;
+
 /// When an append counts as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -48,6 +54,12 @@ pub struct StoreConfig {
     pub compact_after_updates: u64,
     /// ...or this many bytes. Default [`DEFAULT_COMPACT_AFTER_BYTES`].
     pub compact_after_bytes: u64,
+    /// ...and, in both cases, only once the log's bytes are at least this
+    /// percentage of the snapshot's bytes (0 = no such condition). Each
+    /// compaction rewrites the whole snapshot, so this keeps large documents
+    /// from being rewritten for every small log. Default
+    /// [`DEFAULT_COMPACT_MIN_LOG_PERCENT`].
+    pub compact_min_log_percent: u64,
 }
 
 impl StoreConfig {
@@ -60,6 +72,7 @@ impl StoreConfig {
             skip_gc: false,
             compact_after_updates: DEFAULT_COMPACT_AFTER_UPDATES,
             compact_after_bytes: DEFAULT_COMPACT_AFTER_BYTES,
+            compact_min_log_percent: DEFAULT_COMPACT_MIN_LOG_PERCENT,
         }
     }
 }

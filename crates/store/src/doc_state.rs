@@ -20,7 +20,8 @@ pub(crate) struct DocState {
     pub(crate) snapshot_updates: u64,
     /// Bytes of the snapshot's values.
     pub(crate) snapshot_bytes: u64,
-    /// Records in the log: the updates-threshold input.
+    /// Updates in the log (a batch record counts its updates): the
+    /// updates-threshold input.
     pub(crate) log_len: u64,
     /// Bytes of the log's values: the bytes-threshold input.
     pub(crate) log_bytes: u64,
@@ -82,6 +83,10 @@ pub(crate) fn scan_state(db: &sled::Db, doc: &DocId) -> Result<DocState, StoreEr
             && let Ok((header, _)) = records::decode_log_header(&value)
         {
             state.last_modified_ms = state.last_modified_ms.max(header.modified_ms);
+            // A batch record holds seqs `seq..seq + count`.
+            let extra = u64::from(header.count.saturating_sub(1));
+            state.log_len += extra;
+            last_seq = last_seq.max(seq.saturating_add(extra));
         }
     }
     state.next_seq = last_seq + 1;

@@ -11,6 +11,9 @@ pub trait DocStore: Send + Sync {
     /// Appends one v1 update; seqs in call order; the ticket resolves when
     /// durable.
     fn append(&self, doc: &DocId, update: &[u8]) -> Result<Appended, StoreError>;
+    /// Appends several v1 updates atomically, consecutive seqs; the ticket
+    /// carries the last seq and resolves when all are durable.
+    fn append_batch(&self, doc: &DocId, updates: &[&[u8]]) -> Result<Appended, StoreError>;
     /// True when the document's log passed a compaction threshold.
     fn needs_compaction(&self, doc: &DocId) -> bool;
     /// Merges the log into a new snapshot atomically.
@@ -35,6 +38,9 @@ impl DocStore for Store {
     }
     fn append(&self, doc: &DocId, update: &[u8]) -> Result<Appended, StoreError> {
         Store::append(self, doc, update)
+    }
+    fn append_batch(&self, doc: &DocId, updates: &[&[u8]]) -> Result<Appended, StoreError> {
+        Store::append_batch(self, doc, updates)
     }
     fn needs_compaction(&self, doc: &DocId) -> bool {
         Store::needs_compaction(self, doc)

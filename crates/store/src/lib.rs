@@ -54,14 +54,29 @@
 //! bounded (`cache_bytes`, default 64 MiB instead of sled's 1 GiB);
 //! compression stays off (sled's default; it cannot change after creation).
 
+//! # Batches
+//!
+//! [`Store::append_batch`] stores several updates (e.g. everything a room
+//! received together) as one log record in one atomic sled write, with
+//! consecutive seqs; a crash keeps the whole batch or none of it, and its
+//! ticket follows the same durability promise. One sled write per batch
+//! instead of per update is most of the store's cost under load.
+//!
 //! # Compaction
 //!
 //! [`Store::compact`] merges snapshot + log into a new snapshot and, in the
 //! same atomic sled batch, removes exactly the log records it merged, so a
 //! crash leaves the old state or the new one, and appends racing a
-//! compaction are kept. [`Store::needs_compaction`] says when a log passed
-//! `compact_after_updates` (default 1000) records or `compact_after_bytes`
-//! (default 1 MiB); the caller decides when to run it.
+//! compaction are kept. The caller decides when to run it;
+//! [`Store::needs_compaction`] says when it is due: the log passed
+//! `compact_after_updates` (default 1000) updates or `compact_after_bytes`
+//! (default 1 MiB), **and** the log has grown to at least
+//! `compact_min_log_percent` (default 100) % of the snapshot's size. A
+//! compaction reads and rewrites the whole snapshot, so without the second
+//! condition a large document would be rewritten every 1000 keystrokes
+//! (quadratic work overall); with it, each compaction costs at most about
+//! twice the bytes appended since the previous one (linear overall), and a
+//! load replays a log at most about as large as the snapshot.
 //!
 //! # Bad data
 //!

@@ -21,8 +21,13 @@
 //! Chunk 0 starts with a header whose first byte is the record format
 //! version ([`RECORD_VERSION`]); integers in headers are little-endian:
 //!
-//! - log record: `version:u8 modified_ms:u64 parts:u32` then the payload,
-//!   a yrs v1 update;
+//! - log record, version 1: `version:u8 modified_ms:u64 parts:u32` then
+//!   the payload, one yrs v1 update (its `seq` is the key's);
+//! - log record, version 2 ([`BATCH_RECORD_VERSION`], a *batch*):
+//!   `version:u8 modified_ms:u64 parts:u32 count:u32` then the payload,
+//!   `count` updates each framed as `len:u32` + a yrs v1 update. The key's
+//!   `seq` is the first update's; the batch holds seqs `seq..seq + count`.
+//!   One batch is one atomic sled write, so a crash keeps all of it or none;
 //! - snapshot: `version:u8 merged_upto:u64 update_count:u64 modified_ms:u64
 //!   parts:u32` then the payload, `encode_state_as_update_v1` of the merged
 //!   document. `merged_upto` is the highest log `seq` folded in (so `seq`s
@@ -30,15 +35,22 @@
 //!   folded in over the document's life.
 //!
 //! Format history: data-dir version 1 / record version 1 is the first
-//! (`fixtures/store-v1/` pins it; a test opens it).
+//! (`fixtures/store-v1/` pins it; a test opens it). Data-dir version 2 adds
+//! batch log records (record version 2); opening a version-1 directory
+//! upgrades its version number in place (its records stay as they are), so
+//! a release that only reads version 1 refuses it instead of misreading it.
 
 use crate::{DocId, Seq};
 
 /// Version of the data directory layout, stored under [`META_KEY`].
-pub const DATA_FORMAT_VERSION: u32 = 1;
+pub const DATA_FORMAT_VERSION: u32 = 2;
 
-/// Version byte at the start of every record's first chunk.
+/// Version byte at the start of every snapshot's and single-update log
+/// record's first chunk.
 pub const RECORD_VERSION: u8 = 1;
+
+/// Version byte of a batch log record (several updates, one record).
+pub const BATCH_RECORD_VERSION: u8 = 2;
 
 /// Largest payload slice stored in one sled value.
 pub const CHUNK_BYTES: usize = 4000;
@@ -49,6 +61,7 @@ pub const META_KEY: &[u8] = b"\x00format";
 const LOG_KIND: u8 = b'l';
 const SNAPSHOT_KIND: u8 = b's';
 const LOG_HEADER_LEN: usize = 1 + 8 + 4;
+const BATCH_HEADER_LEN: usize = LOG_HEADER_LEN + 4;
 const SNAPSHOT_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 4;
 
 /// Prefix of every key of `doc`'s log.
@@ -120,6 +133,11 @@ pub struct LogHeader {
     pub modified_ms: u64,
     /// Number of chunks.
     pub parts: u32,
+    /// Updates in the record: 1 for a version-1 record, else the batch's
+    /// `count` (its seqs are `seq..seq + count`).
+    pub count: u32,
+    /// Whether the payload is framed (a batch record, version 2).
+    pub batch: bool,
 }
 
 /// Header of a snapshot.
@@ -190,9 +208,71 @@ fn u32_at(v: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
+/// Encodes several updates as one batch log record (version 2) into its
+/// chunk values (index = part).
+pub fn encode_log_batch(modified_ms: u64, updates: &[&[u8]]) -> Vec<Vec<u8>> {
+    let payload_len: usize = updates.iter().map(|u| 4 + u.len()).sum();
+    let count = u32::try_from(updates.len()).unwrap_or(u32::MAX);
+    let mut payload = Vec::with_capacity(payload_len);
+    for update in updates {
+        let len = u32::try_from(update.len()).unwrap_or(u32::MAX);
+        payload.extend_from_slice(&len.to_le_bytes());
+        payload.extend_from_slice(update);
+    }
+    let mut first = Vec::with_capacity(BATCH_HEADER_LEN + payload_len.min(CHUNK_BYTES));
+    first.push(BATCH_RECORD_VERSION);
+    first.extend_from_slice(&modified_ms.to_le_bytes());
+    first.extend_from_slice(&parts_for(payload_len).to_le_bytes());
+    first.extend_from_slice(&count.to_le_bytes());
+    split(first, &payload)
+}
+
+/// The updates a log record's joined payload holds (one for version 1).
+pub fn record_updates<'a>(header: &LogHeader, payload: &'a [u8]) -> Result<Vec<&'a [u8]>, String> {
+    if !header.batch {
+        return Ok(vec![payload]);
+    }
+    let mut updates = Vec::with_capacity(header.count as usize);
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err("truncated batch frame".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(format!("batch frame of {len} bytes truncated"));
+        }
+        updates.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    if updates.len() != header.count as usize {
+        return Err(format!(
+            "batch holds {} updates, header says {}",
+            updates.len(),
+            header.count
+        ));
+    }
+    Ok(updates)
+}
+
 /// Decodes the header of a log record's first chunk; returns it and the
 /// payload slice that chunk carries.
 pub fn decode_log_header(first: &[u8]) -> Result<(LogHeader, &[u8]), String> {
+    if first.first() == Some(&BATCH_RECORD_VERSION) {
+        if first.len() < BATCH_HEADER_LEN {
+            return Err(format!("truncated header ({} bytes)", first.len()));
+        }
+        let header = LogHeader {
+            modified_ms: u64_at(first, 1),
+            parts: u32_at(first, 9),
+            count: u32_at(first, 13),
+            batch: true,
+        };
+        if header.count == 0 {
+            return Err("empty batch record".into());
+        }
+        return Ok((header, &first[BATCH_HEADER_LEN..]));
+    }
     check_version(first)?;
     if first.len() < LOG_HEADER_LEN {
         return Err(format!("truncated header ({} bytes)", first.len()));
@@ -200,6 +280,8 @@ pub fn decode_log_header(first: &[u8]) -> Result<(LogHeader, &[u8]), String> {
     let header = LogHeader {
         modified_ms: u64_at(first, 1),
         parts: u32_at(first, 9),
+        count: 1,
+        batch: false,
     };
     Ok((header, &first[LOG_HEADER_LEN..]))
 }
@@ -263,6 +345,37 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| (i as u32 + 1, &v[..]));
             assert_eq!(join_chunks(first, header.parts, rest).unwrap(), update);
+        }
+    }
+
+    #[test]
+    fn batch_record_round_trips_across_chunks() {
+        for sizes in [
+            vec![0],
+            vec![1, 2, 3],
+            vec![CHUNK_BYTES, 7, CHUNK_BYTES * 2 + 1],
+        ] {
+            let updates: Vec<Vec<u8>> = sizes
+                .iter()
+                .map(|&n| (0..n).map(|i| (i * 7) as u8).collect())
+                .collect();
+            let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+            let values = encode_log_batch(42, &refs);
+            assert!(
+                values
+                    .iter()
+                    .all(|v| v.len() <= CHUNK_BYTES + BATCH_HEADER_LEN)
+            );
+            let (header, first) = decode_log_header(&values[0]).unwrap();
+            assert_eq!((header.count as usize, header.batch), (refs.len(), true));
+            assert_eq!(header.parts as usize, values.len());
+            let rest = values[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32 + 1, &v[..]));
+            let payload = join_chunks(first, header.parts, rest).unwrap();
+            assert_eq!(record_updates(&header, &payload).unwrap(), refs);
+            assert!(record_updates(&header, &payload[..payload.len() - 1]).is_err());
         }
     }
 

@@ -19,7 +19,8 @@ pub(crate) struct StoredSnapshot {
     pub(crate) stored_bytes: u64,
 }
 
-/// One log record as stored; `update` is `Err` when it cannot be decoded.
+/// One log record as stored (one update, or a batch of them); `update` is
+/// `Err` when it cannot be decoded.
 pub(crate) struct StoredUpdate {
     pub(crate) seq: Seq,
     pub(crate) update: Result<(records::LogHeader, Vec<u8>), String>,
@@ -27,6 +28,13 @@ pub(crate) struct StoredUpdate {
     pub(crate) keys: Vec<IVec>,
     /// Bytes its chunks occupy (keys excluded).
     pub(crate) stored_bytes: u64,
+}
+
+impl StoredUpdate {
+    /// Updates (seqs) the record holds; 1 when it cannot be decoded.
+    pub(crate) fn count(&self) -> u64 {
+        self.update.as_ref().map_or(1, |(h, _)| u64::from(h.count))
+    }
 }
 
 /// Reads `doc`'s snapshot; `Ok(None)` when it has none.
@@ -158,14 +166,25 @@ pub(crate) fn replay(
         apply_v1(&doc, &snapshot.state).map_err(|reason| corrupt_snapshot(id, &reason))?;
     }
     for record in log {
-        let outcome = match &record.update {
-            Ok((_, bytes)) => apply_v1(&doc, bytes),
-            Err(reason) => Err(reason.clone()),
-        };
-        if let Err(reason) = outcome {
+        // (seq, why) of every update of the record that failed.
+        let mut failed = Vec::new();
+        match &record.update {
+            Ok((header, bytes)) => match records::record_updates(header, bytes) {
+                Ok(updates) => {
+                    for (seq, update) in (record.seq..).zip(updates) {
+                        if let Err(reason) = apply_v1(&doc, update) {
+                            failed.push((seq, reason));
+                        }
+                    }
+                }
+                Err(reason) => failed.push((record.seq, reason)),
+            },
+            Err(reason) => failed.push((record.seq, reason.clone())),
+        }
+        for (seq, reason) in failed {
             let err = StoreError::CorruptRecord {
                 doc: id.clone(),
-                seq: record.seq,
+                seq,
                 reason,
             };
             match bad.as_deref_mut() {

@@ -193,7 +193,7 @@ fn data_dir_from_a_newer_format_is_refused() {
             err,
             StoreError::UnsupportedFormat {
                 found: 99,
-                supported: 1
+                supported: records::DATA_FORMAT_VERSION
             }
         ),
         "{err}"

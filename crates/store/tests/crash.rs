@@ -1,5 +1,5 @@
-//! Crash safety: a child process appends and prints every acknowledged
-//! update; the parent SIGKILLs it at random moments, reopens the directory
+//! Crash safety: a child process appends (single updates and batches) and
+//! prints every acknowledged update; the parent SIGKILLs it at random moments, reopens the directory
 //! and checks that every acknowledged update is there.
 //!
 //! The child is this test binary itself, re-run with `CRASH_CHILD_DIR` set
@@ -37,12 +37,26 @@ fn crash_child() {
     let mut out = std::io::stdout().lock();
     for n in 0..1_000_000u64 {
         let token = format!("[{round}.{n}]");
-        // Alternate single acks and small groups awaited together.
-        let ticket = store
-            .append(&doc, &editor.insert(u32::MAX, &token))
-            .unwrap();
-        ticket.wait_durable().unwrap();
-        writeln!(out, "ack {token}").unwrap();
+        if n % 2 == 0 {
+            let ticket = store
+                .append(&doc, &editor.insert(u32::MAX, &token))
+                .unwrap();
+            ticket.wait_durable().unwrap();
+            writeln!(out, "ack {token}").unwrap();
+        } else {
+            // A batch record: three tokens, acknowledged together.
+            let tokens: Vec<String> = (0..3).map(|i| format!("[{round}.{n}.{i}]")).collect();
+            let updates: Vec<Vec<u8>> = tokens.iter().map(|t| editor.insert(u32::MAX, t)).collect();
+            let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+            store
+                .append_batch(&doc, &refs)
+                .unwrap()
+                .wait_durable()
+                .unwrap();
+            for token in &tokens {
+                writeln!(out, "ack {token}").unwrap();
+            }
+        }
         out.flush().unwrap();
         if n % 40 == 39 {
             store.compact(&doc).unwrap();

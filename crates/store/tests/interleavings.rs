@@ -1,5 +1,5 @@
-//! Property: random interleavings of appends from several simulated
-//! clients, compactions and reopens always load to the same document as an
+//! Property: random interleavings of appends (single and batched) from
+//! several simulated clients, compactions and reopens always load to the same document as an
 //! in-memory reference that received every update.
 
 mod common;
@@ -33,6 +33,9 @@ enum Op {
     },
     /// Wait for every outstanding append to be durable.
     AwaitAll,
+    /// Collect the following edits into one `append_batch` (written at the
+    /// next op that is not an edit).
+    BeginBatch,
     Compact,
     Reopen,
 }
@@ -43,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..CLIENTS, 0u32..40, 1u32..6).prop_map(|(client, pos, len)| Op::Delete { client, pos, len }),
         2 => (0..CLIENTS).prop_map(|client| Op::Sync { client }),
         1 => Just(Op::AwaitAll),
+        2 => Just(Op::BeginBatch),
         1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
     ]
@@ -70,6 +74,25 @@ fn assert_same(store: &Store, reference: &Doc) {
     );
 }
 
+/// Writes the held batch (if any) with `append_batch`.
+fn end_batch(
+    store: &Store,
+    held: &mut Option<Vec<Vec<u8>>>,
+    last_seq: &mut u64,
+    pending: &mut Vec<Appended>,
+) {
+    let Some(updates) = held.take() else { return };
+    let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+    let ticket = store.append_batch(&id("prop"), &refs).unwrap();
+    assert_eq!(
+        ticket.seq,
+        *last_seq + refs.len() as u64,
+        "batch seqs are consecutive"
+    );
+    *last_seq = ticket.seq;
+    pending.push(ticket);
+}
+
 fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let doc = id("prop");
@@ -78,7 +101,11 @@ fn run(ops: Vec<Op>) {
     let editors: Vec<Editor> = (0..CLIENTS).map(|c| Editor::new(c as u64 + 1)).collect();
     let mut pending: Vec<Appended> = Vec::new();
     let mut last_seq = 0;
+    let mut held: Option<Vec<Vec<u8>>> = None;
     for op in ops {
+        if !matches!(op, Op::Insert { .. } | Op::Delete { .. }) {
+            end_batch(&store, &mut held, &mut last_seq, &mut pending);
+        }
         let update = match op {
             Op::Insert { client, pos, s } => Some(editors[client].insert(pos, &s)),
             Op::Delete { client, pos, len } => Some(editors[client].delete(pos, len)),
@@ -92,6 +119,10 @@ fn run(ops: Vec<Op>) {
             }
             Op::AwaitAll => {
                 settle(&mut pending);
+                None
+            }
+            Op::BeginBatch => {
+                held = Some(Vec::new());
                 None
             }
             Op::Compact => {
@@ -109,12 +140,17 @@ fn run(ops: Vec<Op>) {
         };
         if let Some(update) = update {
             apply(&reference, &update);
+            if let Some(held) = held.as_mut() {
+                held.push(update);
+                continue;
+            }
             let ticket = store.append(&doc, &update).unwrap();
             assert_eq!(ticket.seq, last_seq + 1, "seqs are assigned in call order");
             last_seq = ticket.seq;
             pending.push(ticket);
         }
     }
+    end_batch(&store, &mut held, &mut last_seq, &mut pending);
     settle(&mut pending);
     assert_same(&store, &reference);
     let full = reference

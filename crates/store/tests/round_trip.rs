@@ -217,3 +217,68 @@ fn export_import_delete_and_list() {
         .collect();
     assert_eq!(listed, ["b"]);
 }
+
+#[test]
+fn batch_appends_get_consecutive_seqs_and_survive_restart_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = id("batched");
+    let editor = Editor::new(4);
+    let words = ["one ", "two ", "three "];
+    {
+        let store = open(dir.path());
+        let updates: Vec<Vec<u8>> = words.iter().map(|w| editor.insert(u32::MAX, w)).collect();
+        let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+        let ticket = store.append_batch(&doc, &refs).unwrap();
+        assert_eq!(ticket.seq, 3, "the ticket carries the batch's last seq");
+        ticket.wait_durable().unwrap();
+        let empty = store.append_batch(&doc, &[]).unwrap();
+        assert_eq!(empty.wait_durable().unwrap(), 3);
+        let single = store
+            .append(&doc, &editor.insert(u32::MAX, "four"))
+            .unwrap();
+        assert_eq!(single.wait_durable().unwrap(), 4);
+    }
+    let store = open(dir.path());
+    assert_eq!(text(&store.load(&doc).unwrap()), "one two three four");
+    let info = store.info(&doc).unwrap().unwrap();
+    assert_eq!((info.log_len, info.update_count), (4, 4));
+    // Seqs continue after the batch's last one, also after a restart.
+    let next = store.append(&doc, &editor.insert(0, ">")).unwrap();
+    assert_eq!(next.wait_durable().unwrap(), 5);
+    let stats = store.compact(&doc).unwrap();
+    assert_eq!(stats.merged_updates, 5);
+    let info = store.info(&doc).unwrap().unwrap();
+    assert_eq!((info.log_len, info.update_count), (0, 5));
+    assert_eq!(text(&store.load(&doc).unwrap()), ">one two three four");
+}
+
+#[test]
+fn compaction_waits_for_the_log_to_match_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.compact_after_updates = 1;
+    let store = Store::open(config).unwrap();
+    let doc = id("grows");
+    let editor = Editor::new(5);
+    let big = "x".repeat(20_000);
+    store
+        .append(&doc, &editor.insert(0, &big))
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+    store.compact(&doc).unwrap();
+    let snapshot_bytes = store.info(&doc).unwrap().unwrap().size_bytes;
+    // Small appends: past `compact_after_updates`, but the log is still far
+    // smaller than the snapshot, so rewriting the snapshot would be waste.
+    let mut log_bytes = 0;
+    while log_bytes < snapshot_bytes {
+        assert!(!store.needs_compaction(&doc));
+        store
+            .append(&doc, &editor.insert(0, "small edit "))
+            .unwrap()
+            .wait_durable()
+            .unwrap();
+        log_bytes = store.info(&doc).unwrap().unwrap().size_bytes - snapshot_bytes;
+    }
+    assert!(store.needs_compaction(&doc));
+}
