@@ -4,9 +4,9 @@
 //! Peers talk to the room over channels: a join arrives on the control
 //! channel with the peer's inbound receiver; the room polls every peer's
 //! inbound stream, takes everything that is ready as one batch, applies it,
-//! appends each update to the store, awaits durability once for the whole
-//! batch (group commit), and only then fans the encoded frames out to the
-//! peers' bounded outbound queues.
+//! appends the batch's updates to the store as one record, awaits durability
+//! once for the whole batch (group commit), and only then fans the encoded
+//! frames out to the peers' bounded outbound queues.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -209,6 +209,8 @@ impl Room {
     async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) {
         let mut outbox = VecDeque::new();
         let mut tickets = Vec::new();
+        // Applied updates not yet handed to the store (one record per batch).
+        let mut unstored = Vec::new();
         let mut reload = false;
         for (peer, event) in batch {
             match event {
@@ -219,14 +221,19 @@ impl Room {
                             break;
                         }
                         let result =
-                            self.handle(peer, message, &mut outbox, &mut tickets, &mut reload);
+                            self.handle(peer, message, &mut outbox, &mut unstored, &mut reload);
                         if let Err(code) = result {
                             self.remove_peer(peer, Some(code), &mut outbox);
                         }
                         if reload {
                             // A rejected or panicking update may have left partial
-                            // state: the store holds exactly what was accepted.
+                            // state: the store holds exactly what was accepted
+                            // (once the accepted updates of this batch are in it).
                             reload = false;
+                            self.store(&mut unstored, &mut tickets);
+                            if self.failed {
+                                break;
+                            }
                             match load(&self.shared.store, &self.doc_id).await {
                                 Ok(doc) => self.doc = doc,
                                 Err(e) => {
@@ -242,6 +249,7 @@ impl Room {
                 break;
             }
         }
+        self.store(&mut unstored, &mut tickets);
         // Group commit: one durability wait for the whole batch, before anything is sent.
         let durable =
             futures_util::future::join_all(tickets.into_iter().map(|t| t.durable())).await;
@@ -257,13 +265,32 @@ impl Room {
         self.compact_in_background();
     }
 
-    /// Handles one message; `Err` closes the peer with that code.
+    /// Appends the applied updates in `unstored` to the store as one batch
+    /// record (one sled write) and keeps its ticket; a store error fails the
+    /// room.
+    fn store(&mut self, unstored: &mut Vec<Bytes>, tickets: &mut Vec<tandem_store::Appended>) {
+        if unstored.is_empty() || self.failed {
+            return;
+        }
+        let updates: Vec<&[u8]> = unstored.iter().map(|u| &u[..]).collect();
+        match self.shared.store.append_batch(&self.doc_id, &updates) {
+            Ok(ticket) => tickets.push(ticket),
+            Err(e) => {
+                error!(error = %e, "store append failed");
+                self.failed = true;
+            }
+        }
+        unstored.clear();
+    }
+
+    /// Handles one message; `Err` closes the peer with that code. Applied
+    /// updates go to `unstored`, for the caller to store.
     fn handle(
         &mut self,
         peer: PeerId,
         message: Inbound,
         outbox: &mut VecDeque<(Target, Bytes)>,
-        tickets: &mut Vec<tandem_store::Appended>,
+        unstored: &mut Vec<Bytes>,
         reload: &mut bool,
     ) -> Result<(), CloseCode> {
         match message {
@@ -291,19 +318,12 @@ impl Room {
                         return Err(CloseCode::Malformed);
                     }
                 }
-                match self.shared.store.append(&self.doc_id, &raw) {
-                    Ok(ticket) => tickets.push(ticket),
-                    Err(e) => {
-                        error!(error = %e, "store append failed");
-                        self.failed = true;
-                        return Err(CloseCode::Internal);
-                    }
-                }
                 self.shared
                     .metrics
                     .updates_applied
                     .fetch_add(1, Ordering::Relaxed);
                 outbox.push_back((Target::AllBut(peer), protocol::encode_update(&raw)));
+                unstored.push(raw);
             }
             Inbound::Awareness(update) => {
                 // An owner silent past a ping round trip is presumed gone (the
