@@ -40,6 +40,13 @@ pub struct Limits {
     /// Awareness states not renewed within this many ms are removed (JS clients renew every 15 s).
     #[arg(long, env = "TANDEM_AWARENESS_TIMEOUT_MS", default_value_t = 30_000)]
     pub awareness_timeout_ms: u64,
+
+    /// Per-connection WebSocket read buffer and write-coalescing target, in
+    /// bytes. Each socket read takes at most this much; a bigger frame still
+    /// arrives whole (the buffer grows to fit it). Small keeps idle
+    /// connections cheap: this is allocated for every connection.
+    #[arg(long, env = "TANDEM_SOCKET_BUFFER_BYTES", default_value_t = 2048)]
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +60,7 @@ impl Default for Limits {
             peer_queue_bytes: 64 * 1024 * 1024,
             ping_interval_ms: 10_000,
             awareness_timeout_ms: 30_000,
+            socket_buffer_bytes: 2048,
         }
     }
 }

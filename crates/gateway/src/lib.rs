@@ -10,7 +10,7 @@
 //! - [`room`]: the room task that owns a document, its awareness and its peers.
 //! - [`mailbox`]: what connections and the HTTP API send to a room.
 //! - [`upgrade`]: the WebSocket handshake, ours rather than `warp::ws()` so
-//!   each connection gets 4 KiB socket buffers instead of 2 × 128 KiB.
+//!   each connection gets small socket buffers (2 KiB) instead of 2 × 128 KiB.
 //! - [`peer`]: one WebSocket connection: read, decode, write, heartbeat.
 //! - [`protocol`]: the wire format, sans I/O (frames in, typed messages out).
 //! - [`presence`]: the awareness table with per-connection ownership and expiry.

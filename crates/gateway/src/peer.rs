@@ -6,6 +6,7 @@
 //! the socket's sink and drains, in priority order: a close request (from
 //! the room or the reader), the bounded outbound queue, the ping timer.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -78,18 +79,26 @@ impl PeerHealth {
     }
 }
 
-/// Serves one upgraded connection to the room of `doc` until it ends.
-pub(crate) async fn serve(ws: Socket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
+/// Joins `ws` to the room of `doc` and returns the future that serves the
+/// connection until it ends (the caller spawns or awaits it).
+///
+/// The setup is synchronous on purpose: the returned future then holds only
+/// the socket's two halves (the socket itself moves to the heap, behind the
+/// split's shared lock), channels and a few pointers, so each connection's
+/// task stays small (an `async fn` taking the socket would carry it inline).
+pub(crate) fn serve(
+    ws: Socket,
+    doc: DocId,
+    rooms: &Rooms,
+    metrics: Arc<Metrics>,
+) -> impl Future<Output = ()> + Send + use<> {
     let id = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
     let span = tracing::info_span!("peer", doc = %doc.as_str(), peer = %id);
-    serve_as(id, ws, doc, rooms, metrics).instrument(span).await
-}
-
-async fn serve_as(id: PeerId, ws: Socket, doc: DocId, rooms: Rooms, metrics: Arc<Metrics>) {
-    let limits = rooms.limits().clone();
+    let limits = rooms.limits();
     let (outbound_tx, outbound_rx) = mpsc::channel(limits.peer_queue.max(1));
     let (kill_tx, kill_rx) = mpsc::channel(4);
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let ping_every = limits.ping_interval();
     let (sink, stream) = ws.split();
     let health = Arc::new(PeerHealth::new());
     let link = PeerLink {
@@ -99,32 +108,69 @@ async fn serve_as(id: PeerId, ws: Socket, doc: DocId, rooms: Rooms, metrics: Arc
         kill: kill_tx.clone(),
         inbound: inbound_rx,
     };
-    if let Err(code) = rooms.join(&doc, link) {
-        warn!(code = code.code(), "join refused");
-        let _ = kill_tx.try_send(code);
-    }
-    debug!("connected");
-
-    let reader = read_loop(stream, inbound_tx, kill_tx, &health, &metrics);
-    let writer = write_loop(
-        sink,
-        outbound_rx,
-        kill_rx,
-        &health,
-        limits.ping_interval(),
-        &metrics,
-    );
-    tokio::pin!(reader, writer);
-    tokio::select! {
-        _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await; }
-        code = &mut writer => {
-            if let Some(code) = code {
-                info!(code = code.code(), reason = code.reason(), "closed by server");
-            }
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+    span.in_scope(|| {
+        if let Err(code) = rooms.join(&doc, link) {
+            warn!(code = code.code(), "join refused");
+            let _ = kill_tx.try_send(code);
         }
+        debug!("connected");
+    });
+    let io = PeerIo {
+        sink,
+        stream,
+        outbound: outbound_rx,
+        kill: kill_rx,
+        inbound: inbound_tx,
+        kill_tx,
+        health,
+        ping_every,
+        metrics,
+    };
+    io.run().instrument(span)
+}
+
+/// Everything a connection's task owns once it has joined its room.
+struct PeerIo {
+    sink: SplitSink<Socket, Message>,
+    stream: SplitStream<Socket>,
+    outbound: mpsc::Receiver<Bytes>,
+    kill: mpsc::Receiver<CloseCode>,
+    inbound: mpsc::Sender<Vec<protocol::Inbound>>,
+    kill_tx: mpsc::Sender<CloseCode>,
+    health: Arc<PeerHealth>,
+    ping_every: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl PeerIo {
+    /// Runs the reader and the writer until both have ended (each gets
+    /// [`CLOSE_TIMEOUT`] to finish once the other has).
+    async fn run(self) {
+        let PeerIo {
+            sink,
+            stream,
+            outbound,
+            kill,
+            inbound,
+            kill_tx,
+            health,
+            ping_every,
+            metrics,
+        } = self;
+        let reader = read_loop(stream, inbound, kill_tx, &health, &metrics);
+        let writer = write_loop(sink, outbound, kill, &health, ping_every, &metrics);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await; }
+            code = &mut writer => {
+                if let Some(code) = code {
+                    info!(code = code.code(), reason = code.reason(), "closed by server");
+                }
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+            }
+        }
+        debug!("disconnected");
     }
-    debug!("disconnected");
 }
 
 /// Reads until the socket ends or sends something bad; on bad input asks the

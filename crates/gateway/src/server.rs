@@ -55,7 +55,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
 
 /// Every route: the WebSocket, the HTTP API, then the web editor.
 pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Box<dyn Reply>,)> {
-    let max = rooms.limits().max_message_bytes;
+    let socket_config = upgrade::socket_config(rooms.limits());
     let rooms_for_api = rooms.clone();
     let m = metrics.clone();
     let ws = warp::path!("ws" / String)
@@ -72,8 +72,8 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
                 ));
             };
             let (rooms, metrics) = (rooms.clone(), m.clone());
-            Box::new(ws.accept(upgrade::socket_config(max), move |socket| {
-                peer::serve(socket, doc, rooms, metrics)
+            Box::new(ws.accept(socket_config, move |socket| {
+                peer::serve(socket, doc, &rooms, metrics)
             }))
         });
     ws.or(api::routes(store, rooms_for_api, metrics))

@@ -7,9 +7,9 @@
 //! connection and zero-filled up to its capacity on every socket read, which
 //! cost ~138 KiB RSS per idle connection and made `memset` the largest item
 //! of the server's CPU profile under fan-out. Our frames are small (one Yjs
-//! update or awareness change each), so [`socket_config`] uses 4 KiB buffers;
-//! bigger frames still arrive whole (the buffer grows to fit one frame, up
-//! to `--max-message-bytes`).
+//! update or awareness change each), so [`socket_config`] uses small ones
+//! (`--socket-buffer-bytes`, 2 KiB by default); bigger frames still arrive
+//! whole (the buffer grows to fit one frame, up to `--max-message-bytes`).
 //!
 //! The handshake is what warp does internally: check the request headers,
 //! take hyper's `OnUpgrade` from the request, answer 101 with
@@ -31,22 +31,26 @@ use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use crate::config::Limits;
+
 /// An upgraded WebSocket connection.
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-/// Initial size of each connection's read buffer and the write-coalescing
-/// target, in bytes (tungstenite's defaults are 128 KiB each).
-pub const SOCKET_BUFFER_BYTES: usize = 4096;
-
-/// The tungstenite settings of every connection: small buffers, and frames
-/// or messages over `max_message_bytes` fail with a capacity error (1009).
-pub fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
+/// The tungstenite settings of every connection: `--socket-buffer-bytes`
+/// for the read buffer and the write-coalescing target (tungstenite's
+/// defaults are 128 KiB each), and frames or messages over
+/// `--max-message-bytes` fail with a capacity error (closed with 1009).
+pub fn socket_config(limits: &Limits) -> WebSocketConfig {
+    let buffer = limits.socket_buffer_bytes.max(MIN_SOCKET_BUFFER);
     WebSocketConfig::default()
-        .read_buffer_size(SOCKET_BUFFER_BYTES)
-        .write_buffer_size(SOCKET_BUFFER_BYTES)
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
+        .read_buffer_size(buffer)
+        .write_buffer_size(buffer)
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
 }
+
+/// Smallest socket buffer used: below this, reads get uselessly small.
+const MIN_SOCKET_BUFFER: usize = 256;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
 pub struct Upgrade {
@@ -105,14 +109,18 @@ impl Upgrade {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config));
-                    serve(socket.await).await;
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    debug!(error = %e, "websocket upgrade failed");
+                    return;
                 }
-                Err(e) => debug!(error = %e, "websocket upgrade failed"),
-            }
+            };
+            let io = TokioIo::new(upgraded);
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            // `serve` builds the connection's future synchronously, so this
+            // task holds only that future, not the socket besides it.
+            serve(socket).await;
         });
         let mut response = Response::default();
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
