@@ -5,6 +5,11 @@
 //! The reader and the writer are two futures of one task. The writer owns
 //! the socket's sink and drains, in priority order: a close request (from
 //! the room or the reader), the bounded outbound queue, the ping timer.
+//!
+//! The socket is a plain tokio-tungstenite stream from [`crate::upgrade`]
+//! (not warp's `WebSocket`), configured there with small buffers: an idle
+//! connection costs ~11 KiB (socket buffer, task, channels) instead of
+//! ~138 KiB with warp's defaults.
 
 use std::future::Future;
 use std::sync::Arc;

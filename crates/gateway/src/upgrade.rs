@@ -76,27 +76,8 @@ pub fn request() -> impl Filter<Extract = (Option<Upgrade>,), Error = Infallible
 
 impl Upgrade {
     fn from_request(method: &Method, headers: &HeaderMap, on_upgrade: OnUpgrade) -> Option<Self> {
-        let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        });
-        let upgrade_websocket = headers
-            .get(header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        let version_13 = headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|v| v.as_bytes() == b"13");
-        let key = headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .filter(|k| !k.is_empty())?;
-        (method == Method::GET && connection_upgrade && upgrade_websocket && version_13).then(
-            || Upgrade {
-                key: key.clone(),
-                on_upgrade,
-            },
-        )
+        let key = websocket_key(method, headers)?.clone();
+        Some(Upgrade { key, on_upgrade })
     }
 
     /// Answers 101 Switching Protocols and runs `serve` on the upgraded
@@ -131,5 +112,90 @@ impl Upgrade {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         response
+    }
+}
+
+/// The `sec-websocket-key` of a valid WebSocket upgrade request (what
+/// `warp::ws()` checks), or `None` for any other request.
+fn websocket_key<'h>(method: &Method, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
+    let connection_upgrade = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    let upgrade_websocket = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let version_13 = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| !k.is_empty())?;
+    (method == Method::GET && connection_upgrade && upgrade_websocket && version_13).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    const BROWSER: [(&str, &str); 4] = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn accepts_a_browser_upgrade() {
+        let map = headers(&BROWSER);
+        let key = websocket_key(&Method::GET, &map);
+        assert_eq!(key.unwrap(), "dGhlIHNhbXBsZSBub25jZQ==");
+        // RFC 6455 section 1.3's example.
+        assert_eq!(
+            derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn header_values_are_case_insensitive_tokens() {
+        let map = headers(&[
+            ("connection", "UPGRADE"),
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "x"),
+        ]);
+        assert!(websocket_key(&Method::GET, &map).is_some());
+    }
+
+    #[test]
+    fn rejects_anything_else() {
+        assert!(websocket_key(&Method::POST, &headers(&BROWSER)).is_none());
+        for skip in 0..BROWSER.len() {
+            let partial: Vec<_> = (0..BROWSER.len())
+                .filter(|&i| i != skip)
+                .map(|i| BROWSER[i])
+                .collect();
+            assert!(websocket_key(&Method::GET, &headers(&partial)).is_none());
+        }
+        let mut wrong = BROWSER;
+        wrong[2] = ("sec-websocket-version", "8");
+        assert!(websocket_key(&Method::GET, &headers(&wrong)).is_none());
+        wrong = BROWSER;
+        wrong[0] = ("connection", "keep-alive");
+        assert!(websocket_key(&Method::GET, &headers(&wrong)).is_none());
+        wrong = BROWSER;
+        wrong[1] = ("upgrade", "h2c");
+        assert!(websocket_key(&Method::GET, &headers(&wrong)).is_none());
     }
 }
