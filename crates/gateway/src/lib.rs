@@ -36,10 +36,14 @@
 //! # Durability contract
 //!
 //! **An update is broadcast only after it is durable in the store.** The
-//! room applies each update, appends it to the store, then waits once for
-//! the whole batch to be durable (group commit: updates that arrived
-//! together share one flush), and only then sends anything (updates to
-//! other peers, SyncStep2 replies). So any edit a peer has received survives
+//! room applies each update of a batch (everything ready at once, up to 256
+//! frames), appends the batch's updates to the store as one atomic record
+//! (`Store::append_batch`), then waits once for it to be durable (group
+//! commit: batches of all rooms in flight together share one flush), and
+//! only then sends anything (updates to other peers, SyncStep2 replies), in
+//! arrival order. Consecutive updates from one sender within a batch are
+//! sent to the others as one merged update (yrs `merge_updates_v1`; the
+//! store keeps them as received). So any edit a peer has received survives
 //! a crash (with `--durability relaxed`, "durable" means within the flush
 //! interval). If the store fails, the room closes every peer with 1011 and
 //! unloads; clients reconnect and resend what the store lacks.

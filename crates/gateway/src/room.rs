@@ -6,7 +6,9 @@
 //! inbound stream, takes everything that is ready as one batch, applies it,
 //! appends the batch's updates to the store as one record, awaits durability
 //! once for the whole batch (group commit), and only then fans the encoded
-//! frames out to the peers' bounded outbound queues.
+//! frames out to the peers' bounded outbound queues. Consecutive updates of
+//! a batch from one sender go out as one merged update frame (`run`), so a
+//! fast typist costs each receiver one frame per batch, not per keystroke.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -34,6 +36,9 @@ use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
 use crate::rooms::Shared;
 
+mod run;
+use run::Run;
+
 /// Most inbound frames handled as one batch (one durability wait).
 const MAX_BATCH: usize = 256;
 
@@ -57,6 +62,18 @@ enum Target {
     One(PeerId),
     AllBut(PeerId),
     All,
+}
+
+/// Where handling a message puts its results.
+struct Out<'a> {
+    /// Frames to send once the batch is durable, in order.
+    outbox: &'a mut VecDeque<(Target, Bytes)>,
+    /// Updates waiting to join `outbox` as one frame.
+    run: &'a mut Run,
+    /// Applied updates not yet handed to the store.
+    unstored: &'a mut Vec<Bytes>,
+    /// Set when yrs rejected an update: the document must be reloaded.
+    reload: &'a mut bool,
 }
 
 /// Runs the room for `doc` until it unloads, fails or the server stops.
@@ -211,18 +228,28 @@ impl Room {
         let mut tickets = Vec::new();
         // Applied updates not yet handed to the store (one record per batch).
         let mut unstored = Vec::new();
+        // Consecutive updates from one sender, broadcast as one merged frame.
+        let mut run = Run::default();
         let mut reload = false;
         for (peer, event) in batch {
             match event {
-                PeerEvent::Left => self.remove_peer(peer, None, &mut outbox),
+                PeerEvent::Left => {
+                    run.flush(&mut outbox);
+                    self.remove_peer(peer, None, &mut outbox);
+                }
                 PeerEvent::Frame(messages) => {
                     for message in messages {
                         if self.failed || !self.peers.contains_key(&peer) {
                             break;
                         }
-                        let result =
-                            self.handle(peer, message, &mut outbox, &mut unstored, &mut reload);
-                        if let Err(code) = result {
+                        let mut out = Out {
+                            outbox: &mut outbox,
+                            run: &mut run,
+                            unstored: &mut unstored,
+                            reload: &mut reload,
+                        };
+                        if let Err(code) = self.handle(peer, message, &mut out) {
+                            run.flush(&mut outbox);
                             self.remove_peer(peer, Some(code), &mut outbox);
                         }
                         if reload {
@@ -249,6 +276,7 @@ impl Room {
                 break;
             }
         }
+        run.flush(&mut outbox);
         self.store(&mut unstored, &mut tickets);
         // Group commit: one durability wait for the whole batch, before anything is sent.
         let durable =
@@ -283,47 +311,63 @@ impl Room {
         unstored.clear();
     }
 
-    /// Handles one message; `Err` closes the peer with that code. Applied
-    /// updates go to `unstored`, for the caller to store.
+    /// Applies one update; on success it joins `out.unstored` (for the
+    /// caller to store) and `out.run` (for the broadcast). If yrs rejects
+    /// it (or panics), sets `out.reload`.
+    fn handle_update(
+        &mut self,
+        peer: PeerId,
+        raw: Bytes,
+        update: yrs::Update,
+        out: &mut Out<'_>,
+    ) -> Result<(), CloseCode> {
+        if update.is_empty() {
+            return Ok(());
+        }
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            self.doc.transact_mut().apply_update(update)
+        }));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(peer = %peer, error = %e, "update rejected");
+                *out.reload = true;
+                return Err(CloseCode::Malformed);
+            }
+            Err(_) => {
+                warn!(peer = %peer, "update made yrs panic");
+                *out.reload = true;
+                return Err(CloseCode::Malformed);
+            }
+        }
+        self.shared
+            .metrics
+            .updates_applied
+            .fetch_add(1, Ordering::Relaxed);
+        out.run.push(peer, raw.clone(), out.outbox);
+        out.unstored.push(raw);
+        Ok(())
+    }
+
+    /// Handles one message; `Err` closes the peer with that code.
     fn handle(
         &mut self,
         peer: PeerId,
         message: Inbound,
-        outbox: &mut VecDeque<(Target, Bytes)>,
-        unstored: &mut Vec<Bytes>,
-        reload: &mut bool,
+        out: &mut Out<'_>,
     ) -> Result<(), CloseCode> {
+        if !matches!(message, Inbound::Update { .. }) {
+            // Anything else is queued after the updates before it.
+            out.run.flush(out.outbox);
+        }
+        let outbox = &mut *out.outbox;
         match message {
             Inbound::SyncStep1(sv) => {
                 let diff = self.doc.transact().encode_diff_v1(&sv);
                 outbox.push_back((Target::One(peer), protocol::encode_sync_step2(&diff)));
             }
             Inbound::Update { raw, update } => {
-                if update.is_empty() {
-                    return Ok(());
-                }
-                let applied = catch_unwind(AssertUnwindSafe(|| {
-                    self.doc.transact_mut().apply_update(update)
-                }));
-                match applied {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        warn!(peer = %peer, error = %e, "update rejected");
-                        *reload = true;
-                        return Err(CloseCode::Malformed);
-                    }
-                    Err(_) => {
-                        warn!(peer = %peer, "update made yrs panic");
-                        *reload = true;
-                        return Err(CloseCode::Malformed);
-                    }
-                }
-                self.shared
-                    .metrics
-                    .updates_applied
-                    .fetch_add(1, Ordering::Relaxed);
-                outbox.push_back((Target::AllBut(peer), protocol::encode_update(&raw)));
-                unstored.push(raw);
+                return self.handle_update(peer, raw, update, out);
             }
             Inbound::Awareness(update) => {
                 // An owner silent past a ping round trip is presumed gone (the
