@@ -239,6 +239,9 @@ async fn read_loop(
 /// Every write races the close request, and a write blocked for two ping
 /// intervals (a peer that stopped reading) ends the connection: a stuck
 /// socket never pins this task.
+///
+/// The write futures are boxed: they exist only while a write is under way,
+/// so an idle connection's task does not carry their space (~300 bytes).
 async fn write_loop(
     mut sink: SplitSink<Socket, Message>,
     mut outbound: mpsc::Receiver<Bytes>,
@@ -262,7 +265,7 @@ async fn write_loop(
                 tokio::select! {
                     biased;
                     code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
-                    ok = tokio::time::timeout(stall, write_batch(&mut sink, frame, &mut outbound, health)) => ok,
+                    ok = Box::pin(tokio::time::timeout(stall, write_batch(&mut sink, frame, &mut outbound, health))) => ok,
                 }
             }
             _ = ping.tick() => {
@@ -273,7 +276,7 @@ async fn write_loop(
                 tokio::select! {
                     biased;
                     code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
-                    ok = tokio::time::timeout(stall, async { sink.send(Message::Ping(Bytes::new())).await.is_ok() }) => ok,
+                    ok = Box::pin(tokio::time::timeout(stall, async { sink.send(Message::Ping(Bytes::new())).await.is_ok() })) => ok,
                 }
             }
         };
@@ -293,7 +296,7 @@ async fn write_loop(
         code: code.code().into(),
         reason: code.reason().into(),
     }));
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
+    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close))).await;
     (code != CloseCode::Normal).then_some(code)
 }
 
