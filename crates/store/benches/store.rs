@@ -142,6 +142,24 @@ fn append_batch(store: &Store, id: &DocId, trace: &Trace, cursor: &mut usize, co
     }
 }
 
+/// Appends `count` updates (cycling like `append_batch`) as ONE record with
+/// `Store::append_batch`, then awaits it: what a busy room does per batch.
+fn append_one_record(store: &Store, id: &DocId, trace: &Trace, cursor: &mut usize, count: usize) {
+    let mut updates: Vec<&[u8]> = Vec::with_capacity(count);
+    for _ in 0..count {
+        if *cursor >= trace.updates.len() {
+            *cursor = trace.updates.len() / 2;
+        }
+        updates.push(&trace.updates[*cursor]);
+        *cursor += 1;
+    }
+    store
+        .append_batch(id, &updates)
+        .unwrap()
+        .wait_durable()
+        .unwrap();
+}
+
 fn appends(c: &mut Criterion, trace: &Trace) {
     let dir = bench_dir();
     let store = Store::open(StoreConfig::new(dir.path())).unwrap();
@@ -158,6 +176,16 @@ fn appends(c: &mut Criterion, trace: &Trace) {
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("batch_awaited_together", batch), |b| {
             b.iter(|| append_batch(&store, &id, trace, &mut cursor, batch));
+        });
+    }
+
+    // The same batches as one record each (`append_batch`).
+    for batch in [100usize, 1000] {
+        let id = doc(&format!("record-{batch}"));
+        let mut cursor = 0;
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(BenchmarkId::new("append_batch_one_record", batch), |b| {
+            b.iter(|| append_one_record(&store, &id, trace, &mut cursor, batch));
         });
     }
 
