@@ -90,8 +90,10 @@
 //!
 //! Data-dir format version [`records::DATA_FORMAT_VERSION`] and record
 //! format version [`records::RECORD_VERSION`]; see [`records`] for the key
-//! layout. `fixtures/store-v1/` holds a directory in format 1 that a test
-//! opens, so later releases keep reading it.
+//! layout. `fixtures/store-v1/` and `fixtures/store-v2/` hold directories in
+//! formats 1 and 2 (the latter with batch records) that a test opens, so
+//! later releases keep reading them. Opening a format-1 directory marks it
+//! as format 2 (nothing else is rewritten).
 
 pub mod config;
 pub mod doc_id;

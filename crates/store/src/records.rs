@@ -39,6 +39,7 @@
 //! batch log records (record version 2); opening a version-1 directory
 //! upgrades its version number in place (its records stay as they are), so
 //! a release that only reads version 1 refuses it instead of misreading it.
+//! `fixtures/store-v2/` pins version 2.
 
 use crate::{DocId, Seq};
 

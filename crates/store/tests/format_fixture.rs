@@ -1,8 +1,10 @@
-//! A data directory written in format version 1 (`fixtures/store-v1/`)
-//! must stay readable by every later release.
+//! Data directories written in every past format version
+//! (`fixtures/store-v1/`, `fixtures/store-v2/`, ...) must stay readable by
+//! every later release.
 //!
-//! Regenerate it only when adding a *new* format version (and keep the old
-//! directory): `TANDEM_WRITE_STORE_FIXTURE=1 cargo test -p tandem-store --test format_fixture`.
+//! When adding a *new* format version, write its directory (older ones are
+//! kept as they are): `TANDEM_WRITE_STORE_FIXTURE=1 cargo test -p
+//! tandem-store --test format_fixture` writes `fixtures/store-v<current>/`.
 
 mod common;
 
@@ -10,9 +12,12 @@ use std::path::{Path, PathBuf};
 
 use common::{Editor, id, open, text};
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/store-v1")
+fn fixture_dir(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../fixtures/store-v{version}"))
 }
+
+/// Words of the batch document (format 2 on): one `append_batch`.
+const BATCH_WORDS: [&str; 4] = ["batched ", "words ", "in one ", "record"];
 
 const NOTES: &str = "format one notes, compacted then appended";
 
@@ -46,6 +51,19 @@ fn write_fixture(dir: &Path) {
         .unwrap()
         .wait_durable()
         .unwrap();
+    // Format 2: a batch record, spanning several chunks.
+    let editor = Editor::new(3);
+    let mut updates: Vec<Vec<u8>> = BATCH_WORDS
+        .iter()
+        .map(|w| editor.insert(u32::MAX, w))
+        .collect();
+    updates.push(editor.insert(0, &big_text()));
+    let refs: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+    store
+        .append_batch(&id("fixture-batch"), &refs)
+        .unwrap()
+        .wait_durable()
+        .unwrap();
     store.flush().unwrap();
 }
 
@@ -63,12 +81,21 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
-fn format_v1_fixture_still_loads() {
-    let fixture = fixture_dir();
+fn every_format_fixture_still_loads() {
+    let current = tandem_store::records::DATA_FORMAT_VERSION;
     if std::env::var_os("TANDEM_WRITE_STORE_FIXTURE").is_some() {
+        let fixture = fixture_dir(current);
         let _ = std::fs::remove_dir_all(&fixture);
         write_fixture(&fixture);
     }
+    for version in 1..=current {
+        check_fixture(version);
+    }
+}
+
+fn check_fixture(version: u32) {
+    let fixture = fixture_dir(version);
+    assert!(fixture.is_dir(), "{} is missing", fixture.display());
     // Work on a copy: opening a directory writes to it.
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture, dir.path());
@@ -85,7 +112,16 @@ fn format_v1_fixture_still_loads() {
         .into_iter()
         .map(|i| i.id.to_string())
         .collect();
-    assert_eq!(ids, ["fixture-big", "fixture-notes"]);
+    if version >= 2 {
+        let batch = id("fixture-batch");
+        let expected = big_text() + &BATCH_WORDS.concat();
+        assert_eq!(text(&store.load(&batch).unwrap()), expected);
+        let info = store.info(&batch).unwrap().unwrap();
+        assert_eq!(info.log_len, BATCH_WORDS.len() as u64 + 1);
+        assert_eq!(ids, ["fixture-batch", "fixture-big", "fixture-notes"]);
+    } else {
+        assert_eq!(ids, ["fixture-big", "fixture-notes"]);
+    }
     // And it can still be written and compacted.
     store
         .append(&notes, &Editor::new(9).insert(0, ">"))
