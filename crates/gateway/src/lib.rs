@@ -8,6 +8,9 @@
 //! - [`server`]: routes, the TCP_NODELAY listener, graceful shutdown. Start here.
 //! - [`rooms`]: the registry: finds or opens (single-flight) a document's room.
 //! - [`room`]: the room task that owns a document, its awareness and its peers.
+//!   Its lifecycle is in `room.rs`; applying a batch (apply → store → await
+//!   durable → fan out) in `room/batch.rs`, merging a sender's consecutive
+//!   updates in `room/run.rs`, HTTP edits in `room/edit.rs`.
 //! - [`mailbox`]: what connections and the HTTP API send to a room.
 //! - [`upgrade`]: the WebSocket handshake, ours rather than `warp::ws()` so
 //!   each connection gets small socket buffers (2 KiB) instead of 2 × 128 KiB.

@@ -61,7 +61,10 @@ pub enum EditError {
 
 /// An edit and where to report its outcome.
 pub(crate) struct EditRequest {
+    /// The change to apply.
     pub edit: Edit,
+    /// Answered once the edit is durable (or refused), so the HTTP response
+    /// makes the same promise as a broadcast.
     pub reply: oneshot::Sender<Result<(), EditError>>,
 }
 

@@ -6,12 +6,22 @@
 //! inbound stream, takes everything that is ready as one batch, applies it,
 //! appends the batch's updates to the store as one record, awaits durability
 //! once for the whole batch (group commit), and only then fans the encoded
-//! frames out to the peers' bounded outbound queues. Consecutive updates of
-//! a batch from one sender go out as one merged update frame (`run`), so a
-//! fast typist costs each receiver one frame per batch, not per keystroke.
+//! frames out to the peers' bounded outbound queues.
+//!
+//! This file is the actor's lifecycle: load, the run loop, joins and leaves,
+//! fan-out to the peers' queues, awareness expiry, compaction, unload and
+//! shutdown. The rest, one concept per file:
+//!
+//! - `batch`: applying one batch: decode → apply → `append_batch` → await
+//!   durable → fan out; a rejected update stores what the batch already
+//!   accepted, then reloads the document.
+//! - `run`: consecutive updates of a batch from one sender go out as one
+//!   merged update frame, so a fast typist costs each receiver one frame
+//!   per batch, not per keystroke.
+//! - `edit`: an HTTP edit (the `/api/docs` write path), applied, stored and
+//!   broadcast like a peer's update.
 
 use std::collections::{HashMap, VecDeque};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,55 +35,58 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tracing::{debug, error, info, warn};
-use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, Text, Transact};
+use yrs::{Doc, ReadTxn, Transact};
 
 use crate::close::CloseCode;
-use crate::mailbox::{Control, PeerLink};
-use crate::mailbox::{Edit, EditError, PeerId};
+use crate::mailbox::{Control, EditError, PeerId, PeerLink};
 use crate::peer::PeerHealth;
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
 use crate::rooms::Shared;
 
+mod batch;
+mod edit;
 mod run;
-use run::Run;
 
 /// Most inbound frames handled as one batch (one durability wait).
 const MAX_BATCH: usize = 256;
 
 /// One item of a peer's inbound stream; `Left` always comes last.
 enum PeerEvent {
+    /// The messages of one frame, decoded whole by the connection (a frame
+    /// that fails to decode never gets here).
     Frame(Vec<Inbound>),
+    /// The connection ended (its inbound channel closed): the room drops the
+    /// peer and its awareness states, after everything it sent before.
     Left,
 }
 
+/// A peer's inbound frames followed by `Left`, so the room learns of a
+/// departure in order with the peer's traffic, from the same `StreamMap`.
 type PeerStream = Pin<Box<dyn Stream<Item = PeerEvent> + Send + Sync>>;
 
 /// The room's view of a joined peer.
 struct PeerSlot {
+    /// Liveness (for awareness takeover) and the outbound backlog in bytes
+    /// (for the `--peer-queue-bytes` bound), shared with the connection task.
     health: Arc<PeerHealth>,
+    /// Bounded queue of frames for the socket; the room only `try_send`s, so
+    /// a full queue closes the peer with 4008 instead of stalling the room.
     outbound: mpsc::Sender<Bytes>,
+    /// Closes the connection with a code, bypassing a possibly full
+    /// `outbound` queue.
     kill: mpsc::Sender<CloseCode>,
 }
 
 /// Who receives an outgoing frame.
 enum Target {
+    /// A reply to the sender (SyncStep2, awareness query).
     One(PeerId),
+    /// An update, to everyone but the peer it came from.
     AllBut(PeerId),
+    /// Awareness changes (the sender too: a lone JS client otherwise hears
+    /// nothing) and HTTP edits.
     All,
-}
-
-/// Where handling a message puts its results.
-struct Out<'a> {
-    /// Frames to send once the batch is durable, in order.
-    outbox: &'a mut VecDeque<(Target, Bytes)>,
-    /// Updates waiting to join `outbox` as one frame.
-    run: &'a mut Run,
-    /// Applied updates not yet handed to the store.
-    unstored: &'a mut Vec<Bytes>,
-    /// Set when yrs rejected an update: the document must be reloaded.
-    reload: &'a mut bool,
 }
 
 /// Runs the room for `doc` until it unloads, fails or the server stops.
@@ -109,6 +122,8 @@ pub(crate) async fn run(
     room.run(control).await;
 }
 
+/// Loads `doc_id` from the store on a blocking thread (sled reads and yrs
+/// decoding must not stall the runtime).
 async fn load(store: &Store, doc_id: &DocId) -> Result<Doc, String> {
     let store = store.clone();
     let id = doc_id.clone();
@@ -118,24 +133,38 @@ async fn load(store: &Store, doc_id: &DocId) -> Result<Doc, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The actor's state: owned by the room task alone, so nothing is locked.
 struct Room {
+    /// The document this room serves: its store key and registry key.
     doc_id: DocId,
-    /// Registry key of this room instance (a reopened document gets a new one).
+    /// Registry key of this room instance (a reopened document gets a new one),
+    /// so a stale room never unregisters its successor.
     key: u64,
+    /// The live document: what every peer's SyncStep1 is answered from and
+    /// updates are applied to; always equal to what the store holds plus the
+    /// current batch's accepted updates.
     doc: Doc,
+    /// Awareness states with their owning connection and expiry.
     presence: Presence,
+    /// The joined peers, to fan frames out to and to close.
     peers: HashMap<PeerId, PeerSlot>,
+    /// Every peer's inbound stream, polled together so one batch takes what
+    /// all peers have ready, in arrival order per peer.
     inbound: StreamMap<PeerId, PeerStream>,
     /// When the last peer left (unload after the grace period).
     empty_since: Option<Instant>,
     /// The store failed: every peer was closed with 1011; the room must go.
     failed: bool,
-    /// A background compaction is running.
+    /// A background compaction is running (at most one per document; the
+    /// flag is shared with the blocking task that clears it).
     compacting: Arc<AtomicBool>,
+    /// The store, limits and metrics, and the registry to unregister from.
     shared: Arc<Shared>,
 }
 
 impl Room {
+    /// The actor's loop: control messages first (joins, HTTP edits,
+    /// shutdown), then a batch of peer traffic, then periodic maintenance.
     async fn run(&mut self, mut control: mpsc::UnboundedReceiver<Control>) {
         let tick_every = self
             .shared
@@ -186,6 +215,8 @@ impl Room {
         }
     }
 
+    /// Admits a peer (or refuses it with 4013 when the room is full) and
+    /// sends it SyncStep1 and the current awareness states.
     fn join(&mut self, link: PeerLink) {
         if self.peers.len() >= self.shared.limits.max_peers_per_room {
             warn!(peer = %link.id, "room full");
@@ -221,256 +252,6 @@ impl Room {
             .peers_connected
             .fetch_add(1, Ordering::Relaxed);
         debug!(peer = %link.id, peers = self.peers.len(), "peer joined");
-    }
-
-    async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) {
-        let mut outbox = VecDeque::new();
-        let mut tickets = Vec::new();
-        // Applied updates not yet handed to the store (one record per batch).
-        let mut unstored = Vec::new();
-        // Consecutive updates from one sender, broadcast as one merged frame.
-        let mut run = Run::default();
-        let mut reload = false;
-        for (peer, event) in batch {
-            match event {
-                PeerEvent::Left => {
-                    run.flush(&mut outbox);
-                    self.remove_peer(peer, None, &mut outbox);
-                }
-                PeerEvent::Frame(messages) => {
-                    for message in messages {
-                        if self.failed || !self.peers.contains_key(&peer) {
-                            break;
-                        }
-                        let mut out = Out {
-                            outbox: &mut outbox,
-                            run: &mut run,
-                            unstored: &mut unstored,
-                            reload: &mut reload,
-                        };
-                        if let Err(code) = self.handle(peer, message, &mut out) {
-                            run.flush(&mut outbox);
-                            self.remove_peer(peer, Some(code), &mut outbox);
-                        }
-                        if reload {
-                            // A rejected or panicking update may have left partial
-                            // state: the store holds exactly what was accepted
-                            // (once the accepted updates of this batch are in it).
-                            reload = false;
-                            self.store(&mut unstored, &mut tickets);
-                            if self.failed {
-                                break;
-                            }
-                            match load(&self.shared.store, &self.doc_id).await {
-                                Ok(doc) => self.doc = doc,
-                                Err(e) => {
-                                    error!(error = %e, "reloading document failed");
-                                    self.failed = true;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            if self.failed {
-                break;
-            }
-        }
-        run.flush(&mut outbox);
-        self.store(&mut unstored, &mut tickets);
-        // Group commit: one durability wait for the whole batch, before anything is sent.
-        let durable =
-            futures_util::future::join_all(tickets.into_iter().map(|t| t.durable())).await;
-        if let Some(Err(e)) = durable.into_iter().find(|r| r.is_err()) {
-            error!(error = %e, "store failed to persist updates");
-            self.failed = true;
-        }
-        if self.failed {
-            self.close_all(CloseCode::Internal);
-            return;
-        }
-        self.dispatch(outbox);
-        self.compact_in_background();
-    }
-
-    /// Appends the applied updates in `unstored` to the store as one batch
-    /// record (one sled write) and keeps its ticket; a store error fails the
-    /// room.
-    fn store(&mut self, unstored: &mut Vec<Bytes>, tickets: &mut Vec<tandem_store::Appended>) {
-        if unstored.is_empty() || self.failed {
-            return;
-        }
-        let updates: Vec<&[u8]> = unstored.iter().map(|u| &u[..]).collect();
-        match self.shared.store.append_batch(&self.doc_id, &updates) {
-            Ok(ticket) => tickets.push(ticket),
-            Err(e) => {
-                error!(error = %e, "store append failed");
-                self.failed = true;
-            }
-        }
-        unstored.clear();
-    }
-
-    /// Applies one update; on success it joins `out.unstored` (for the
-    /// caller to store) and `out.run` (for the broadcast). If yrs rejects
-    /// it (or panics), sets `out.reload`.
-    fn handle_update(
-        &mut self,
-        peer: PeerId,
-        raw: Bytes,
-        update: yrs::Update,
-        out: &mut Out<'_>,
-    ) -> Result<(), CloseCode> {
-        if update.is_empty() {
-            return Ok(());
-        }
-        let applied = catch_unwind(AssertUnwindSafe(|| {
-            self.doc.transact_mut().apply_update(update)
-        }));
-        match applied {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(peer = %peer, error = %e, "update rejected");
-                *out.reload = true;
-                return Err(CloseCode::Malformed);
-            }
-            Err(_) => {
-                warn!(peer = %peer, "update made yrs panic");
-                *out.reload = true;
-                return Err(CloseCode::Malformed);
-            }
-        }
-        self.shared
-            .metrics
-            .updates_applied
-            .fetch_add(1, Ordering::Relaxed);
-        out.run.push(peer, raw.clone(), out.outbox);
-        out.unstored.push(raw);
-        Ok(())
-    }
-
-    /// Handles one message; `Err` closes the peer with that code.
-    fn handle(
-        &mut self,
-        peer: PeerId,
-        message: Inbound,
-        out: &mut Out<'_>,
-    ) -> Result<(), CloseCode> {
-        if !matches!(message, Inbound::Update { .. }) {
-            // Anything else is queued after the updates before it.
-            out.run.flush(out.outbox);
-        }
-        let outbox = &mut *out.outbox;
-        match message {
-            Inbound::SyncStep1(sv) => {
-                let diff = self.doc.transact().encode_diff_v1(&sv);
-                outbox.push_back((Target::One(peer), protocol::encode_sync_step2(&diff)));
-            }
-            Inbound::Update { raw, update } => {
-                return self.handle_update(peer, raw, update, out);
-            }
-            Inbound::Awareness(update) => {
-                // An owner silent past a ping round trip is presumed gone (the
-                // half-open socket of a client that has already reconnected).
-                let peers = &self.peers;
-                let alive_within = self.shared.limits.ping_interval() * 3 / 2;
-                let owner_alive = |o: PeerId| {
-                    peers
-                        .get(&o)
-                        .is_some_and(|p| p.health.silent_for() < alive_within)
-                };
-                let applied = self
-                    .presence
-                    .apply(peer, update, Instant::now(), owner_alive);
-                self.after_awareness(peer, applied, outbox)?;
-            }
-            Inbound::QueryAwareness => {
-                if let Some(states) = self.presence.snapshot() {
-                    outbox.push_back((Target::One(peer), protocol::encode_awareness(&states)));
-                }
-            }
-            // No auth yet: auth messages are accepted and ignored.
-            Inbound::Auth => {}
-        }
-        Ok(())
-    }
-
-    /// Applies, stores and broadcasts an HTTP edit.
-    async fn edit(&mut self, edit: Edit) -> Result<(), EditError> {
-        let update = match edit {
-            Edit::Update(raw) => {
-                let decoded = catch_unwind(AssertUnwindSafe(|| yrs::Update::decode_v1(&raw)))
-                    .map_err(|_| EditError::Malformed("decoder panicked".into()))?
-                    .map_err(|e| EditError::Malformed(e.to_string()))?;
-                let applied = catch_unwind(AssertUnwindSafe(|| {
-                    self.doc.transact_mut().apply_update(decoded)
-                }));
-                if !matches!(applied, Ok(Ok(()))) {
-                    self.doc = load(&self.shared.store, &self.doc_id)
-                        .await
-                        .map_err(EditError::Store)?;
-                    return Err(EditError::Malformed("yrs rejected the update".into()));
-                }
-                raw.to_vec()
-            }
-            Edit::ReplaceText(new) => {
-                let before = self.doc.transact().state_vector();
-                let text = self.doc.get_or_insert_text(crate::api::TEXT_ROOT);
-                {
-                    let mut txn = self.doc.transact_mut();
-                    let len = text.len(&txn);
-                    text.remove_range(&mut txn, 0, len);
-                    text.insert(&mut txn, 0, &new);
-                }
-                self.doc.transact().encode_diff_v1(&before)
-            }
-        };
-        let stored = match self.shared.store.append(&self.doc_id, &update) {
-            Ok(ticket) => ticket.durable().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
-            error!(error = %e, "store failed to persist an HTTP edit");
-            self.failed = true;
-            self.close_all(CloseCode::Internal);
-            return Err(EditError::Store(e.to_string()));
-        }
-        self.shared
-            .metrics
-            .updates_applied
-            .fetch_add(1, Ordering::Relaxed);
-        let mut outbox = VecDeque::new();
-        outbox.push_back((Target::All, protocol::encode_update(&update)));
-        self.dispatch(outbox);
-        if self.peers.is_empty() {
-            self.empty_since = Some(Instant::now());
-        }
-        self.compact_in_background();
-        Ok(())
-    }
-
-    /// Queues the awareness changes for every peer, or refuses the sender.
-    fn after_awareness(
-        &self,
-        peer: PeerId,
-        applied: Result<Option<yrs::sync::AwarenessUpdate>, crate::presence::NotOwner>,
-        outbox: &mut VecDeque<(Target, Bytes)>,
-    ) -> Result<(), CloseCode> {
-        match applied {
-            Ok(Some(changed)) => {
-                self.shared
-                    .metrics
-                    .awareness_updates
-                    .fetch_add(1, Ordering::Relaxed);
-                outbox.push_back((Target::All, protocol::encode_awareness(&changed)));
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                warn!(peer = %peer, error = %e, "awareness rejected");
-                Err(CloseCode::NotOwner)
-            }
-        }
     }
 
     /// Removes a peer (closing it with `code` if the room ends it) and queues
@@ -546,6 +327,8 @@ impl Room {
         }
     }
 
+    /// No peer for the whole grace period (a reconnecting client keeps the
+    /// document loaded).
     fn should_unload(&self) -> bool {
         self.peers.is_empty()
             && self
@@ -553,6 +336,7 @@ impl Room {
                 .is_some_and(|t| t.elapsed() >= self.shared.limits.room_unload_grace())
     }
 
+    /// Closes every peer with `code` (store failure, shutdown).
     fn close_all(&mut self, code: CloseCode) {
         let mut outbox = VecDeque::new();
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -561,6 +345,8 @@ impl Room {
         }
     }
 
+    /// Server shutdown: closes peers and queued joins with 1001, fails
+    /// queued HTTP edits, and compacts the document before the task ends.
     async fn shutdown(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) {
         self.close_all(CloseCode::GoingAway);
         while let Ok(ctl) = control.try_recv() {
@@ -601,6 +387,7 @@ impl Room {
         });
     }
 
+    /// Compacts the document's log into a snapshot (at unload and shutdown).
     async fn compact(&self) {
         let store = self.shared.store.clone();
         let id = self.doc_id.clone();

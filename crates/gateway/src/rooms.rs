@@ -35,21 +35,34 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The open rooms; joins are sent and rooms unregister under this lock,
+    /// so a join is never lost to a room that is unloading.
     registry: Mutex<Registry>,
     /// Resolves (returns `None`) once every room task has ended.
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
 }
 
+/// The open rooms and what opening another needs.
 struct Registry {
+    /// One entry per open document (at most `Limits::max_open_rooms`).
     rooms: HashMap<DocId, RoomEntry>,
+    /// Key for the next room instance, so a room unregisters only itself,
+    /// never a successor opened for the same document.
     next_key: u64,
+    /// Set by shutdown: no room opens after it.
     shutting_down: bool,
-    /// Each room task holds a clone; dropped here at shutdown.
+    /// Each room task holds a clone; dropped here at shutdown, so
+    /// `all_stopped` resolves once the last room task has ended.
     running: Option<mpsc::Sender<()>>,
 }
 
+/// How to reach one open room.
 struct RoomEntry {
+    /// The room instance's key (see `Registry::next_key`).
     key: u64,
+    /// The room's control channel (joins, HTTP edits, shutdown). Unbounded so
+    /// sending under the registry lock never waits; it carries only joins and
+    /// HTTP edits (peer traffic has its own bounded channels).
     control: mpsc::UnboundedSender<Control>,
 }
 

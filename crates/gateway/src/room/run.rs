@@ -17,7 +17,10 @@ use crate::protocol;
 /// merged (each update as received).
 #[derive(Default)]
 pub(super) struct Run {
+    /// Whose updates the run holds (`None`: empty); another sender's update
+    /// ends the run, so the broadcast keeps arrival order across senders.
     sender: Option<PeerId>,
+    /// The run's updates as received, merged only at `flush`.
     updates: Vec<Bytes>,
 }
 
