@@ -27,7 +27,8 @@ enum Command {
     Serve(serve::Config),
     /// List stored documents.
     List(ops::ListArgs),
-    /// Export one document as text, JSON or a binary Yjs update.
+    /// Export one document as text, JSON or a binary Yjs update (`--lossy`:
+    /// recover a damaged one).
     Export(ops::ExportArgs),
     /// Merge a binary Yjs update (v1) file into a document.
     Import(ops::ImportArgs),

@@ -1,13 +1,14 @@
-//! Operator subcommands over a data directory: list, export, import, compact.
+//! Operator subcommands over a data directory: list, export (with `--lossy`
+//! recovery of damaged documents), import, compact.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, bail};
-use tandem_store::DocId;
+use tandem_store::{DocId, StoreError};
 use yrs::types::ToJson;
-use yrs::{GetString, Transact};
+use yrs::{GetString, ReadTxn, StateVector, Transact};
 
 use crate::store_args::StoreArgs;
 
@@ -34,6 +35,7 @@ pub enum ExportFormat {
 
 /// `tandem export DOC`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = RECOVERY_HELP)]
 pub struct ExportArgs {
     /// Document id.
     doc: String,
@@ -43,9 +45,27 @@ pub struct ExportArgs {
     /// Write here instead of stdout.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Recover a damaged document: skip unreadable log records (listed on
+    /// stderr; nothing is deleted) and export the rest.
+    ///
+    /// Nothing is deleted or rewritten: the damaged records stay in the data
+    /// directory, and a plain `export` keeps failing on them.
+    #[arg(long)]
+    lossy: bool,
     #[command(flatten)]
     store: StoreArgs,
 }
+
+/// Shown at the end of `tandem export --help`.
+const RECOVERY_HELP: &str = "\
+Recovering a damaged document:
+  A document with a corrupt log record cannot be loaded, and plain `export`
+  fails naming the record. `--lossy` exports what is valid instead and lists
+  each skipped record on stderr. Nothing is ever deleted. To carry on with the
+  recovered content, export it as an update and import it into a new document:
+
+    tandem export DOC --lossy --format update -o DOC.recovered
+    tandem import NEWDOC DOC.recovered";
 
 /// `tandem import DOC FILE`.
 #[derive(Debug, clap::Args)]
@@ -93,7 +113,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes one document in the chosen format.
+/// Writes one document in the chosen format (`--lossy`: what is readable).
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let doc = DocId::new(args.doc)?;
     let store = args.store.open()?;
@@ -104,16 +124,40 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
             args.store.data_dir.display()
         );
     }
+    let ydoc = if args.lossy {
+        let (ydoc, skipped) = store.load_lossy(&doc)?;
+        for err in &skipped {
+            eprintln!("skipped: {err}");
+        }
+        if !skipped.is_empty() {
+            eprintln!(
+                "exported '{}' without {} unreadable record(s); they are still stored",
+                doc.as_str(),
+                skipped.len()
+            );
+        }
+        ydoc
+    } else {
+        match store.load(&doc) {
+            Ok(ydoc) => ydoc,
+            Err(err @ StoreError::CorruptRecord { .. }) => bail!(
+                "{err}\nnothing was exported; `tandem export {} --lossy` exports the readable \
+                 rest (nothing is deleted)",
+                doc.as_str()
+            ),
+            Err(err) => return Err(err.into()),
+        }
+    };
     let bytes = match args.format {
-        ExportFormat::Update => store.export(&doc)?,
+        ExportFormat::Update => ydoc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default()),
         ExportFormat::Text => {
-            let ydoc = store.load(&doc)?;
             let text = ydoc.get_or_insert_text(TEXT_ROOT);
             let s = text.get_string(&ydoc.transact());
             s.into_bytes()
         }
         ExportFormat::Json => {
-            let ydoc = store.load(&doc)?;
             ydoc.get_or_insert_text(TEXT_ROOT);
             let mut s = String::new();
             ydoc.to_json(&ydoc.transact()).to_json(&mut s);

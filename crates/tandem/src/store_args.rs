@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use tandem_store::config::DEFAULT_COMPACT_MIN_LOG_PERCENT;
 use tandem_store::{Durability, Store, StoreConfig};
 
 /// How durable an update is when the server acknowledges it.
@@ -33,6 +34,17 @@ pub struct StoreArgs {
     /// Background flush interval for `--durability relaxed` (ms).
     #[arg(long, env = "TANDEM_FLUSH_EVERY_MS", default_value_t = 100)]
     pub flush_every_ms: u64,
+
+    /// Automatic compaction waits until the update log is at least this % of
+    /// the snapshot's size (0: no such condition).
+    ///
+    /// While a document is being edited, the server compacts it once its log
+    /// passes 1000 updates or 1 MiB and, in addition, has grown to this
+    /// percentage of the snapshot, so large documents are not rewritten for
+    /// every small log (higher: fewer rewrites, longer logs to replay on
+    /// load). `tandem compact` always compacts.
+    #[arg(long, env = "TANDEM_COMPACT_MIN_LOG_PERCENT", default_value_t = DEFAULT_COMPACT_MIN_LOG_PERCENT)]
+    pub compact_min_log_percent: u64,
 }
 
 impl StoreArgs {
@@ -42,6 +54,7 @@ impl StoreArgs {
         if let Some(mb) = self.store_cache_mb {
             config.cache_bytes = mb * 1024 * 1024;
         }
+        config.compact_min_log_percent = self.compact_min_log_percent;
         config.durability = match self.durability {
             DurabilityMode::Flush => Durability::Flush,
             DurabilityMode::Relaxed => Durability::Relaxed {
