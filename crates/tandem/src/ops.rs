@@ -48,8 +48,8 @@ pub struct ExportArgs {
     /// Recover a damaged document: skip unreadable log records (listed on
     /// stderr; nothing is deleted) and export the rest.
     ///
-    /// Nothing is deleted or rewritten: the damaged records stay in the data
-    /// directory, and a plain `export` keeps failing on them.
+    /// The damaged records stay in the data directory untouched, so a plain
+    /// `export` keeps failing on them.
     #[arg(long)]
     lossy: bool,
     #[command(flatten)]
