@@ -1,5 +1,7 @@
 //! Bad input closes only the offending connection, with its close code;
-//! the room keeps working and nothing of the bad frame is stored.
+//! the room keeps working. A frame that fails to decode is rejected whole
+//! (nothing of it is stored); an update yrs rejects at apply time is not
+//! stored, but the updates accepted before it (even in the same frame) are.
 
 use tandem_tests::client::text_update;
 use tandem_tests::{Peer, RawSocket, TestServer};
@@ -144,4 +146,79 @@ async fn an_update_yrs_rejects_closes_with_1007_and_is_not_stored() {
     server.restart();
     let c = Peer::join(&server.ws_url("invalid-parent")).await;
     c.wait_text("abc").await;
+}
+
+/// Sends, from a raw socket, a valid update (client 3 appends "Z" to "ab")
+/// followed by one yrs rejects at apply time (client 2 inserts "x" under
+/// item (1,0), a string), in one frame or in two back-to-back frames.
+///
+/// Both messages decode, so the frame is not rejected whole: the room applies
+/// the valid update, then the rejected one closes the sender with 1007. Before
+/// reloading the document the room stores what the batch already accepted,
+/// so the valid update is kept and broadcast. With two frames the two
+/// updates may or may not share a batch; the outcome is the same.
+async fn valid_then_rejected_update(doc: &str, one_frame: bool) {
+    use yrs::{ReadTxn, StateVector, Text, Transact, updates::decoder::Decode};
+
+    let mut server = TestServer::start(&[]);
+    let url = server.ws_url(doc);
+    let a = Peer::connect(&url, yrs::Doc::with_client_id(1)).await;
+    a.wait_until("sync", |s| s.synced).await;
+    a.insert(0, "ab");
+    let b = Peer::join(&url).await;
+    b.wait_text("ab").await;
+
+    let writer = yrs::Doc::with_client_id(3);
+    let state = a
+        .doc()
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    writer
+        .transact_mut()
+        .apply_update(yrs::Update::decode_v1(&state).unwrap())
+        .unwrap();
+    let before = writer.transact().state_vector();
+    let text = writer.get_or_insert_text("content");
+    text.insert(&mut writer.transact_mut(), 2, "Z");
+    let valid = writer.transact().encode_diff_v1(&before);
+    let rejected = vec![1, 1, 2, 0, 0x04, 0, 1, 0, 1, b'x', 0];
+    let message = |u: &[u8]| [&[0, 2, u.len() as u8][..], u].concat();
+
+    let mut bad = RawSocket::connect(&url).await;
+    if one_frame {
+        bad.send_binary([message(&valid), message(&rejected)].concat())
+            .await;
+    } else {
+        bad.send_binary(message(&valid)).await;
+        bad.send_binary(message(&rejected)).await;
+    }
+    assert_eq!(bad.wait_close().await, 1007);
+    let log = server.log();
+    assert!(
+        log.contains("update rejected") || log.contains("update made yrs panic"),
+        "{log}"
+    );
+    // The valid update was stored and broadcast; the other peers keep working.
+    a.wait_text("abZ").await;
+    b.wait_text("abZ").await;
+    b.insert(3, "!");
+    a.wait_text("abZ!").await;
+    assert_eq!(server.get_text(&format!("/api/docs/{doc}/text")).1, "abZ!");
+    assert_eq!(server.metric("tandem_updates_applied_total"), 3.0);
+    // A crash: the store holds the accepted updates, not the rejected one.
+    server.sigkill();
+    server.restart();
+    let c = Peer::join(&server.ws_url(doc)).await;
+    c.wait_text("abZ!").await;
+    assert_eq!(server.get_text(&format!("/api/docs/{doc}/text")).1, "abZ!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_update_then_a_rejected_one_in_one_frame_keeps_the_valid_one() {
+    valid_then_rejected_update("valid-then-rejected-1", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_update_then_a_rejected_one_in_two_frames_keeps_the_valid_one() {
+    valid_then_rejected_update("valid-then-rejected-2", false).await;
 }

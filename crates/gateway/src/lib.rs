@@ -96,7 +96,9 @@
 //! Each bad input closes only the offending connection, with a warning log.
 //! A frame that fails to decode is rejected whole, so none of it reaches the
 //! room or the store; an update yrs rejects (or panics on) is not stored, and
-//! the room reloads its document from the store in case yrs left partial state.
+//! the room reloads its document from the store in case yrs left partial state,
+//! after storing the updates it had already accepted (even from the same
+//! frame), which are then broadcast as usual.
 
 pub mod api;
 pub mod close;
