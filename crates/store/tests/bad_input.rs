@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Editor, id, open, text};
+use common::{Editor, append_durable, id, open, text};
 use tandem_store::{DocId, StoreError, records};
 
 #[test]
@@ -92,11 +92,7 @@ fn corrupt_record_fails_load_naming_doc_and_seq_and_is_kept() {
     assert!(matches!(bad[0], StoreError::CorruptRecord { seq: 2, .. }));
     assert!(text(&partial).starts_with("one "));
     // Appends still work; the record is still there after a restart.
-    store
-        .append(&doc, &Editor::new(3).insert(0, "x"))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(&store, &doc, &Editor::new(3).insert(0, "x"));
     drop(store);
     let store = open(dir.path());
     assert!(matches!(

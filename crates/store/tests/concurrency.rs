@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Editor, id, open, text};
+use common::{Editor, append_durable, id, open, text};
 use tandem_store::{Durability, Store, StoreConfig};
 
 #[test]
@@ -84,11 +84,7 @@ fn relaxed_mode_acknowledges_at_once_and_persists_on_shutdown() {
     {
         let store = Store::open(config.clone()).unwrap();
         for i in 0..100 {
-            store
-                .append(&doc, &editor.insert(i, "r"))
-                .unwrap()
-                .wait_durable()
-                .unwrap();
+            append_durable(&store, &doc, &editor.insert(i, "r"));
         }
         // Nothing was synced by the background flusher yet (interval 60 s).
         assert_eq!(store.commit_stats().syncs, 0);

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Editor, id, open, text};
+use common::{Editor, append_durable, id, open, text};
 
 fn fixture_dir(version: u32) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../fixtures/store-v{version}"))
@@ -30,27 +30,15 @@ fn write_fixture(dir: &Path) {
     let editor = Editor::new(1);
     let notes = id("fixture-notes");
     for word in NOTES.split_inclusive(' ').take(3) {
-        store
-            .append(&notes, &editor.insert(u32::MAX, word))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_durable(&store, &notes, &editor.insert(u32::MAX, word));
     }
     store.compact(&notes).unwrap();
     for word in NOTES.split_inclusive(' ').skip(3) {
-        store
-            .append(&notes, &editor.insert(u32::MAX, word))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_durable(&store, &notes, &editor.insert(u32::MAX, word));
     }
     // One record spanning several chunks.
     let big = id("fixture-big");
-    store
-        .append(&big, &Editor::new(2).insert(0, &big_text()))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(&store, &big, &Editor::new(2).insert(0, &big_text()));
     // Format 2: a batch record, spanning several chunks.
     let editor = Editor::new(3);
     let mut updates: Vec<Vec<u8>> = BATCH_WORDS
@@ -123,11 +111,7 @@ fn check_fixture(version: u32) {
         assert_eq!(ids, ["fixture-big", "fixture-notes"]);
     }
     // And it can still be written and compacted.
-    store
-        .append(&notes, &Editor::new(9).insert(0, ">"))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(&store, &notes, &Editor::new(9).insert(0, ">"));
     store.compact(&notes).unwrap();
     let after = text(&store.load(&notes).unwrap());
     assert!(

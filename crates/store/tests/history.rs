@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Editor, id, text};
+use common::{Editor, append_durable, id, text};
 use tandem_store::{Store, StoreConfig};
 use yrs::updates::encoder::{Encoder, EncoderV1};
 use yrs::{Doc, Options, ReadTxn, Transact, Update, updates::decoder::Decode};
@@ -31,17 +31,9 @@ fn restore(state: &[u8], snapshot: &yrs::Snapshot) -> Result<String, yrs::error:
 fn write_history(store: &Store) -> yrs::Snapshot {
     let doc = id("history");
     let editor = Editor::new(1);
-    store
-        .append(&doc, &editor.insert(0, "hello world"))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(store, &doc, &editor.insert(0, "hello world"));
     let version = editor.doc.transact().snapshot();
-    store
-        .append(&doc, &editor.delete(5, 6))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(store, &doc, &editor.delete(5, 6));
     store.compact(&doc).unwrap();
     version
 }

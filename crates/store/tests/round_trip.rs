@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Editor, id, open, text};
+use common::{Editor, append_durable, id, open, text};
 use tandem_store::{Store, StoreConfig};
 
 #[test]
@@ -64,17 +64,9 @@ fn compaction_keeps_content_and_shrinks_log() {
     let doc = id("compact-me");
     let editor = Editor::new(3);
     for i in 0..200 {
-        store
-            .append(&doc, &editor.insert(i, "ab"))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_durable(&store, &doc, &editor.insert(i, "ab"));
     }
-    store
-        .append(&doc, &editor.delete(10, 50))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(&store, &doc, &editor.delete(10, 50));
     let before = text(&store.load(&doc).unwrap());
     let stats = store.compact(&doc).unwrap();
     assert_eq!(stats.merged_updates, 201);
@@ -95,19 +87,11 @@ fn compaction_then_more_appends_then_reopen() {
     {
         let store = open(dir.path());
         for i in 0..50 {
-            store
-                .append(&doc, &editor.insert(i, "q"))
-                .unwrap()
-                .wait_durable()
-                .unwrap();
+            append_durable(&store, &doc, &editor.insert(i, "q"));
         }
         store.compact(&doc).unwrap();
         for i in 0..30 {
-            store
-                .append(&doc, &editor.insert(i * 2, "z"))
-                .unwrap()
-                .wait_durable()
-                .unwrap();
+            append_durable(&store, &doc, &editor.insert(i * 2, "z"));
         }
         let info = store.info(&doc).unwrap().unwrap();
         assert_eq!((info.log_len, info.update_count), (30, 80));
@@ -138,18 +122,10 @@ fn needs_compaction_follows_thresholds() {
     let doc = id("t");
     let editor = Editor::new(9);
     for i in 0..9 {
-        store
-            .append(&doc, &editor.insert(i, "a"))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_durable(&store, &doc, &editor.insert(i, "a"));
         assert!(!store.needs_compaction(&doc));
     }
-    store
-        .append(&doc, &editor.insert(0, "a"))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(&store, &doc, &editor.insert(0, "a"));
     assert!(store.needs_compaction(&doc));
     store.compact(&doc).unwrap();
     assert!(!store.needs_compaction(&doc));
@@ -163,17 +139,9 @@ fn large_updates_round_trip_across_chunks() {
     let big = "0123456789".repeat(50_000);
     {
         let store = open(dir.path());
-        store
-            .append(&doc, &editor.insert(0, &big))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_durable(&store, &doc, &editor.insert(0, &big));
         store.compact(&doc).unwrap();
-        store
-            .append(&doc, &editor.delete(0, 400_000))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_durable(&store, &doc, &editor.delete(0, 400_000));
     }
     let store = open(dir.path());
     assert_eq!(text(&store.load(&doc).unwrap()), &big[400_000..]);
@@ -187,11 +155,7 @@ fn export_import_delete_and_list() {
     let store = open(dir.path());
     let (a, b) = (id("a"), id("b"));
     let editor = Editor::new(2);
-    store
-        .append(&a, &editor.insert(0, "shared text"))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(&store, &a, &editor.insert(0, "shared text"));
     let exported = store.export(&a).unwrap();
     store.import(&b, &exported).unwrap();
     assert_eq!(text(&store.load(&b).unwrap()), "shared text");
@@ -261,11 +225,7 @@ fn compaction_waits_for_the_log_to_match_the_snapshot() {
     let doc = id("grows");
     let editor = Editor::new(5);
     let big = "x".repeat(20_000);
-    store
-        .append(&doc, &editor.insert(0, &big))
-        .unwrap()
-        .wait_durable()
-        .unwrap();
+    append_durable(&store, &doc, &editor.insert(0, &big));
     store.compact(&doc).unwrap();
     let snapshot_bytes = store.info(&doc).unwrap().unwrap().size_bytes;
     // Small appends: past `compact_after_updates`, but the log is still far
@@ -273,11 +233,7 @@ fn compaction_waits_for_the_log_to_match_the_snapshot() {
     let mut log_bytes = 0;
     while log_bytes < snapshot_bytes {
         assert!(!store.needs_compaction(&doc));
-        store
-            .append(&doc, &editor.insert(0, "small edit "))
-            .unwrap()
-            .wait_durable()
-            .unwrap();
+        append_durable(&store, &doc, &editor.insert(0, "small edit "));
         log_bytes = store.info(&doc).unwrap().unwrap().size_bytes - snapshot_bytes;
     }
     assert!(store.needs_compaction(&doc));

@@ -11,6 +11,15 @@ pub fn open(dir: &Path) -> Store {
     Store::open(StoreConfig::new(dir)).expect("open store")
 }
 
+/// Appends `update` and waits until it is durable.
+pub fn append_durable(store: &Store, doc: &DocId, update: &[u8]) {
+    store
+        .append(doc, update)
+        .expect("append")
+        .wait_durable()
+        .expect("durable");
+}
+
 /// A valid document id.
 pub fn id(s: &str) -> DocId {
     DocId::new(s).expect("valid id")
