@@ -137,3 +137,38 @@ async fn http_writes_reach_connected_peers_and_the_store() {
         (200, "hello".into())
     );
 }
+
+/// Writes "hello world", deletes " world", stops the server (which compacts)
+/// and returns the exported document as a binary update.
+async fn export_after_delete(extra: &[&str], doc: &str) -> Vec<u8> {
+    let mut server = TestServer::start(extra);
+    let a = Peer::join(&server.ws_url(doc)).await;
+    let b = Peer::join(&server.ws_url(doc)).await;
+    a.insert(0, "hello world");
+    b.wait_text("hello world").await;
+    a.delete(5, 6);
+    b.wait_text("hello").await;
+    assert!(server.sigterm().success());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    let mut args = vec!["export", doc, "--format", "update", "-o", path];
+    args.extend_from_slice(extra);
+    let out = server.run_cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_gc_keeps_deleted_text_through_compaction() {
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    // Garbage collection (the default) drops the deleted characters...
+    let collected = export_after_delete(&[], "gc-on").await;
+    assert!(!contains(&collected, b" world"));
+    // ...`--skip-gc` keeps them, so past versions stay restorable.
+    let kept = export_after_delete(&["--skip-gc"], "gc-off").await;
+    assert!(contains(&kept, b" world"));
+}

@@ -45,6 +45,12 @@ pub struct StoreArgs {
     /// load). `tandem compact` always compacts.
     #[arg(long, env = "TANDEM_COMPACT_MIN_LOG_PERCENT", default_value_t = DEFAULT_COMPACT_MIN_LOG_PERCENT)]
     pub compact_min_log_percent: u64,
+
+    /// Keep deleted content in every document (no yrs garbage collection),
+    /// including through compaction, so that past versions stay
+    /// restorable. Documents then grow with their whole editing history.
+    #[arg(long, env = "TANDEM_SKIP_GC")]
+    pub skip_gc: bool,
 }
 
 impl StoreArgs {
@@ -55,6 +61,7 @@ impl StoreArgs {
             config.cache_bytes = mb * 1024 * 1024;
         }
         config.compact_min_log_percent = self.compact_min_log_percent;
+        config.skip_gc = self.skip_gc;
         config.durability = match self.durability {
             DurabilityMode::Flush => Durability::Flush,
             DurabilityMode::Relaxed => Durability::Relaxed {
