@@ -30,11 +30,18 @@ pub enum CloseCode {
     NotOwner,
     /// 4013: capacity: room full (max peers) or server at max open rooms.
     Capacity,
+    /// 4401: no valid token (missing, malformed, bad signature, wrong
+    /// algorithm, expired or not yet valid).
+    Unauthorized,
+    /// 4403: the token does not admit this document, or it was revoked.
+    Forbidden,
+    /// 4429: the connection sent faster than its inbound rate limit.
+    RateLimited,
 }
 
 impl CloseCode {
     /// Every code, for metrics.
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::TextFrame,
@@ -45,6 +52,9 @@ impl CloseCode {
         CloseCode::SlowPeer,
         CloseCode::NotOwner,
         CloseCode::Capacity,
+        CloseCode::Unauthorized,
+        CloseCode::Forbidden,
+        CloseCode::RateLimited,
     ];
 
     /// The number sent in the close frame.
@@ -60,6 +70,9 @@ impl CloseCode {
             CloseCode::SlowPeer => 4008,
             CloseCode::NotOwner => 4009,
             CloseCode::Capacity => 4013,
+            CloseCode::Unauthorized => 4401,
+            CloseCode::Forbidden => 4403,
+            CloseCode::RateLimited => 4429,
         }
     }
 
@@ -76,6 +89,9 @@ impl CloseCode {
             CloseCode::SlowPeer => "too slow: outbound queue overflowed, reconnect to resync",
             CloseCode::NotOwner => "awareness for a client id owned by another connection",
             CloseCode::Capacity => "server at capacity, try later",
+            CloseCode::Unauthorized => "unauthorized: no valid token",
+            CloseCode::Forbidden => "forbidden: the token does not admit this document",
+            CloseCode::RateLimited => "too many messages: inbound rate limit exceeded",
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`peer`]: one WebSocket connection: read, decode, write, heartbeat.
 //! - [`protocol`]: the wire format, sans I/O (frames in, typed messages out).
 //! - [`presence`]: the awareness table with per-connection ownership and expiry.
+//! - [`access`]: who a connection acts as ([`access::Principal`], [`access::Mode`]), never a token.
 //! - [`close`]: the close codes the server sends, and why.
 //! - [`config`]: limits and timings (`tandem serve` flags).
 //! - [`api`]: `/healthz`, `/metrics`, `/api/docs...` (list, read, write).
@@ -100,6 +101,7 @@
 //! after storing the updates it had already accepted (even from the same
 //! frame), which are then broadcast as usual.
 
+pub mod access;
 pub mod api;
 pub mod close;
 pub mod config;
