@@ -103,6 +103,7 @@
 
 pub mod access;
 pub mod api;
+pub mod auth;
 pub mod close;
 pub mod config;
 pub mod mailbox;
