@@ -106,6 +106,7 @@ pub mod api;
 pub mod auth;
 pub mod close;
 pub mod config;
+pub mod edge;
 pub mod mailbox;
 pub mod metrics;
 pub mod peer;
@@ -119,4 +120,4 @@ pub mod web;
 
 pub use close::CloseCode;
 pub use config::Limits;
-pub use server::{GatewayError, bind, routes, serve};
+pub use server::{Edge, GatewayError, bind, routes, serve};

@@ -1,22 +1,51 @@
-//! The HTTP server: routes, the TCP_NODELAY listener, and graceful shutdown.
+//! The HTTP server: the accept loop, the checks every request passes at the
+//! edge, the routes, and graceful shutdown.
+//!
+//! We drive hyper ourselves (not `warp::serve`) so that the edge is ours:
+//! each accepted socket gets TCP_NODELAY and must get a connection slot
+//! ([`Clients`]: server-wide and per-address caps; refused at once, never
+//! queued); hyper serves HTTP/1.1 only (cleartext HTTP/2 with
+//! `--http2-cleartext`) with a header-read timeout; then every request, in
+//! [`Gate::handle`], in this order:
+//!
+//! 1. `Origin` not allowed (`--allowed-origins`) → 403; CORS preflights answered.
+//! 2. Behind a trusted proxy, the per-address cap for the `X-Forwarded-For` address → 429.
+//! 3. WebSocket upgrades: per-address handshake rate → 429.
+//! 4. The route policy ([`crate::auth::policy`]): HTTP requests without a
+//!    valid token get 401 (`WWW-Authenticate: Bearer`), out of scope or
+//!    mode 403. A WebSocket upgrade is upgraded either way: refused ones
+//!    get the y-protocols *permission denied* message and close 4401/4403
+//!    ([`crate::upgrade::deny`]), since browsers cannot see a handshake's status.
+//! 5. The body: size limit (413), length required (411), server-wide budget
+//!    (503), read deadline.
+//! 6. The warp routes. One access line per request at debug, tokens redacted.
 //!
 //! Shutdown order: stop accepting, close every peer with 1001 and compact
 //! every open room, flush the store, return.
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tandem_store::{DocId, Store};
 use tokio::net::{TcpListener, TcpSocket};
-use tracing::{info, warn};
+use tower_service::Service;
+use tracing::{debug, info, warn};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
-use warp::reply::{Reply, with_status};
+use warp::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use warp::reply::{Reply, Response, with_status};
 
+use crate::access::Principal;
+use crate::auth::{self, Auth, Denial, TokenError};
 use crate::config::Limits;
+use crate::edge::{AllowedOrigins, BodyBudget, BoundedBody, ClientAddr, Clients, EdgeLimits, Slot};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
 use crate::{api, peer, upgrade, web};
@@ -32,13 +61,26 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
+    /// An edge setting is unusable (e.g. a malformed `--allowed-origins`).
+    #[error("{0}")]
+    Config(String),
     /// The final store flush failed: recent updates may not be on disk.
     #[error("flushing the store at shutdown failed: {0}")]
     Flush(String),
 }
 
-/// Binds `addr` with TCP_NODELAY (accepted sockets inherit it; without it
-/// Nagle's algorithm adds ~40 ms to fan-out latency).
+/// Who may do what, and the bounds at the edge.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Token checking (`--auth`).
+    pub auth: Auth,
+    /// Connection, origin, timeout and body bounds.
+    pub limits: EdgeLimits,
+}
+
+/// Binds `addr` with TCP_NODELAY (accepted sockets inherit it, and the
+/// accept loop sets it again on each; without it Nagle's algorithm adds
+/// ~40 ms to fan-out latency).
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
     let err = |source| GatewayError::Bind { addr, source };
     let socket = if addr.is_ipv4() {
@@ -53,34 +95,237 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
     socket.listen(1024).map_err(err)
 }
 
+/// What the edge decided about a WebSocket upgrade (a request extension the
+/// `/ws` route reads): the principal, or why it is refused.
+#[derive(Debug, Clone)]
+struct Admission(Result<Principal, Denial>);
+
+/// Connection slots an upgraded socket must keep for its lifetime (the TCP
+/// connection's, and the per-address one behind a trusted proxy).
+#[derive(Debug, Clone, Default)]
+struct Held(Vec<Arc<Slot>>);
+
 /// Every route: the WebSocket, the HTTP API, then the web editor.
-pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Box<dyn Reply>,)> {
+pub fn routes(
+    store: Store,
+    rooms: Rooms,
+    metrics: Arc<Metrics>,
+    auth: Auth,
+) -> BoxedFilter<(Box<dyn Reply>,)> {
     let socket_config = upgrade::socket_config(rooms.limits());
     let rooms_for_api = rooms.clone();
     let m = metrics.clone();
     let ws = warp::path!("ws" / String)
         .and(upgrade::request())
-        .map(move |id: String, ws: Option<upgrade::Upgrade>| -> Box<dyn Reply> {
-            let doc = match DocId::new(id) {
-                Ok(doc) => doc,
-                Err(e) => return Box::new(with_status(e.to_string(), StatusCode::BAD_REQUEST)),
-            };
-            let Some(ws) = ws else {
-                return Box::new(with_status(
-                    "expected a WebSocket upgrade (y-websocket: new WebsocketProvider('ws://HOST/ws', docId, ydoc))",
-                    StatusCode::BAD_REQUEST,
-                ));
-            };
-            let (rooms, metrics) = (rooms.clone(), m.clone());
-            Box::new(ws.accept(socket_config, move |socket| {
-                peer::serve(socket, doc, &rooms, metrics)
-            }))
-        });
-    ws.or(api::routes(store, rooms_for_api, metrics))
+        .and(warp::ext::optional::<Admission>())
+        .and(warp::ext::optional::<Held>())
+        .map(
+            move |id: String,
+                  ws: Option<upgrade::Upgrade>,
+                  admission: Option<Admission>,
+                  held: Option<Held>|
+                  -> Box<dyn Reply> {
+                let doc = match DocId::new(id) {
+                    Ok(doc) => doc,
+                    Err(e) => return Box::new(with_status(e.to_string(), StatusCode::BAD_REQUEST)),
+                };
+                let Some(ws) = ws else {
+                    return Box::new(with_status(
+                        "expected a WebSocket upgrade (y-websocket: new WebsocketProvider('ws://HOST/ws', docId, ydoc))",
+                        StatusCode::BAD_REQUEST,
+                    ));
+                };
+                // Fail closed: a request that did not pass the edge is not admitted.
+                let admission = admission.map(|a| a.0).unwrap_or(Err(Denial::Unauthorized(
+                    TokenError::Invalid("not checked at the edge"),
+                )));
+                let principal = match admission {
+                    Ok(principal) => principal,
+                    Err(denial) => {
+                        info!(doc = %doc.as_str(), code = denial.close_code().code(), reason = %denial, "websocket refused");
+                        return Box::new(ws.accept(socket_config, move |socket| upgrade::deny(socket, denial)));
+                    }
+                };
+                if principal.sub != Principal::anonymous().sub {
+                    info!(doc = %doc.as_str(), sub = %principal.sub, mode = %principal.mode, "websocket admitted");
+                }
+                let (rooms, metrics, held) = (rooms.clone(), m.clone(), held.unwrap_or_default());
+                Box::new(ws.accept(socket_config, move |socket| {
+                    // The room-core branch adds `principal` to `peer::serve`
+                    // (read-only filtering in the room); wired at merge.
+                    let _principal = principal;
+                    let connection = peer::serve(socket, doc, &rooms, metrics);
+                    async move {
+                        let _held = held;
+                        connection.await
+                    }
+                }))
+            },
+        );
+    ws.or(auth::admin::routes(auth))
+        .unify()
+        .or(api::routes(store, rooms_for_api, metrics))
         .unify()
         .or(web::routes())
         .unify()
         .boxed()
+}
+
+/// The per-request checks at the edge (module docs, steps 1-6).
+struct Gate {
+    auth: Auth,
+    origins: AllowedOrigins,
+    clients: Arc<Clients>,
+    bodies: BodyBudget,
+    /// `--trust-proxy-headers`: the client address is the last `X-Forwarded-For` entry.
+    trust_proxy: bool,
+    filter: BoxedFilter<(Box<dyn Reply>,)>,
+}
+
+/// A refusal at the edge: a status and a short plain-text reason.
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
+    with_status(reason.into(), status).into_response()
+}
+
+/// The client address `X-Forwarded-For` names (its last entry: the one
+/// the trusted proxy added), if any.
+fn forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+}
+
+impl Gate {
+    fn client_addr(&self, headers: &HeaderMap, peer: SocketAddr) -> ClientAddr {
+        match forwarded_for(headers).filter(|_| self.trust_proxy) {
+            Some(ip) => ClientAddr {
+                ip,
+                forwarded: true,
+            },
+            None => ClientAddr {
+                ip: peer.ip(),
+                forwarded: false,
+            },
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        connection: Arc<Slot>,
+    ) -> Result<Response, Infallible> {
+        let client = self.client_addr(req.headers(), peer);
+        let (method, shown) = (req.method().clone(), auth::redacted(req.uri()));
+        let response = self.check_and_route(req, client, connection).await;
+        debug!(client = %client.ip, %method, uri = %shown, status = response.status().as_u16(), "request");
+        Ok(response)
+    }
+
+    async fn check_and_route(
+        &self,
+        mut req: Request<Incoming>,
+        client: ClientAddr,
+        connection: Arc<Slot>,
+    ) -> Response {
+        let headers = req.headers();
+        let origin = headers.get(header::ORIGIN).cloned();
+        if let Some(origin) = &origin {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            if !origin.to_str().is_ok_and(|o| self.origins.allows(o, host)) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    "origin not allowed (--allowed-origins)",
+                );
+            }
+            if req.method() == Method::OPTIONS
+                && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+            {
+                return preflight(origin.clone());
+            }
+        }
+        let mut held = Held(vec![connection]);
+        if self.trust_proxy {
+            match self.clients.client(client) {
+                Some(slot) => held.0.push(Arc::new(slot)),
+                None => {
+                    return refuse(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many connections from this address",
+                    );
+                }
+            }
+        }
+        let upgrade = headers.contains_key(header::UPGRADE);
+        if upgrade && !self.clients.allow_handshake(client) {
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many WebSocket handshakes from this address",
+            );
+        }
+        let need = auth::policy::need(req.method(), req.uri().path());
+        let verdict = self
+            .auth
+            .admit(auth::request_token(headers, req.uri()), &need);
+        let websocket = upgrade && req.uri().path().starts_with("/ws/");
+        match verdict {
+            Err(denial) if !websocket => return unauthorized(denial),
+            verdict => {
+                if websocket {
+                    req.extensions_mut().insert(Admission(verdict));
+                }
+            }
+        }
+        let allowance = match self.bodies.reserve(req.headers()) {
+            Ok(allowance) => allowance,
+            Err(refusal) => return refuse(refusal.status(), refusal.to_string()),
+        };
+        req.extensions_mut().insert(held);
+        let req = req.map(|body| BoundedBody::new(body, allowance));
+        let mut routes = warp::service(self.filter.clone());
+        let mut response = match routes.call(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if let Some(origin) = origin {
+            let h = response.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            h.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        response
+    }
+}
+
+/// 401 (with `WWW-Authenticate: Bearer`) or 403 for a refused HTTP request.
+fn unauthorized(denial: Denial) -> Response {
+    let mut response = refuse(denial.status(), denial.to_string());
+    if denial.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tandem\""),
+        );
+    }
+    response
+}
+
+/// The answer to an allowed origin's CORS preflight.
+fn preflight(origin: HeaderValue) -> Response {
+    let mut response = refuse(StatusCode::NO_CONTENT, "");
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT, POST, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("origin"));
+    response
 }
 
 /// Serves on `listener` until `shutdown` resolves, then shuts down gracefully.
@@ -88,20 +333,41 @@ pub async fn serve(
     listener: TcpListener,
     store: Store,
     limits: Limits,
+    edge: Edge,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
+    let origins =
+        AllowedOrigins::new(&edge.limits.allowed_origins).map_err(GatewayError::Config)?;
+    let max_connections = edge.limits.effective_max_connections();
+    if max_connections < edge.limits.max_connections {
+        warn!(
+            max_connections,
+            "--max-connections lowered to stay below the open-files limit"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let rooms = Rooms::new(store.clone(), limits, metrics.clone());
-    let filter = routes(store.clone(), rooms.clone(), metrics);
+    let gate = Arc::new(Gate {
+        filter: routes(store.clone(), rooms.clone(), metrics, edge.auth.clone()),
+        auth: edge.auth,
+        origins,
+        clients: Clients::new(
+            max_connections,
+            edge.limits.max_connections_per_ip,
+            edge.limits.max_handshakes_per_ip_per_sec,
+        ),
+        bodies: BodyBudget::new(
+            edge.limits.body_budget_bytes,
+            edge.limits.max_body_bytes,
+            edge.limits.body_read_timeout(),
+        ),
+        trust_proxy: edge.limits.trust_proxy_headers,
+    });
+    let http = http_builder(&edge.limits);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(filter)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stop_rx.await;
-            })
-            .run(),
-    );
+    let server = tokio::spawn(accept_loop(listener, gate, http, async move {
+        let _ = stop_rx.await;
+    }));
     shutdown.await;
     info!(
         rooms = rooms.open_rooms(),
@@ -126,4 +392,76 @@ pub async fn serve(
         Ok(Err(e)) => Err(GatewayError::Flush(e.to_string())),
         Err(e) => Err(GatewayError::Flush(e.to_string())),
     }
+}
+
+/// hyper's connection settings: HTTP/1.1 with a header-read timeout (and
+/// h2c only when `--http2-cleartext` asks for it).
+fn http_builder(limits: &EdgeLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout());
+    if limits.http2_cleartext {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(limits.header_read_timeout())
+            .keep_alive_timeout(limits.header_read_timeout())
+            .max_concurrent_streams(64);
+        builder
+    } else {
+        builder.http1_only()
+    }
+}
+
+/// Accepts until `stop`, then lets open HTTP connections finish.
+async fn accept_loop(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    http: auto::Builder<TokioExecutor>,
+    stop: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        // Behind a trusted proxy every TCP peer is the proxy: the
+        // per-address cap then applies per request, to the forwarded address.
+        let capped_peer = (!gate.trust_proxy).then_some(ClientAddr {
+            ip: peer.ip(),
+            forwarded: false,
+        });
+        let Some(slot) = gate.clients.connect(capped_peer) else {
+            debug!(%peer, "connection refused: at --max-connections or --max-connections-per-ip");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = Arc::new(slot);
+        let g = gate.clone();
+        let service =
+            hyper::service::service_fn(move |req| g.clone().handle(req, peer, slot.clone()));
+        let connection = http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: WebSocket rooms at /ws/<doc-id>, HTTP API, web editor.
-    Serve(serve::Config),
+    Serve(Box<serve::Config>),
     /// List stored documents.
     List(ops::ListArgs),
     /// Export one document as text, JSON or a binary Yjs update (`--lossy`:
@@ -39,7 +39,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve::run(config),
+        Command::Serve(config) => serve::run(*config),
         Command::List(args) => ops::list(args),
         Command::Export(args) => ops::export(args),
         Command::Import(args) => ops::import(args),

@@ -10,9 +10,11 @@
 //! - [`revocation`]: the persisted denylist and its live-revocation hook.
 //! - [`policy`]: the route table: what each route needs.
 //! - [`args`]: the `tandem serve` flags (`--auth`, `--auth-secret`, ...).
+//! - [`admin`]: `POST /api/admin/revoke`.
 //!
 //! [`Auth::admit`] is the one check every route goes through.
 
+pub mod admin;
 pub mod args;
 pub mod claims;
 pub mod policy;
