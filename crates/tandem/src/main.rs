@@ -4,12 +4,13 @@
 //! HTTP API while it runs: sled allows one process per data directory).
 //!
 //! Modules: [`serve`] (the server's `Config` and startup), [`ops`] (the
-//! operator subcommands), [`store_args`] (flags shared by every command
-//! that opens the store).
+//! operator subcommands), [`token`] (`tandem token`: mint an access token),
+//! [`store_args`] (flags shared by every command that opens the store).
 
 mod ops;
 mod serve;
 mod store_args;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,8 @@ enum Command {
     Import(ops::ImportArgs),
     /// Compact one document, or every document.
     Compact(ops::CompactArgs),
+    /// Mint an access token (HS256, the server's secret) and optionally an editor link.
+    Token(token::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Export(args) => ops::export(args),
         Command::Import(args) => ops::import(args),
         Command::Compact(args) => ops::compact(args),
+        Command::Token(args) => token::run(args),
     }
 }

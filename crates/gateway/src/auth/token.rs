@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+pub use jsonwebtoken::Algorithm;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 
 use crate::auth::claims::Claims;
 
