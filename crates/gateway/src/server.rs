@@ -32,7 +32,6 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tandem_store::{DocId, Store};
 use tokio::net::{TcpListener, TcpSocket};
 use tower_service::Service;
@@ -394,35 +393,73 @@ pub async fn serve(
     }
 }
 
-/// hyper's connection settings: HTTP/1.1 with a header-read timeout (and
-/// h2c only when `--http2-cleartext` asks for it).
-fn http_builder(limits: &EdgeLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout());
+/// hyper's connection settings: HTTP/1.1 with a header-read timeout, or,
+/// with `--http2-cleartext`, hyper-util's auto-detecting builder (HTTP/1.1
+/// or h2c prior knowledge).
+///
+/// Why not always the auto builder with `http1_only()`: its upgrade-capable
+/// connection ignores that setting and still sniffs for the HTTP/2 preface,
+/// without any timeout on those first bytes (a socket dripping one byte a
+/// minute would never be closed). The HTTP/1-only path has no sniffing.
+#[derive(Clone)]
+enum Http {
+    One(hyper::server::conn::http1::Builder),
+    WithH2c(auto::Builder<TokioExecutor>),
+}
+
+fn http_builder(limits: &EdgeLimits) -> Http {
     if limits.http2_cleartext {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout());
         builder
             .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(limits.header_read_timeout())
             .keep_alive_timeout(limits.header_read_timeout())
             .max_concurrent_streams(64);
-        builder
+        Http::WithH2c(builder)
     } else {
-        builder.http1_only()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout());
+        Http::One(builder)
     }
 }
 
+/// Serves one connection until it ends or `stop` fires; then lets the
+/// request in progress finish (hyper's graceful shutdown). Upgraded
+/// WebSockets have already left the connection and are closed by their rooms.
+macro_rules! serve_until_stopped {
+    ($connection:expr, $stop:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result.err().map(|e| e.to_string()),
+            _ = $stop.changed() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await.err().map(|e| e.to_string())
+            }
+        }
+    }};
+}
+
 /// Accepts until `stop`, then lets open HTTP connections finish.
+///
+/// Shutdown is mini-redis's: a watch channel tells every connection task to
+/// stop, and each task holds a clone of `done`; when the last one ends the
+/// receiver sees the channel close.
 async fn accept_loop(
     listener: TcpListener,
     gate: Arc<Gate>,
-    http: auto::Builder<TokioExecutor>,
+    http: Http,
     stop: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(());
+    let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -452,16 +489,25 @@ async fn accept_loop(
         let g = gate.clone();
         let service =
             hyper::service::service_fn(move |req| g.clone().handle(req, peer, slot.clone()));
-        let connection = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let io = TokioIo::new(stream);
+        let (http, mut stopping, done) = (http.clone(), stopping.clone(), done.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(error = %e, "connection ended with an error");
+            let _done = done;
+            let error = match &http {
+                Http::One(h1) => {
+                    serve_until_stopped!(h1.serve_connection(io, service).with_upgrades(), stopping)
+                }
+                Http::WithH2c(auto) => {
+                    serve_until_stopped!(auto.serve_connection_with_upgrades(io, service), stopping)
+                }
+            };
+            if let Some(error) = error {
+                debug!(%error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping_tx.send(());
+    drop(done);
+    let _ = all_done.recv().await;
 }
