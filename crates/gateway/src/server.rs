@@ -6,7 +6,7 @@
 //! ([`Clients`]: server-wide and per-address caps; refused at once, never
 //! queued); hyper serves HTTP/1.1 only (cleartext HTTP/2 with
 //! `--http2-cleartext`) with a header-read timeout; then every request, in
-//! [`Gate::handle`], in this order:
+//! `Gate::handle`, in this order:
 //!
 //! 1. `Origin` not allowed (`--allowed-origins`) → 403; CORS preflights answered.
 //! 2. Behind a trusted proxy, the per-address cap for the `X-Forwarded-For` address → 429.

@@ -107,7 +107,7 @@ impl EdgeLimits {
         Duration::from_millis(self.body_read_timeout_ms.max(1))
     }
 
-    /// `--max-connections`, lowered to stay [`FD_RESERVE`] below the
+    /// `--max-connections`, lowered to stay 256 descriptors below the
     /// open-files limit (raised to its hard limit first, where allowed).
     pub fn effective_max_connections(&self) -> usize {
         match open_files_limit() {
