@@ -100,6 +100,9 @@ function start () {
     if (!message) return
     forgetToken(docId)
     document.body.dataset.access = code === 4401 ? 'expired' : 'forbidden'
+    // Nothing is loading or present any more: only the reason remains.
+    $('sync').hidden = true
+    $('presence').style.display = 'none'
     fail(message)
   })
 
