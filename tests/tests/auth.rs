@@ -376,3 +376,24 @@ async fn tandem_token_mints_a_token_the_server_accepts_and_prints_a_link() {
         "the admission names the subject"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_key_server_accepts_its_algorithm_only() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/auth/");
+    let public = format!("{fixtures}es256-public.pem");
+    let server = TestServer::start(&["--auth", "jwt", "--auth-public-key", &public]);
+    let private = std::fs::read(format!("{fixtures}es256-private.pem")).expect("fixture key");
+    let es256 =
+        mint_pem(Algorithm::ES256, &private, &claims(&["notes"], Mode::Write)).expect("mint");
+    assert_eq!(
+        handshake(&ws(&server, "notes", &es256), &[]).await,
+        Handshake::Open
+    );
+    // HS256 with the public key's bytes as the secret: the classic algorithm confusion.
+    let pem = std::fs::read(&public).expect("public key");
+    let confused =
+        tandem_gateway::auth::mint_hs256(&pem, &claims(&["notes"], Mode::Write)).expect("mint");
+    let reason = assert_refused(&ws(&server, "notes", &confused), 4401).await;
+    assert!(reason.contains("algorithm"), "{reason}");
+    assert_refused(&ws(&server, "notes", &token(&["notes"], Mode::Write)), 4401).await;
+}

@@ -42,7 +42,7 @@ use warp::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use warp::reply::{Reply, Response, with_status};
 
 use crate::access::Principal;
-use crate::auth::{self, Auth, Denial, TokenError};
+use crate::auth::{self, Auth, Denial, Session, TokenError};
 use crate::config::Limits;
 use crate::edge::{AllowedOrigins, BodyBudget, BoundedBody, ClientAddr, Clients, EdgeLimits, Slot};
 use crate::metrics::Metrics;
@@ -95,9 +95,10 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
 }
 
 /// What the edge decided about a WebSocket upgrade (a request extension the
-/// `/ws` route reads): the principal, or why it is refused.
+/// `/ws` route reads): the principal and, with auth on, the session that
+/// says when the socket must end; or why it is refused.
 #[derive(Debug, Clone)]
-struct Admission(Result<Principal, Denial>);
+struct Admission(Result<(Principal, Option<Session>), Denial>);
 
 /// Connection slots an upgraded socket must keep for its lifetime (the TCP
 /// connection's, and the per-address one behind a trusted proxy).
@@ -138,8 +139,8 @@ pub fn routes(
                 let admission = admission.map(|a| a.0).unwrap_or(Err(Denial::Unauthorized(
                     TokenError::Invalid("not checked at the edge"),
                 )));
-                let principal = match admission {
-                    Ok(principal) => principal,
+                let (principal, session) = match admission {
+                    Ok(admitted) => admitted,
                     Err(denial) => {
                         info!(doc = %doc.as_str(), code = denial.close_code().code(), reason = %denial, "websocket refused");
                         return Box::new(ws.accept(socket_config, move |socket| upgrade::deny(socket, denial)));
@@ -150,9 +151,11 @@ pub fn routes(
                 }
                 let (rooms, metrics, held) = (rooms.clone(), m.clone(), held.unwrap_or_default());
                 Box::new(ws.accept(socket_config, move |socket| {
-                    // The room-core branch adds `principal` to `peer::serve`
-                    // (read-only filtering in the room); wired at merge.
-                    let _principal = principal;
+                    // Wired at merge: the room-core branch adds `principal` to
+                    // `peer::serve` (read-only filtering in the room), and the
+                    // peer races `session.ended()` to close with 4401/4403 at
+                    // `exp` or at a revocation (see `auth::session`).
+                    let (_principal, _session) = (principal, session);
                     let connection = peer::serve(socket, doc, &rooms, metrics);
                     async move {
                         let _held = held;
@@ -261,16 +264,18 @@ impl Gate {
                 "too many WebSocket handshakes from this address",
             );
         }
-        let need = auth::policy::need(req.method(), req.uri().path());
-        let verdict = self
-            .auth
-            .admit(auth::request_token(headers, req.uri()), &need);
-        let websocket = upgrade && req.uri().path().starts_with("/ws/");
-        match verdict {
-            Err(denial) if !websocket => return unauthorized(denial),
-            verdict => {
-                if websocket {
-                    req.extensions_mut().insert(Admission(verdict));
+        let token = auth::request_token(headers, req.uri());
+        match req.uri().path().strip_prefix("/ws/").filter(|_| upgrade) {
+            // Refused WebSockets are upgraded first (browsers cannot read a
+            // handshake's status): the route sends the reason.
+            Some(id) => {
+                let admission = Admission(self.auth.admit_websocket(token, id));
+                req.extensions_mut().insert(admission);
+            }
+            None => {
+                let need = auth::policy::need(req.method(), req.uri().path());
+                if let Err(denial) = self.auth.admit(token, &need) {
+                    return unauthorized(denial);
                 }
             }
         }

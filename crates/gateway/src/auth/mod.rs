@@ -8,6 +8,8 @@
 //! - [`token`]: verifying JWTs (one configured algorithm only) and signing
 //!   them (`tandem token`, tests).
 //! - [`revocation`]: the persisted denylist and its live-revocation hook.
+//! - [`session`]: an admitted WebSocket's token, and when it must end (at
+//!   `exp`: 4401; at a matching revocation: 4403).
 //! - [`policy`]: the route table: what each route needs.
 //! - [`args`]: the `tandem serve` flags (`--auth`, `--auth-secret`, ...).
 //! - [`admin`]: `POST /api/admin/revoke`.
@@ -19,6 +21,7 @@ pub mod args;
 pub mod claims;
 pub mod policy;
 pub mod revocation;
+pub mod session;
 pub mod token;
 
 use std::sync::Arc;
@@ -33,6 +36,7 @@ pub use args::{AuthArgs, AuthMode, SecretArgs};
 pub use claims::{Claims, Scope};
 pub use policy::Need;
 pub use revocation::{Revocation, Revocations, Target};
+pub use session::Session;
 pub use token::{TokenError, Verifier, mint_hs256, mint_pem};
 
 /// How requests are authenticated.
@@ -86,15 +90,40 @@ impl Auth {
 
     /// The principal `token` acts as, if it may do what `need` says.
     pub fn admit(&self, token: Option<&str>, need: &Need) -> Result<Principal, Denial> {
+        self.check(token, need).map(|(principal, _)| principal)
+    }
+
+    /// Admits a WebSocket to document `id` (`read` at least): its principal,
+    /// and with auth on its [`Session`] (when it must end: see [`session`]).
+    pub fn admit_websocket(
+        &self,
+        token: Option<&str>,
+        id: &str,
+    ) -> Result<(Principal, Option<Session>), Denial> {
+        let (principal, claims) = self.check(token, &Need::Doc(id.to_owned(), Mode::Read))?;
+        let session = match (self, claims, DocId::new(id.to_owned())) {
+            (Auth::Jwt { revocations, .. }, Some(claims), Ok(doc)) => {
+                Some(Session::new(claims, doc, revocations.clone()))
+            }
+            _ => None,
+        };
+        Ok((principal, session))
+    }
+
+    fn check(
+        &self,
+        token: Option<&str>,
+        need: &Need,
+    ) -> Result<(Principal, Option<Claims>), Denial> {
         let (verifier, revocations) = match self {
-            Auth::Off => return Ok(Principal::anonymous()),
+            Auth::Off => return Ok((Principal::anonymous(), None)),
             Auth::Jwt {
                 verifier,
                 revocations,
             } => (verifier, revocations),
         };
         if *need == Need::Open {
-            return Ok(Principal::anonymous());
+            return Ok((Principal::anonymous(), None));
         }
         let token = token.ok_or(Denial::Unauthorized(TokenError::Missing))?;
         let claims = verifier.verify(token).map_err(Denial::Unauthorized)?;
@@ -102,18 +131,15 @@ impl Auth {
             sub: claims.sub.clone(),
             mode: claims.mode,
         };
-        match need {
-            Need::Open => Ok(principal),
+        let doc = match need {
+            Need::Open => None,
             Need::ServerAdmin => {
                 if claims.mode < Mode::Admin || !claims.docs.is_everything() {
                     return Err(Denial::Forbidden(
                         "this needs an admin token for every document (mode admin, docs [\"*\"])",
                     ));
                 }
-                if revocations.refuses(&claims, None) {
-                    return Err(Denial::Forbidden("token revoked"));
-                }
-                Ok(principal)
+                None
             }
             Need::Doc(id, mode) => {
                 let doc = DocId::new(id.clone())
@@ -127,12 +153,13 @@ impl Auth {
                         _ => "this needs mode admin",
                     }));
                 }
-                if revocations.refuses(&claims, Some(&doc)) {
-                    return Err(Denial::Forbidden("token revoked"));
-                }
-                Ok(principal)
+                Some(doc)
             }
+        };
+        if revocations.refuses(&claims, doc.as_ref()) {
+            return Err(Denial::Forbidden("token revoked"));
         }
+        Ok((principal, Some(claims)))
     }
 }
 
