@@ -122,7 +122,26 @@ async fn listed_origins_get_cors_headers_and_replace_the_default() {
 
 #[test]
 fn sockets_sending_headers_one_byte_at_a_time_are_closed() {
-    let server = TestServer::start(&["--header-read-timeout-ms", "500"]);
+    drip_feeders_are_closed(&["--header-read-timeout-ms", "500"]);
+}
+
+#[test]
+fn with_h2c_on_a_socket_stalling_inside_the_preface_is_closed_too() {
+    let server = TestServer::start(&["--header-read-timeout-ms", "500", "--http2-cleartext"]);
+    drip_feeders_are_closed(&["--header-read-timeout-ms", "500", "--http2-cleartext"]);
+    // Fewer than the 24 bytes protocol detection waits for, then nothing.
+    let mut s = TcpStream::connect_timeout(&server.addr, TIMEOUT).expect("connect");
+    s.write_all(&H2_PREFACE[..16]).expect("part of the preface");
+    let start = Instant::now();
+    assert!(
+        closed_by_server(&mut s),
+        "a socket stalled in protocol detection stayed open"
+    );
+    assert!(start.elapsed() < TIMEOUT);
+}
+
+fn drip_feeders_are_closed(flags: &[&str]) {
+    let server = TestServer::start(flags);
     let mut slow: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect_timeout(&server.addr, TIMEOUT).expect("connect"))
         .collect();

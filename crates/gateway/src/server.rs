@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -181,6 +182,8 @@ struct Gate {
     bodies: BodyBudget,
     /// `--trust-proxy-headers`: the client address is the last `X-Forwarded-For` entry.
     trust_proxy: bool,
+    /// `--header-read-timeout-ms` (also bounds h2c protocol detection).
+    header_read_timeout: Duration,
     filter: BoxedFilter<(Box<dyn Reply>,)>,
 }
 
@@ -366,6 +369,7 @@ pub async fn serve(
             edge.limits.body_read_timeout(),
         ),
         trust_proxy: edge.limits.trust_proxy_headers,
+        header_read_timeout: edge.limits.header_read_timeout(),
     });
     let http = http_builder(&edge.limits);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -404,8 +408,10 @@ pub async fn serve(
 ///
 /// Why not always the auto builder with `http1_only()`: its upgrade-capable
 /// connection ignores that setting and still sniffs for the HTTP/2 preface,
-/// without any timeout on those first bytes (a socket dripping one byte a
-/// minute would never be closed). The HTTP/1-only path has no sniffing.
+/// without any timeout on those first bytes (a socket dripping the preface
+/// one byte a minute would never be closed). The HTTP/1-only path has no
+/// sniffing; with h2c the accept loop closes a connection that has not
+/// started a request within the header-read timeout.
 #[derive(Clone)]
 enum Http {
     One(hyper::server::conn::http1::Builder),
@@ -492,10 +498,17 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let slot = Arc::new(slot);
         let g = gate.clone();
-        let service =
-            hyper::service::service_fn(move |req| g.clone().handle(req, peer, slot.clone()));
+        // Set by the first request: until then an h2c-capable connection is
+        // still in protocol detection, which hyper does not time out.
+        let started = Arc::new(AtomicBool::new(false));
+        let seen = started.clone();
+        let service = hyper::service::service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
+            g.clone().handle(req, peer, slot.clone())
+        });
         let io = TokioIo::new(stream);
         let (http, mut stopping, done) = (http.clone(), stopping.clone(), done.clone());
+        let first_request_within = gate.header_read_timeout;
         tokio::spawn(async move {
             let _done = done;
             let error = match &http {
@@ -503,7 +516,26 @@ async fn accept_loop(
                     serve_until_stopped!(h1.serve_connection(io, service).with_upgrades(), stopping)
                 }
                 Http::WithH2c(auto) => {
-                    serve_until_stopped!(auto.serve_connection_with_upgrades(io, service), stopping)
+                    let connection = auto.serve_connection_with_upgrades(io, service);
+                    tokio::pin!(connection);
+                    let detection = tokio::time::sleep(first_request_within);
+                    tokio::pin!(detection);
+                    let (mut detecting, mut stopped) = (true, false);
+                    loop {
+                        tokio::select! {
+                            result = connection.as_mut() => break result.err().map(|e| e.to_string()),
+                            _ = &mut detection, if detecting => {
+                                detecting = false;
+                                if !started.load(Ordering::Relaxed) {
+                                    break Some("no request within --header-read-timeout-ms".to_owned());
+                                }
+                            }
+                            _ = stopping.changed(), if !stopped => {
+                                stopped = true;
+                                connection.as_mut().graceful_shutdown();
+                            }
+                        }
+                    }
                 }
             };
             if let Some(error) = error {
