@@ -243,6 +243,11 @@ async fn revoking_a_token_refuses_it_from_then_on_and_survives_a_restart() {
         handshake(&ws(&server, "doc", &bob_token), &[]).await,
         Handshake::Open
     );
+    assert_eq!(
+        revoke("{\"doc\":\"not/an/id\"}".into(), server.addr).status,
+        422
+    );
+    assert_eq!(revoke("{\"jti\":\"\"}".into(), server.addr).status, 422);
     assert_eq!(revoke("{\"sub\":\"bob\"}".into(), server.addr).status, 200);
     assert_refused(&ws(&server, "doc", &bob_token), 4403).await;
     let bearer_bob = format!("Bearer {bob_token}");

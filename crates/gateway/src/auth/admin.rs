@@ -8,7 +8,7 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, json, with_status};
 
 use crate::auth::Auth;
-use crate::auth::revocation::Target;
+use crate::auth::revocation::{RevocationError, Target};
 
 /// Largest revoke request body (it is one small JSON object).
 const MAX_BODY: u64 = 4096;
@@ -38,6 +38,9 @@ async fn revoke(auth: Auth, target: Target) -> Box<dyn Reply> {
                 "revoked": entry,
                 "entries": revocations.len(),
             })))
+        }
+        Ok(Err(e @ (RevocationError::Invalid(_) | RevocationError::Full))) => {
+            Box::new(with_status(e.to_string(), StatusCode::UNPROCESSABLE_ENTITY))
         }
         Ok(Err(e)) => Box::new(with_status(
             e.to_string(),

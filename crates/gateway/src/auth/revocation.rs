@@ -29,9 +29,12 @@ use crate::auth::claims::{Claims, unix_now};
 /// File name of the denylist inside the data directory.
 pub const FILE_NAME: &str = "revocations.json";
 
-/// Most entries kept; revoking beyond it fails (the list is loaded and
-/// checked on every request, so it must stay small).
-pub const MAX_ENTRIES: usize = 100_000;
+/// Most entries kept; revoking beyond it fails (the whole list is
+/// rewritten on every revocation, so it must stay small).
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Longest `jti` or `sub` accepted in a revocation.
+pub const MAX_NAME_BYTES: usize = 256;
 
 /// What a revocation names (the `POST /api/admin/revoke` body is one of
 /// `{"jti": ...}`, `{"sub": ...}`, `{"doc": ...}`).
@@ -44,6 +47,26 @@ pub enum Target {
     Sub(String),
     /// Every token issued before the revocation, for this document.
     Doc(String),
+}
+
+impl Target {
+    fn check(&self) -> Result<(), RevocationError> {
+        let (what, name) = match self {
+            Target::Jti(n) => ("jti", n),
+            Target::Sub(n) => ("sub", n),
+            Target::Doc(id) => {
+                return DocId::new(id.clone())
+                    .map(|_| ())
+                    .map_err(|e| RevocationError::Invalid(e.to_string()));
+            }
+        };
+        if name.is_empty() || name.len() > MAX_NAME_BYTES {
+            return Err(RevocationError::Invalid(format!(
+                "{what} must be 1-{MAX_NAME_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One denylist entry.
@@ -91,6 +114,9 @@ pub enum RevocationError {
     /// [`MAX_ENTRIES`] reached.
     #[error("revocation list full ({MAX_ENTRIES} entries)")]
     Full,
+    /// An empty or over-long name, or an invalid document id.
+    #[error("nothing to revoke: {0}")]
+    Invalid(String),
 }
 
 /// The denylist in memory, indexed for per-request checks.
@@ -201,6 +227,7 @@ impl Revocations {
     /// Revokes `target` now: durable in the file before it returns, then
     /// announced to [`Revocations::subscribe`]rs. Blocking (file I/O).
     pub fn revoke(&self, target: Target) -> Result<Revocation, RevocationError> {
+        target.check()?;
         let entry = Revocation {
             target,
             at: unix_now(),
@@ -310,6 +337,23 @@ mod tests {
         let made = list.revoke(Target::Sub("eve".into())).expect("revoke");
         assert_eq!(rx.try_recv().expect("announced"), made);
         assert!(made.matches(&claims("eve", None, None), None));
+    }
+
+    #[test]
+    fn empty_or_oversized_names_and_bad_ids_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let list = Revocations::open(dir.path()).expect("open");
+        for target in [
+            Target::Jti(String::new()),
+            Target::Sub("x".repeat(MAX_NAME_BYTES + 1)),
+            Target::Doc("bad/id".into()),
+        ] {
+            assert!(matches!(
+                list.revoke(target),
+                Err(RevocationError::Invalid(_))
+            ));
+        }
+        assert!(list.is_empty());
     }
 
     #[test]
