@@ -6,12 +6,15 @@
 //! - [`origin`]: `--allowed-origins` (WebSocket upgrades and CORS).
 //! - [`clients`]: the connection cap, per-address caps and handshake rates.
 //! - [`body`]: body size limit, read deadline and the server-wide budget.
+//! - `gate`: the checks every request passes before its route (uses the
+//!   above and [`crate::auth`]).
 //!
 //! The header-read timeout and HTTP/1-only serving are hyper settings,
-//! applied by [`crate::server`], which also runs the per-request checks.
+//! applied by [`crate::server`]'s accept loop.
 
 pub mod body;
 pub mod clients;
+pub(crate) mod gate;
 pub mod origin;
 
 use std::time::Duration;
