@@ -287,7 +287,7 @@ fn handshakes_beyond_the_per_address_rate_get_429() {
     ]);
     let from = [("x-forwarded-for", "198.51.100.9")];
     let start = Instant::now();
-    let statuses: Vec<u16> = (0..10)
+    let statuses: Vec<u16> = (0..20)
         .map(|_| upgrade_status(server.addr, "/ws/rate", &from))
         .collect();
     let elapsed = start.elapsed().as_secs_f64();
