@@ -5,9 +5,12 @@
 //! proxy (whose clients all share its address; `--trust-proxy-headers`
 //! then caps each real client by `X-Forwarded-For`), the demo, or the
 //! operator. An address taken from `X-Forwarded-For` is always capped.
+//!
+//! IPv6 clients are counted per /64 (one subscriber's allocation: a single
+//! host can use any address in it), IPv4-mapped IPv6 addresses as IPv4.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -28,6 +31,17 @@ pub struct ClientAddr {
 impl ClientAddr {
     fn capped(&self) -> bool {
         self.forwarded || !self.ip.is_loopback()
+    }
+
+    /// What the caps count: the IPv4 address, or the IPv6 /64.
+    fn key(&self) -> IpAddr {
+        match self.ip {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            },
+        }
     }
 }
 
@@ -125,13 +139,14 @@ impl Clients {
         if self.max_per_ip == 0 || !client.capped() {
             return Some(None);
         }
+        let key = client.key();
         let mut map = self.per_ip();
-        let n = map.entry(client.ip).or_default();
+        let n = map.entry(key).or_default();
         if *n >= self.max_per_ip {
             return None;
         }
         *n += 1;
-        Some(Some(client.ip))
+        Some(Some(key))
     }
 
     /// Whether `client` may start another WebSocket handshake now.
@@ -146,7 +161,7 @@ impl Clients {
             // Forget addresses whose bucket has refilled: they are idle.
             map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < rate);
         }
-        let bucket = map.entry(client.ip).or_insert(Bucket {
+        let bucket = map.entry(client.key()).or_insert(Bucket {
             tokens: rate,
             at: now,
         });
@@ -215,6 +230,29 @@ mod tests {
         };
         let _f = clients.client(forwarded).expect("first forwarded");
         assert!(clients.client(forwarded).is_none());
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_cap() {
+        let clients = Clients::new(100, 1, 0);
+        let v6 = |s: &str| ClientAddr {
+            ip: s.parse().expect("ipv6"),
+            forwarded: false,
+        };
+        let _a = clients.client(v6("2001:db8:1:2::1")).expect("first");
+        assert!(
+            clients.client(v6("2001:db8:1:2:ffff::9")).is_none(),
+            "same /64"
+        );
+        assert!(
+            clients.client(v6("2001:db8:1:3::1")).is_some(),
+            "another /64"
+        );
+        let _m = clients.client(v6("::ffff:203.0.113.1")).expect("mapped");
+        assert!(
+            clients.client(remote(1)).is_none(),
+            "mapped IPv4 is that IPv4"
+        );
     }
 
     #[test]
