@@ -205,20 +205,32 @@ fn a_stalled_body_is_cut_off_and_nothing_is_stored() {
     assert_eq!(server.get_text("/api/docs/stalled/text").0, 404);
 }
 
+/// A connection that has been served one request and stays open (keep-alive),
+/// retried until the server admits it.
+fn keep_alive_connection(addr: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+        let _ = s.set_read_timeout(Some(TIMEOUT));
+        let mut buf = [0u8; 12];
+        let served = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_ok()
+            && s.read_exact(&mut buf).is_ok();
+        if served {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no connection slot came free");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn connections_over_the_cap_are_refused_at_once() {
     let server = TestServer::start(&["--max-connections", "4"]);
-    // Each holds a slot: an idle keep-alive connection after one request.
-    let held: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let mut s = TcpStream::connect_timeout(&server.addr, TIMEOUT).expect("connect");
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                .expect("write");
-            let mut buf = [0u8; 12];
-            s.read_exact(&mut buf).expect("answered");
-            s
-        })
-        .collect();
+    // Each holds a slot: an idle keep-alive connection after one request. (The
+    // startup probe's connections may still hold theirs for a moment: retry.)
+    let held: Vec<TcpStream> = (0..4).map(|_| keep_alive_connection(server.addr)).collect();
     let mut extra = TcpStream::connect_timeout(&server.addr, TIMEOUT).expect("connect");
     let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     let start = Instant::now();
