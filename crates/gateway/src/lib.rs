@@ -5,7 +5,12 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: routes, the TCP_NODELAY listener, graceful shutdown. Start here.
+//! - [`server`]: the accept loop (our own, over hyper), the per-request edge
+//!   checks, routes, graceful shutdown. Start here.
+//! - [`edge`]: limits at the edge: origins, connection caps, handshake rates,
+//!   request bodies (`--allowed-origins`, `--max-connections`, ...).
+//! - [`auth`]: tokens (JWT verification, `docs` scopes, revocation) and the
+//!   route policy table; hands the room a [`access::Principal`], never a token.
 //! - [`rooms`]: the registry: finds or opens (single-flight) a document's room.
 //! - [`room`]: the room task that owns a document, its awareness and its peers.
 //!   Its lifecycle is in `room.rs`; applying a batch (apply → store → await
@@ -60,9 +65,11 @@
 //! Updates are applied, stored and sent to every *other* peer; awareness
 //! changes go to every peer *including* the sender (a lone JS client
 //! otherwise hears nothing and reconnects every 30 s). Query-awareness is
-//! answered. Auth messages (type 2) are accepted and ignored: there is no
-//! auth yet. Awareness states are removed when their connection ends and
-//! expire after 30 s without renewal. Peers are pinged every 10 s and
+//! answered. Auth messages (type 2) from clients are accepted and ignored:
+//! the token is checked at the upgrade ([`server`]); a refused connection
+//! gets an auth *permission denied* message, then 4401 or 4403. Awareness
+//! states are removed when their connection ends and expire after 30 s
+//! without renewal. Peers are pinged every 10 s and
 //! dropped after two silent intervals.
 //!
 //! Awareness ownership: the connection that first sets a client id's state
@@ -93,6 +100,9 @@
 //! | 4008 | slow peer: outbound queue overflowed, by count (`--peer-queue`) or bytes (`--peer-queue-bytes`); reconnect to resync |
 //! | 4009 | awareness that advances a client id owned by another live connection |
 //! | 4013 | capacity: room full or server at max open rooms (try later) |
+//! | 4401 | no valid token (after an auth *permission denied* message) |
+//! | 4403 | the token does not admit this document, or was revoked (likewise) |
+//! | 4429 | reserved: per-connection inbound rate limit |
 //!
 //! Each bad input closes only the offending connection, with a warning log.
 //! A frame that fails to decode is rejected whole, so none of it reaches the
@@ -103,8 +113,10 @@
 
 pub mod access;
 pub mod api;
+pub mod auth;
 pub mod close;
 pub mod config;
+pub mod edge;
 pub mod mailbox;
 pub mod metrics;
 pub mod peer;
@@ -118,4 +130,4 @@ pub mod web;
 
 pub use close::CloseCode;
 pub use config::Limits;
-pub use server::{GatewayError, bind, routes, serve};
+pub use server::{Edge, GatewayError, bind, routes, serve};
