@@ -49,6 +49,10 @@ pub enum StoreError {
         /// The data directory.
         path: std::path::PathBuf,
     },
+    /// The storage engine's files are damaged in a way it cannot report as
+    /// an error (sled panicked); nothing was changed.
+    #[error("the data directory is damaged: {0}")]
+    Damaged(String),
     /// The data directory was written by a newer (or unknown) Tandem format.
     #[error(
         "data directory format version {found} is not supported (this build reads versions 1..={supported})"

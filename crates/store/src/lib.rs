@@ -14,6 +14,8 @@
 //! - [`error`]: `StoreError`, what can go wrong.
 //! - [`records`]: key layout and record encoding (the on-disk format and
 //!   its version numbers).
+//! - [`open`]: opening a data directory safely (stale sled snapshot files
+//!   set aside, sled panics contained).
 //! - `commit`: group commit, the flusher thread behind `Appended`.
 //! - `doc_state`: per-document counters and locks, rebuilt from disk.
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
@@ -99,6 +101,7 @@ pub mod config;
 pub mod doc_id;
 pub mod doc_store;
 pub mod error;
+pub mod open;
 pub mod records;
 
 mod commit;

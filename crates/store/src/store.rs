@@ -9,6 +9,7 @@ use yrs::{ReadTxn, StateVector, Transact, Update};
 
 use crate::commit::{CommitStats, DiskSync, GroupCommit, Ticket, lock};
 use crate::doc_state::{DocSlot, DocState, scan_state};
+use crate::open::open_sled;
 use crate::records::{self, SnapshotHeader};
 use crate::replay::{self, StoredUpdate};
 use crate::{DocId, StoreConfig, StoreError};
@@ -470,29 +471,6 @@ impl Store {
     /// Flushes everything to disk (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.commit.sync_now()
-    }
-}
-
-/// How long `open` waits for a just-dropped store's lock to be released.
-const LOCK_GRACE: Duration = Duration::from_secs(2);
-
-/// Opens sled, waiting briefly while the directory is locked: sled's
-/// background I/O threads may hold the lock for a moment after the previous
-/// `Store` in this process was dropped.
-fn open_sled(config: &sled::Config, path: &std::path::Path) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_GRACE;
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::Locked {
-                        path: path.to_path_buf(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return Ok(other?),
-        }
     }
 }
 
