@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::manifest::Checkpoints;
 use crate::{Durability, StoreError};
 
 /// Locks a mutex, ignoring poisoning (no critical section here can leave
@@ -93,6 +94,8 @@ struct State {
 struct Shared {
     sync: DiskSync,
     mode: Durability,
+    /// Periodic checkpoints of the manifest, run after successful syncs.
+    checkpoints: Arc<Checkpoints>,
     state: Mutex<State>,
     /// Wakes the flusher when there is work (or shutdown).
     work: Condvar,
@@ -116,11 +119,16 @@ pub(crate) struct Ticket {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(sync: DiskSync, mode: Durability) -> Result<Self, StoreError> {
+    pub(crate) fn start(
+        sync: DiskSync,
+        mode: Durability,
+        checkpoints: Arc<Checkpoints>,
+    ) -> Result<Self, StoreError> {
         let (progress_tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             sync,
             mode,
+            checkpoints,
             state: Mutex::new(State {
                 registered: 0,
                 syncs: 0,
@@ -301,6 +309,13 @@ fn flusher_loop(shared: &Shared) {
         let progress = state.progress.clone();
         drop(state);
         shared.progressed.notify_all();
-        shared.progress_tx.send_replace(progress);
+        shared.progress_tx.send_replace(progress.clone());
+        if progress.failed.is_none()
+            && let Err(e) = shared
+                .checkpoints
+                .maybe(&shared.sync.db, target, || shared.sync.sync())
+        {
+            tracing::warn!(error = %e, "checkpoint failed; the previous manifest stays");
+        }
     }
 }

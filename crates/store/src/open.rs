@@ -10,7 +10,7 @@
 //!   only while we hold the same `flock` sled takes on `db`, so a running
 //!   server's in-progress snapshot is never touched.
 //! - **Panics.** sled panics on some damaged files instead of returning an
-//!   error; [`contain`] turns such a panic into [`StoreError::Damaged`].
+//!   error; `contain` turns such a panic into [`StoreError::Damaged`].
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
