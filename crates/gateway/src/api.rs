@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use tandem_store::{DocId, Store};
+use tandem_store::{DocId, Store, StoreHealth};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -30,9 +30,10 @@ type Response = Box<dyn Reply>;
 /// `GET|POST /api/docs/<id>/update`.
 pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
     let max_body = rooms.limits().max_message_bytes as u64;
+    let s = store.clone();
     let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| Box::new("ok") as Response);
+        .and(warp::get().or(warp::head()).unify())
+        .map(move || health(&s));
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
         Box::new(with_header(
             metrics.render(),
@@ -86,6 +87,22 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
         .or(post_update)
         .unify()
         .boxed()
+}
+
+/// `GET|HEAD /healthz`: 200 `ok` while the store can write, else 503 with
+/// the reason (so a load balancer stops routing here until the store has
+/// recovered by itself). Cheap: one mutex, no I/O.
+fn health(store: &Store) -> Response {
+    match store.health() {
+        StoreHealth::Writable => Box::new("ok"),
+        StoreHealth::Failing { reason, since } => {
+            let secs = since.elapsed().map_or(0, |d| d.as_secs());
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store cannot write (for {secs} s): {reason}\n"),
+            )
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

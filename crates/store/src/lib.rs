@@ -22,7 +22,10 @@
 //!   locks.
 //! - [`manifest`]: the store's own account of what the directory holds,
 //!   outside sled's file, checked at open; checkpoints.
-//! - `commit`: group commit, the flusher thread behind `Appended`.
+//! - `faults`: [`SyncFaults`], the fault-injecting seam at the disk-sync
+//!   boundary (tests).
+//! - `commit`: group commit, the flusher thread behind `Appended`, and the
+//!   automatic recovery from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
 //! - `store`: `Store` itself, the sled backend.
 //! - [`listing`]: pages of `DocInfo` from the metadata records; the record
@@ -45,8 +48,14 @@
 //! cache-flush requests (a drive or virtual disk that acknowledges them
 //! without persisting can still lose the most recent writes). Appends that
 //! are in flight together share one flush and one `fdatasync` (group
-//! commit). If a flush ever fails, the store stops acknowledging writes
-//! ([`StoreError::FlushFailed`]): restart the process.
+//! commit). If a flush fails (a full disk, an I/O error), every write not
+//! yet durable fails with [`StoreError::FlushFailed`] (none of them was
+//! acknowledged), new writes are refused at once, reads keep working, and
+//! [`Store::health`] reports [`StoreHealth::Failing`]; the store retries with
+//! backoff (reopening sled, which otherwise remembers an I/O error forever)
+//! and is writable again by itself once a sync succeeds: no restart, no
+//! acknowledged write lost. [`SyncFaults`] injects such failures at the
+//! disk-sync boundary for tests.
 //!
 //! With [`Durability::Relaxed`]`{ flush_every_ms }`: a ticket resolves as
 //! soon as the record is in sled's in-memory buffers, and the same flush +
@@ -142,15 +151,17 @@ pub mod records;
 
 mod commit;
 mod doc_state;
+mod faults;
 mod replay;
 mod store;
 mod upgrade;
 
-pub use commit::CommitStats;
+pub use commit::{CommitStats, RETRY_FIRST, RETRY_MAX, StoreHealth};
 pub use config::{Durability, StoreConfig};
 pub use doc_id::{DocId, InvalidDocId};
 pub use doc_store::DocStore;
 pub use error::StoreError;
+pub use faults::SyncFaults;
 pub use listing::{DocInfo, DocPage};
 pub use manifest::Manifest;
 pub use store::{Appended, CompactStats, Seq, Store};

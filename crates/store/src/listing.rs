@@ -73,7 +73,7 @@ impl Store {
         }
         crate::open::contain("listing documents", || {
             let mut docs = Vec::with_capacity(limit + 1);
-            for item in self.db().range(start.clone()..end.to_vec()) {
+            for item in self.db()?.range(start.clone()..end.to_vec()) {
                 let (key, value) = item?;
                 if !key[1..].starts_with(prefix.as_bytes()) {
                     break;
@@ -121,9 +121,9 @@ impl Store {
     /// metadata was lost. Scans every record key (O(documents) seeks).
     pub fn stored_ids(&self) -> Result<Vec<DocId>, StoreError> {
         crate::open::contain("scanning the data directory", || {
-            let mut ids = record_doc_ids(self.db())?;
+            let mut ids = record_doc_ids(&self.db()?)?;
             let (start, end) = records::doc_meta_range();
-            for item in self.db().range(start..end) {
+            for item in self.db()?.range(start..end) {
                 let (key, _) = item?;
                 ids.extend(records::doc_of_meta_key(&key));
             }

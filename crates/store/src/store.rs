@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
-use crate::commit::{CommitStats, DiskSync, GroupCommit, Ticket, lock};
+use crate::commit::{CommitStats, DiskSync, GroupCommit, StoreHealth, Ticket, lock};
 use crate::doc_state::{DocSlot, DocState, read_state};
 use crate::manifest::{Checkpoints, Manifest, holdings};
 use crate::open::{contain, open_sled};
@@ -89,12 +89,13 @@ pub(crate) struct Slots {
     map: HashMap<DocId, Arc<DocSlot>>,
     /// Size at which the next sweep runs.
     sweep_at: usize,
+    /// The storage engine's generation the cached counters belong to.
+    generation: u64,
 }
 
 struct Inner {
     config: StoreConfig,
     access: Access,
-    db: sled::Db,
     slots: Mutex<Slots>,
     /// The manifest's checkpoints and the live document count.
     checkpoints: Arc<Checkpoints>,
@@ -107,7 +108,8 @@ impl Drop for Inner {
         // Clean shutdown: a last checkpoint records what the store holds.
         if self.access == Access::Checked
             && self.commit.check_healthy().is_ok()
-            && let Err(e) = self.checkpoints.now(&self.db, || self.commit.sync_now())
+            && let Ok(db) = self.commit.db()
+            && let Err(e) = self.checkpoints.now(&db, || self.commit.sync_now())
         {
             tracing::warn!(error = %e, "the checkpoint at close failed");
         }
@@ -173,7 +175,7 @@ impl Store {
             }
             Access::Recovery => held.documents,
         };
-        let sync = DiskSync::new(db.clone(), &path)?;
+        let sync = DiskSync::new(db.clone(), sled_config, &path, config.sync_faults.clone())?;
         sync.sync()?;
         let commit_base = held.commit.max(manifest.map_or(0, |m| m.commit));
         let checkpoints = Arc::new(Checkpoints::new(
@@ -197,7 +199,6 @@ impl Store {
             inner: Arc::new(Inner {
                 config,
                 access,
-                db,
                 slots: Mutex::default(),
                 checkpoints,
                 commit,
@@ -229,7 +230,7 @@ impl Store {
     /// The document's slot, created if needed (for writers, and readers
     /// of a document that exists). Sweeps idle slots when the map doubled.
     fn slot(&self, doc: &DocId) -> Arc<DocSlot> {
-        let mut slots = lock(&self.inner.slots);
+        let mut slots = self.slots();
         if let Some(slot) = slots.map.get(doc) {
             return Arc::clone(slot);
         }
@@ -243,7 +244,21 @@ impl Store {
 
     /// The slot if the document is in use, without creating one.
     fn existing_slot(&self, doc: &DocId) -> Option<Arc<DocSlot>> {
-        lock(&self.inner.slots).map.get(doc).cloned()
+        self.slots().map.get(doc).cloned()
+    }
+
+    /// The slot map, its cached counters dropped if sled was reopened
+    /// after a fault since they were read (they may count lost writes).
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        let mut slots = lock(&self.inner.slots);
+        let generation = self.inner.commit.generation();
+        if slots.generation != generation {
+            for slot in slots.map.values() {
+                *lock(&slot.state) = None;
+            }
+            slots.generation = generation;
+        }
+        slots
     }
 
     /// Documents with a slot in memory (for tests of the bookkeeping bound).
@@ -263,7 +278,7 @@ impl Store {
         let state = match guard.take() {
             Some(state) => state,
             None => contain("reading a document's metadata", || {
-                read_state(&self.inner.db, doc)
+                read_state(&self.db()?, doc)
             })?,
         };
         Ok(f(guard.insert(state)))
@@ -278,7 +293,7 @@ impl Store {
             return Ok(state);
         }
         contain("reading a document's metadata", || {
-            read_state(&self.inner.db, doc)
+            read_state(&self.db()?, doc)
         })
     }
 
@@ -321,9 +336,9 @@ impl Store {
         let slot = self.slot(doc);
         let _reading = slot.layout.read().unwrap_or_else(|e| e.into_inner());
         contain("reading a document", || {
-            let snapshot = replay::read_snapshot(&self.inner.db, doc)?;
+            let snapshot = replay::read_snapshot(&self.db()?, doc)?;
             let after = snapshot.as_ref().map_or(0, |s| s.header.merged_upto);
-            let log = replay::read_log(&self.inner.db, doc, after, Seq::MAX)?;
+            let log = replay::read_log(&self.db()?, doc, after, Seq::MAX)?;
             Ok((snapshot, log))
         })
     }
@@ -372,7 +387,7 @@ impl Store {
                 batch.insert(records::log_key(doc, first, part as u32), value);
             }
             batch.insert(records::doc_meta_key(doc), next.encode());
-            self.inner.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
             *state = next;
             if created {
                 self.inner.checkpoints.document_created();
@@ -423,9 +438,9 @@ impl Store {
         let (snapshot, log) = {
             let _reading = slot.layout.read().unwrap_or_else(|e| e.into_inner());
             contain("reading a document", || {
-                let snapshot = replay::read_snapshot(&self.inner.db, doc)?;
+                let snapshot = replay::read_snapshot(&self.db()?, doc)?;
                 let after = snapshot.as_ref().map_or(0, |s| s.header.merged_upto);
-                let log = replay::read_log(&self.inner.db, doc, after, upto)?;
+                let log = replay::read_log(&self.db()?, doc, after, upto)?;
                 Ok((snapshot, log))
             })?
         };
@@ -481,7 +496,7 @@ impl Store {
             next.last_modified_ms = next.last_modified_ms.max(now);
             batch.insert(records::doc_meta_key(doc), next.encode());
             let _writing = slot.layout.write().unwrap_or_else(|e| e.into_inner());
-            self.inner.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
             *s = next;
             Ok(())
         })??;
@@ -506,20 +521,20 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut existed = false;
         for prefix in [records::snapshot_prefix(doc), records::log_prefix(doc)] {
-            for item in self.inner.db.scan_prefix(prefix) {
+            for item in self.db()?.scan_prefix(prefix) {
                 batch.remove(item?.0);
                 existed = true;
             }
         }
-        let had_meta = self.inner.db.get(records::doc_meta_key(doc))?.is_some();
+        let had_meta = self.db()?.get(records::doc_meta_key(doc))?.is_some();
         batch.remove(records::doc_meta_key(doc));
-        self.inner.db.apply_batch(batch)?;
+        self.db()?.apply_batch(batch)?;
         *state = Some(DocState::missing());
         drop((_writing, state));
         self.inner.commit.register().wait_synced()?;
         if had_meta {
             self.inner.checkpoints.document_deleted(&held);
-            let db = &self.inner.db;
+            let db = &self.db()?;
             self.inner
                 .checkpoints
                 .run(&mut held, db, || self.inner.commit.sync_now())?;
@@ -563,14 +578,21 @@ impl Store {
         if self.inner.access == Access::Checked {
             self.inner
                 .checkpoints
-                .now(&self.inner.db, || self.inner.commit.sync_now())?;
+                .now(&self.db()?, || self.inner.commit.sync_now())?;
         }
         Ok(())
     }
 
-    /// The sled database, for the listing and inspection code of this crate.
-    pub(crate) fn db(&self) -> &sled::Db {
-        &self.inner.db
+    /// The sled database, for the listing and inspection code of this
+    /// crate (fails only during the moment of a reopen after a fault).
+    pub(crate) fn db(&self) -> Result<sled::Db, StoreError> {
+        self.inner.commit.db()
+    }
+
+    /// Whether the store can write now: cheap (one mutex), for `/healthz`
+    /// and for refusing new joins while it cannot. See [`StoreHealth`].
+    pub fn health(&self) -> StoreHealth {
+        self.inner.commit.health()
     }
 
     /// Counters of a document without creating state (listing, `info`).
