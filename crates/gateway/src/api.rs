@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
+use tandem_store::listing::{DEFAULT_PAGE, MAX_PAGE};
 use tandem_store::{DocId, Store, StoreHealth};
 use warp::Filter;
 use warp::filters::BoxedFilter;
@@ -44,7 +45,8 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
     let s = store.clone();
     let list = warp::path!("api" / "docs")
         .and(warp::get())
-        .then(move || list_docs(s.clone()));
+        .and(warp::query::<ListQuery>())
+        .then(move |query| list_docs(s.clone(), query));
     let s = store.clone();
     let text = warp::path!("api" / "docs" / String / "text")
         .and(warp::get())
@@ -119,12 +121,45 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn list_docs(store: Store) -> Response {
-    let docs = match blocking(move || store.list()).await {
-        Ok(d) => d,
+/// `?limit=&after=&prefix=` of `GET /api/docs`.
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    /// Page size, 1..=`MAX_PAGE` (default `DEFAULT_PAGE`).
+    limit: Option<usize>,
+    /// Cursor: list ids strictly after this one (the `next` of a page).
+    after: Option<String>,
+    /// Only ids starting with this.
+    prefix: Option<String>,
+}
+
+/// `GET /api/docs`: one page of documents in id order, as a JSON array;
+/// when more follow, a `Link: <...>; rel="next"` header (RFC 8288) carries
+/// the next page's URL. Costs O(page) whatever the number of documents.
+async fn list_docs(store: Store, query: ListQuery) -> Response {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1..={MAX_PAGE} (default {DEFAULT_PAGE})"),
+        );
+    }
+    let after = match query.after.map(DocId::new).transpose() {
+        Ok(after) => after,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("after: {e}")),
+    };
+    let prefix = query.prefix.unwrap_or_default();
+    if !prefix.is_empty()
+        && let Err(e) = DocId::new(prefix.as_str())
+    {
+        return error(StatusCode::BAD_REQUEST, format!("prefix: {e}"));
+    }
+    let p = prefix.clone();
+    let page = match blocking(move || store.list_page(&p, after.as_ref(), limit)).await {
+        Ok(page) => page,
         Err(r) => return r,
     };
-    let rows: Vec<_> = docs
+    let rows: Vec<_> = page
+        .docs
         .iter()
         .map(|d| {
             let modified = d
@@ -141,7 +176,16 @@ async fn list_docs(store: Store) -> Response {
             })
         })
         .collect();
-    Box::new(warp::reply::json(&rows))
+    let json = warp::reply::json(&rows);
+    match page.next {
+        // Ids and prefixes are URL-safe (their alphabet needs no escaping).
+        Some(next) => Box::new(with_header(
+            json,
+            "link",
+            format!("</api/docs?limit={limit}&after={next}&prefix={prefix}>; rel=\"next\""),
+        )),
+        None => Box::new(json),
+    }
 }
 
 /// Applies an edit through the room, so connected peers see it at once.

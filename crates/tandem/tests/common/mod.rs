@@ -84,6 +84,11 @@ impl Server {
         path: &str,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
+        http(self.addr, method, path, body).map(|r| (r.status, r.body))
+    }
+
+    /// One HTTP request; returns status, lower-cased head and body.
+    pub fn exchange(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
         http(self.addr, method, path, body)
     }
 }
@@ -95,13 +100,28 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
-pub fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
+/// An HTTP response.
+pub struct Response {
+    /// Status code (0 when unparseable).
+    pub status: u16,
+    /// Status line and headers, lower-cased.
+    pub head: String,
+    /// Body (de-chunked).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     write!(
@@ -127,7 +147,7 @@ pub fn http(
     if head.contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
-    Ok((status, body))
+    Ok(Response { status, head, body })
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
