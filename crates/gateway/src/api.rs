@@ -18,6 +18,7 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, with_header, with_status};
 use yrs::{GetString, Transact};
 
+use crate::backup::Backups;
 use crate::mailbox::{Edit, EditError};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
@@ -27,7 +28,8 @@ pub const TEXT_ROOT: &str = "content";
 
 type Response = Box<dyn Reply>;
 
-/// `GET /healthz`, `GET /metrics`, `GET /api/docs`, `GET|PUT /api/docs/<id>/text`,
+/// `GET|HEAD /healthz`, `GET /metrics`, `GET /api/docs`, `GET /api/backup`,
+/// `GET|PUT /api/docs/<id>/text`,
 /// `GET|POST /api/docs/<id>/update`.
 pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
     let max_body = rooms.limits().max_message_bytes as u64;
@@ -47,6 +49,10 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
         .and(warp::get())
         .and(warp::query::<ListQuery>())
         .then(move |query| list_docs(s.clone(), query));
+    let (s, backups) = (store.clone(), Backups::default());
+    let backup = warp::path!("api" / "backup")
+        .and(warp::get())
+        .map(move || backups.start(s.clone()));
     let s = store.clone();
     let text = warp::path!("api" / "docs" / String / "text")
         .and(warp::get())
@@ -79,6 +85,8 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
         .or(metrics)
         .unify()
         .or(list)
+        .unify()
+        .or(backup)
         .unify()
         .or(text)
         .unify()

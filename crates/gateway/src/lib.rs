@@ -21,6 +21,7 @@
 //! - [`close`]: the close codes the server sends, and why.
 //! - [`config`]: limits and timings (`tandem serve` flags).
 //! - [`api`]: `/healthz`, `/metrics`, `/api/docs...` (list, read, write).
+//! - [`backup`]: `GET /api/backup`, the streamed backup archive.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`web`]: the browser editor's static files.
 //!
@@ -103,6 +104,7 @@
 
 pub mod access;
 pub mod api;
+pub mod backup;
 pub mod close;
 pub mod config;
 pub mod mailbox;

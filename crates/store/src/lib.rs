@@ -31,6 +31,8 @@
 //! - [`listing`]: pages of `DocInfo` from the metadata records; the record
 //!   scan `check` and `salvage` use.
 //! - `upgrade`: the format check at open and the upgrade of older formats.
+//! - [`backup`]: the backup archive (tar + manifest): writing it from a
+//!   running store, restoring it.
 //! - [`doc_store`]: `DocStore`, the same capabilities as a trait for other
 //!   backends.
 //!
@@ -140,6 +142,7 @@
 //! metadata records it lacks and marks it as the current format (its
 //! records stay as they are).
 
+pub mod backup;
 pub mod config;
 pub mod doc_id;
 pub mod doc_store;

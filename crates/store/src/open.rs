@@ -68,6 +68,13 @@ pub(crate) fn open_sled(config: &sled::Config, path: &Path) -> Result<sled::Db, 
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            Err(StoreError::Sled(e @ sled::Error::Corruption { .. })) => {
+                return Err(StoreError::Damaged(format!(
+                    "sled cannot read the data directory {} ({e}); {}",
+                    path.display(),
+                    crate::manifest::recovery(path)
+                )));
+            }
             other => return other,
         }
     }

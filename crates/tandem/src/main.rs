@@ -4,10 +4,11 @@
 //! HTTP API while it runs: sled allows one process per data directory).
 //!
 //! Modules: [`serve`] (the server's `Config` and startup), [`ops`] (the
-//! operator subcommands), [`store_args`] (flags shared by every command
+//! operator subcommands), [`recovery`] (check, salvage, restore), [`store_args`] (flags shared by every command
 //! that opens the store).
 
 mod ops;
+mod recovery;
 mod serve;
 mod store_args;
 
@@ -34,6 +35,14 @@ enum Command {
     Import(ops::ImportArgs),
     /// Compact one document, or every document.
     Compact(ops::CompactArgs),
+    /// Read every document and record of a data directory and report what
+    /// is damaged or missing; changes nothing (exit status 1 on damage).
+    Check(recovery::CheckArgs),
+    /// Copy every readable document of a damaged data directory into a new
+    /// one (`--to`), listing what was skipped; the source is not changed.
+    Salvage(recovery::SalvageArgs),
+    /// Load a backup archive (from `GET /api/backup`) into a new data directory.
+    Restore(recovery::RestoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +53,8 @@ fn main() -> anyhow::Result<()> {
         Command::Export(args) => ops::export(args),
         Command::Import(args) => ops::import(args),
         Command::Compact(args) => ops::compact(args),
+        Command::Check(args) => recovery::check(args),
+        Command::Salvage(args) => recovery::salvage(args),
+        Command::Restore(args) => recovery::restore(args),
     }
 }
