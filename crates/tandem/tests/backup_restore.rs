@@ -312,3 +312,43 @@ fn a_damaged_directory_is_refused_checked_and_salvaged() {
     // with the recovery commands.
     assert!(err.contains("tandem restore BACKUP --data-dir"), "{err}");
 }
+
+#[test]
+fn a_second_backup_while_one_runs_gets_503() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &[]);
+    // Far more than the stream's queue and the socket buffers hold, so an
+    // unread backup stays running.
+    let big = "b".repeat(4 << 20);
+    for i in 0..4 {
+        let (status, _) = server
+            .request("PUT", &format!("/api/docs/big-{i}/text"), big.as_bytes())
+            .unwrap();
+        assert_eq!(status, 204);
+    }
+    let mut first = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        first,
+        "GET /api/backup HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let second = server.exchange("GET", "/api/backup", b"").unwrap();
+    assert_eq!(second.status, 503);
+    assert!(String::from_utf8_lossy(&second.body).contains("already running"));
+    // Reading the first to its end frees the slot.
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).unwrap();
+    assert!(rest.len() > 16 << 20, "{} bytes", rest.len());
+    let third = common::wait_for(common::TIMEOUT, || {
+        let r = server.exchange("GET", "/api/backup", b"").ok()?;
+        (r.status == 200).then_some(r)
+    });
+    assert!(
+        third.is_some(),
+        "a backup runs again once the first finished"
+    );
+}
