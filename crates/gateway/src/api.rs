@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
-use tandem_store::{DocId, Store};
+use tandem_store::listing::{DEFAULT_PAGE, MAX_PAGE};
+use tandem_store::{DocId, Store, StoreHealth};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, with_header, with_status};
 use yrs::{GetString, Transact};
 
+use crate::backup::Backups;
 use crate::mailbox::{Edit, EditError};
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
@@ -26,13 +28,15 @@ pub const TEXT_ROOT: &str = "content";
 
 type Response = Box<dyn Reply>;
 
-/// `GET /healthz`, `GET /metrics`, `GET /api/docs`, `GET|PUT /api/docs/<id>/text`,
+/// `GET|HEAD /healthz`, `GET /metrics`, `GET /api/docs`, `GET /api/backup`,
+/// `GET|PUT /api/docs/<id>/text`,
 /// `GET|POST /api/docs/<id>/update`.
 pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
     let max_body = rooms.limits().max_message_bytes as u64;
+    let s = store.clone();
     let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| Box::new("ok") as Response);
+        .and(warp::get().or(warp::head()).unify())
+        .map(move || health(&s));
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
         Box::new(with_header(
             metrics.render(),
@@ -43,7 +47,12 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
     let s = store.clone();
     let list = warp::path!("api" / "docs")
         .and(warp::get())
-        .then(move || list_docs(s.clone()));
+        .and(warp::query::<ListQuery>())
+        .then(move |query| list_docs(s.clone(), query));
+    let (s, backups) = (store.clone(), Backups::default());
+    let backup = warp::path!("api" / "backup")
+        .and(warp::get())
+        .map(move || backups.start(s.clone()));
     let s = store.clone();
     let text = warp::path!("api" / "docs" / String / "text")
         .and(warp::get())
@@ -77,6 +86,8 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
         .unify()
         .or(list)
         .unify()
+        .or(backup)
+        .unify()
         .or(text)
         .unify()
         .or(update)
@@ -86,6 +97,22 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
         .or(post_update)
         .unify()
         .boxed()
+}
+
+/// `GET|HEAD /healthz`: 200 `ok` while the store can write, else 503 with
+/// the reason (so a load balancer stops routing here until the store has
+/// recovered by itself). Cheap: one mutex, no I/O.
+fn health(store: &Store) -> Response {
+    match store.health() {
+        StoreHealth::Writable => Box::new("ok"),
+        StoreHealth::Failing { reason, since } => {
+            let secs = since.elapsed().map_or(0, |d| d.as_secs());
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store cannot write (for {secs} s): {reason}\n"),
+            )
+        }
+    }
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -102,12 +129,45 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn list_docs(store: Store) -> Response {
-    let docs = match blocking(move || store.list()).await {
-        Ok(d) => d,
+/// `?limit=&after=&prefix=` of `GET /api/docs`.
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    /// Page size, 1..=`MAX_PAGE` (default `DEFAULT_PAGE`).
+    limit: Option<usize>,
+    /// Cursor: list ids strictly after this one (the `next` of a page).
+    after: Option<String>,
+    /// Only ids starting with this.
+    prefix: Option<String>,
+}
+
+/// `GET /api/docs`: one page of documents in id order, as a JSON array;
+/// when more follow, a `Link: <...>; rel="next"` header (RFC 8288) carries
+/// the next page's URL. Costs O(page) whatever the number of documents.
+async fn list_docs(store: Store, query: ListQuery) -> Response {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1..={MAX_PAGE} (default {DEFAULT_PAGE})"),
+        );
+    }
+    let after = match query.after.map(DocId::new).transpose() {
+        Ok(after) => after,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("after: {e}")),
+    };
+    let prefix = query.prefix.unwrap_or_default();
+    if !prefix.is_empty()
+        && let Err(e) = DocId::new(prefix.as_str())
+    {
+        return error(StatusCode::BAD_REQUEST, format!("prefix: {e}"));
+    }
+    let p = prefix.clone();
+    let page = match blocking(move || store.list_page(&p, after.as_ref(), limit)).await {
+        Ok(page) => page,
         Err(r) => return r,
     };
-    let rows: Vec<_> = docs
+    let rows: Vec<_> = page
+        .docs
         .iter()
         .map(|d| {
             let modified = d
@@ -124,7 +184,16 @@ async fn list_docs(store: Store) -> Response {
             })
         })
         .collect();
-    Box::new(warp::reply::json(&rows))
+    let json = warp::reply::json(&rows);
+    match page.next {
+        // Ids and prefixes are URL-safe (their alphabet needs no escaping).
+        Some(next) => Box::new(with_header(
+            json,
+            "link",
+            format!("</api/docs?limit={limit}&after={next}&prefix={prefix}>; rel=\"next\""),
+        )),
+        None => Box::new(json),
+    }
 }
 
 /// Applies an edit through the room, so connected peers see it at once.

@@ -26,6 +26,7 @@
 //! - [`close`]: the close codes the server sends, and why.
 //! - [`config`]: limits and timings (`tandem serve` flags).
 //! - [`api`]: `/healthz`, `/metrics`, `/api/docs...` (list, read, write).
+//! - [`backup`]: `GET /api/backup`, the streamed backup archive.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`web`]: the browser editor's static files.
 //!
@@ -114,6 +115,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod close;
 pub mod config;
 pub mod edge;

@@ -1,5 +1,7 @@
-//! Store microbenchmarks: durable append throughput with group commit, load
-//! of the compacted automerge-paper document, and compaction.
+//! Store microbenchmarks: one listing page among 100k documents, durable
+//! append throughput with group commit, load of the compacted
+//! automerge-paper document, and compaction (`TANDEM_BENCH_ONLY_LIST=1`
+//! runs only the listing).
 //!
 //! Run: `cargo bench -p tandem-store` (takes a few minutes). The trace is
 //! read from `$TANDEM_TRACE`, else `<workspace>/../shared/traces/automerge-paper.json.gz`;
@@ -321,7 +323,57 @@ fn load_and_compact(c: &mut Criterion, trace: &Trace) {
     group.finish();
 }
 
+/// Documents in the listing benchmark.
+const LISTED_DOCS: u32 = 100_000;
+
+/// One page of `list_page` (default size, first and middle of the id
+/// range, and a prefix) among 100k documents: O(page), not O(documents).
+fn list_pages(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut config = StoreConfig::new(dir.path());
+    config.durability = Durability::Relaxed {
+        flush_every_ms: 1000,
+    };
+    let store = Store::open(config).unwrap();
+    let update = {
+        let editor = Doc::with_client_id(1);
+        let text = editor.get_or_insert_text("content");
+        text.insert(&mut editor.transact_mut(), 0, "x");
+        editor
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default())
+    };
+    for i in 0..LISTED_DOCS {
+        let _ = store.append(&doc(&format!("doc-{i:06}")), &update).unwrap();
+    }
+    store.flush().unwrap();
+    let mut group = c.benchmark_group(format!("list_page of {LISTED_DOCS} documents"));
+    let middle = doc(&format!("doc-{:06}", LISTED_DOCS / 2));
+    group.bench_function("first page (100)", |b| {
+        b.iter(|| assert_eq!(store.list_page("", None, 100).unwrap().docs.len(), 100))
+    });
+    group.bench_function("page after a cursor (100)", |b| {
+        b.iter(|| {
+            let page = store.list_page("", Some(&middle), 100).unwrap();
+            assert_eq!(page.docs.len(), 100)
+        })
+    });
+    group.bench_function("prefix page (1000)", |b| {
+        b.iter(|| {
+            assert_eq!(
+                store.list_page("doc-07", None, 1000).unwrap().docs.len(),
+                1000
+            )
+        })
+    });
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    list_pages(c);
+    if std::env::var_os("TANDEM_BENCH_ONLY_LIST").is_some() {
+        return;
+    }
     let trace = load_trace();
     appends(c, &trace);
     load_and_compact(c, &trace);

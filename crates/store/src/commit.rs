@@ -1,4 +1,5 @@
-//! Group commit: one flusher thread makes appends durable in batches.
+//! Group commit: one flusher thread makes appends durable in batches, and
+//! brings the store back by itself after a write fault.
 //!
 //! Every write that must become durable registers after its sled insert and
 //! gets a *position* (a global counter). The flusher thread takes the highest
@@ -8,19 +9,36 @@
 //! `tokio::sync::watch` (async) or a `Condvar` (blocking); neither needs a
 //! runtime, so the store works from sync and async callers alike.
 //!
-//! A failed sync poisons the committer: pending and later tickets fail with
-//! [`StoreError::FlushFailed`]. After an fsync error the kernel may have
-//! dropped the dirty pages, so retrying could falsely report success.
+//! # Faults
+//!
+//! A failed sync makes the store *failing*: every write registered and not
+//! yet durable fails with [`StoreError::FlushFailed`] (none of them was
+//! acknowledged), new writes are refused at once with the same error, and
+//! reads keep working. The flusher then retries with exponential backoff
+//! ([`RETRY_FIRST`] doubling to [`RETRY_MAX`]). sled 0.34 remembers an I/O
+//! error forever (its "global error" fails every later operation, reads
+//! included), so a retry first reopens sled when it reports such an error:
+//! sled then recovers from its files exactly what was durable, which
+//! includes every acknowledged write. After an fsync error the kernel may
+//! have dropped the dirty pages of the writes that failed; those writes
+//! were never acknowledged, and the reopen reads the truth from disk. Once a
+//! sync succeeds the store is writable again, with no restart.
 
 use std::fs::File;
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::{Durability, StoreError};
+use crate::manifest::Checkpoints;
+use crate::{Durability, StoreError, SyncFaults};
+
+/// First wait before retrying after a failed sync.
+pub const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest wait between retries.
+pub const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Locks a mutex, ignoring poisoning (no critical section here can leave
 /// its data inconsistent when it panics).
@@ -28,7 +46,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The strongest flush sled 0.34 allows, plus what it leaves out.
+/// Whether the store can write, for health checks (`/healthz`) and for
+/// refusing new work while it cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Writes succeed.
+    Writable,
+    /// Syncs fail; writes are refused, reads work, retries run.
+    Failing {
+        /// The error of the last failed sync or retry.
+        reason: String,
+        /// When the store started failing.
+        since: SystemTime,
+    },
+}
+
+/// The sled database (swappable: a retry after an I/O error reopens it)
+/// and the strongest flush sled 0.34 allows, plus what it leaves out.
 ///
 /// `sled::Db::flush` writes its dirty buffers and calls
 /// `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)` on Linux, which neither
@@ -37,26 +71,82 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// fsync applies to the inode, whichever descriptor issues it), which does
 /// both.
 pub(crate) struct DiskSync {
-    db: sled::Db,
+    /// The open database; `None` only for the moment of a reopen.
+    db: RwLock<Option<sled::Db>>,
+    /// How to open it again.
+    sled_config: sled::Config,
+    /// The data directory.
+    dir: PathBuf,
     /// Read-only handle on `<data dir>/db`, used only for `fdatasync`.
     db_file: File,
+    /// Test seam: injected sync failures.
+    faults: Option<SyncFaults>,
+    /// Raised by every reopen: counters cached in memory from before it
+    /// may count writes sled lost, so the store drops them.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl DiskSync {
-    pub(crate) fn new(db: sled::Db, dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        db: sled::Db,
+        sled_config: sled::Config,
+        dir: &Path,
+        faults: Option<SyncFaults>,
+    ) -> Result<Self, StoreError> {
         let db_file = File::open(dir.join("db"))?;
         // sled writes its `conf` file without fsync, and the directory
         // entries of its files must survive a power loss too.
         File::open(dir.join("conf"))?.sync_all()?;
         File::open(dir)?.sync_all()?;
-        Ok(DiskSync { db, db_file })
+        Ok(DiskSync {
+            db: RwLock::new(Some(db)),
+            sled_config,
+            dir: dir.to_path_buf(),
+            db_file,
+            faults,
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// A handle on the database (cheap: sled's handle is shared).
+    pub(crate) fn db(&self) -> Result<sled::Db, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::FlushFailed("the storage engine is reopening".into()))
     }
 
     /// Makes every write that completed before this call durable.
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        if let Some(faults) = &self.faults {
+            faults.check()?;
+        }
+        self.db()?.flush()?;
         self.db_file.sync_data()?;
         Ok(())
+    }
+
+    /// True between a reopen's close and a successful open.
+    fn is_closed(&self) -> bool {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
+    /// Closes and reopens sled, which clears its remembered I/O error and
+    /// recovers from its files what is durable.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        drop(db.take());
+        match crate::open::open_sled(&self.sled_config, &self.dir) {
+            Ok(fresh) => {
+                *db = Some(fresh);
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(path = %self.dir.display(), "storage engine reopened after a write fault");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -77,8 +167,10 @@ pub struct CommitStats {
 struct Progress {
     /// Every position <= this is durable.
     durable: u64,
-    /// Set once a sync failed; nothing registered after `durable` will be.
-    failed: Option<Arc<str>>,
+    /// Positions in `durable + 1 ..= failed_upto` failed (not acknowledged).
+    failed_upto: u64,
+    /// Why the last sync failed (kept while the store is failing).
+    reason: Option<Arc<str>>,
 }
 
 struct State {
@@ -87,12 +179,16 @@ struct State {
     /// Syncs run by the flusher (for `CommitStats`).
     syncs: u64,
     progress: Progress,
+    /// `Some` while the store is failing: since when.
+    failing_since: Option<SystemTime>,
     shutdown: bool,
 }
 
 struct Shared {
     sync: DiskSync,
     mode: Durability,
+    /// Periodic checkpoints of the manifest, run after successful syncs.
+    checkpoints: Arc<Checkpoints>,
     state: Mutex<State>,
     /// Wakes the flusher when there is work (or shutdown).
     work: Condvar,
@@ -116,15 +212,21 @@ pub(crate) struct Ticket {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(sync: DiskSync, mode: Durability) -> Result<Self, StoreError> {
+    pub(crate) fn start(
+        sync: DiskSync,
+        mode: Durability,
+        checkpoints: Arc<Checkpoints>,
+    ) -> Result<Self, StoreError> {
         let (progress_tx, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             sync,
             mode,
+            checkpoints,
             state: Mutex::new(State {
                 registered: 0,
                 syncs: 0,
                 progress: Progress::default(),
+                failing_since: None,
                 shutdown: false,
             }),
             work: Condvar::new(),
@@ -139,6 +241,19 @@ impl GroupCommit {
             shared,
             flusher: Some(flusher),
         })
+    }
+
+    /// The database handle (see [`DiskSync::db`]).
+    pub(crate) fn db(&self) -> Result<sled::Db, StoreError> {
+        self.shared.sync.db()
+    }
+
+    /// How many times sled was reopened after a fault.
+    pub(crate) fn generation(&self) -> u64 {
+        self.shared
+            .sync
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Registers a write whose sled insert has completed.
@@ -156,11 +271,24 @@ impl GroupCommit {
         }
     }
 
-    /// Fails fast when an earlier sync failed.
+    /// Fails fast while the store is failing.
     pub(crate) fn check_healthy(&self) -> Result<(), StoreError> {
-        match &lock(&self.shared.state).progress.failed {
-            Some(msg) => Err(StoreError::FlushFailed(msg.to_string())),
-            None => Ok(()),
+        let state = lock(&self.shared.state);
+        match (&state.failing_since, &state.progress.reason) {
+            (Some(_), Some(reason)) => Err(StoreError::FlushFailed(reason.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the store can write now.
+    pub(crate) fn health(&self) -> StoreHealth {
+        let state = lock(&self.shared.state);
+        match (state.failing_since, &state.progress.reason) {
+            (Some(since), Some(reason)) => StoreHealth::Failing {
+                reason: reason.to_string(),
+                since,
+            },
+            _ => StoreHealth::Writable,
         }
     }
 
@@ -174,10 +302,50 @@ impl GroupCommit {
         }
     }
 
-    /// Syncs on the calling thread, regardless of mode.
+    /// Syncs on the calling thread, regardless of mode. A failure makes
+    /// the store failing (the flusher then retries).
     pub(crate) fn sync_now(&self) -> Result<(), StoreError> {
         self.check_healthy()?;
-        self.shared.sync.sync()
+        let result = self.shared.sync.sync();
+        if let Err(e) = &result {
+            self.shared.fail(e);
+        }
+        result
+    }
+}
+
+impl Shared {
+    /// Records a failed sync: every write not durable yet fails, the store
+    /// turns failing, and the flusher starts retrying.
+    fn fail(&self, error: &StoreError) {
+        let mut state = lock(&self.state);
+        if state.failing_since.is_none() {
+            tracing::error!(error = %error, "disk sync failed; writes are refused until a retry succeeds");
+        }
+        state.failing_since.get_or_insert_with(SystemTime::now);
+        state.progress.failed_upto = state.registered;
+        state.progress.reason = Some(error.to_string().into());
+        let progress = state.progress.clone();
+        drop(state);
+        self.work.notify_one();
+        self.progressed.notify_all();
+        self.progress_tx.send_replace(progress);
+    }
+
+    /// Records a successful sync covering positions up to `target`.
+    fn succeed(&self, target: u64) -> Progress {
+        let mut state = lock(&self.state);
+        state.progress.durable = state.progress.durable.max(target);
+        state.syncs += 1;
+        if state.failing_since.take().is_some() {
+            tracing::info!("disk syncs succeed again; the store accepts writes");
+            state.progress.reason = None;
+        }
+        let progress = state.progress.clone();
+        drop(state);
+        self.progressed.notify_all();
+        self.progress_tx.send_replace(progress.clone());
+        progress
     }
 }
 
@@ -195,11 +363,11 @@ impl Ticket {
     fn outcome(&self, progress: &Progress) -> Option<Result<(), StoreError>> {
         if progress.durable >= self.position {
             Some(Ok(()))
+        } else if progress.failed_upto >= self.position {
+            let reason = progress.reason.as_deref().unwrap_or("disk sync failed");
+            Some(Err(StoreError::FlushFailed(reason.to_string())))
         } else {
-            progress
-                .failed
-                .as_ref()
-                .map(|msg| Err(StoreError::FlushFailed(msg.to_string())))
+            None
         }
     }
 
@@ -228,7 +396,11 @@ impl Ticket {
         if self.shared.mode == Durability::Flush {
             self.wait()
         } else {
-            self.shared.sync.sync()
+            let result = self.shared.sync.sync();
+            if let Err(e) = &result {
+                self.shared.fail(e);
+            }
+            result
         }
     }
 
@@ -247,6 +419,54 @@ impl Ticket {
     }
 }
 
+/// Retries until a sync succeeds (or shutdown), reopening sled when it
+/// remembers an I/O error. Returns false on shutdown.
+fn recover(shared: &Shared) -> bool {
+    let mut wait = RETRY_FIRST;
+    loop {
+        {
+            let state = lock(&shared.state);
+            let (state, _) = shared
+                .work
+                .wait_timeout_while(state, wait, |s| !s.shutdown)
+                .unwrap_or_else(|e| e.into_inner());
+            if state.shutdown {
+                return false;
+            }
+        }
+        let target = lock(&shared.state).registered;
+        let reopen_and_sync = || shared.sync.reopen().and_then(|()| shared.sync.sync());
+        let attempt = if shared.sync.is_closed() {
+            // An earlier reopen failed half-way (sled closed, not reopened).
+            reopen_and_sync()
+        } else {
+            shared.sync.sync().or_else(|e| match e {
+                // sled's remembered error (or a failed flush of its own):
+                // only a reopen clears it.
+                StoreError::Sled(_) => reopen_and_sync(),
+                other => Err(other),
+            })
+        };
+        match attempt {
+            Ok(()) => {
+                shared.succeed(target);
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "disk sync still failing");
+                let mut state = lock(&shared.state);
+                state.progress.failed_upto = state.registered;
+                state.progress.reason = Some(e.to_string().into());
+                let progress = state.progress.clone();
+                drop(state);
+                shared.progressed.notify_all();
+                shared.progress_tx.send_replace(progress);
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
 fn flusher_loop(shared: &Shared) {
     let interval = match shared.mode {
         Durability::Flush => None,
@@ -257,10 +477,10 @@ fn flusher_loop(shared: &Shared) {
     loop {
         let mut state = lock(&shared.state);
         loop {
-            let pending = state.registered > state.progress.durable;
-            if state.progress.failed.is_some() {
-                return;
+            if state.failing_since.is_some() {
+                break;
             }
+            let pending = state.registered > state.progress.durable.max(state.progress.failed_upto);
             if state.shutdown && !pending {
                 return;
             }
@@ -274,7 +494,9 @@ fn flusher_loop(shared: &Shared) {
                         .work
                         .wait_timeout(state, every)
                         .unwrap_or_else(|e| e.into_inner());
-                    if timeout.timed_out() && guard.registered > guard.progress.durable {
+                    if timeout.timed_out()
+                        && guard.registered > guard.progress.durable.max(guard.progress.failed_upto)
+                    {
                         state = guard;
                         break;
                     }
@@ -282,25 +504,26 @@ fn flusher_loop(shared: &Shared) {
                 }
             };
         }
+        if state.failing_since.is_some() {
+            drop(state);
+            if !recover(shared) {
+                return;
+            }
+            continue;
+        }
         let target = state.registered;
         drop(state);
 
-        let result = shared.sync.sync();
-
-        let mut state = lock(&shared.state);
-        match result {
+        match shared.sync.sync() {
             Ok(()) => {
-                state.progress.durable = target;
-                state.syncs += 1;
+                shared.succeed(target);
+                if let Ok(db) = shared.sync.db()
+                    && let Err(e) = shared.checkpoints.maybe(&db, target, || shared.sync.sync())
+                {
+                    tracing::warn!(error = %e, "checkpoint failed; the previous manifest stays");
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "flush failed; store stops acknowledging writes");
-                state.progress.failed = Some(e.to_string().into());
-            }
+            Err(e) => shared.fail(&e),
         }
-        let progress = state.progress.clone();
-        drop(state);
-        shared.progressed.notify_all();
-        shared.progress_tx.send_replace(progress);
     }
 }

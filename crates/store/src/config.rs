@@ -60,6 +60,9 @@ pub struct StoreConfig {
     /// from being rewritten for every small log. Default
     /// [`DEFAULT_COMPACT_MIN_LOG_PERCENT`].
     pub compact_min_log_percent: u64,
+    /// Fault injection at the disk-sync boundary, for tests only. Default
+    /// `None`.
+    pub sync_faults: Option<crate::SyncFaults>,
 }
 
 impl StoreConfig {
@@ -73,6 +76,7 @@ impl StoreConfig {
             compact_after_updates: DEFAULT_COMPACT_AFTER_UPDATES,
             compact_after_bytes: DEFAULT_COMPACT_AFTER_BYTES,
             compact_min_log_percent: DEFAULT_COMPACT_MIN_LOG_PERCENT,
+            sync_faults: None,
         }
     }
 }

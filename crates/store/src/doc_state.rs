@@ -1,5 +1,13 @@
-//! Per-document bookkeeping: the in-memory counters and locks of each
-//! document, and how the counters are rebuilt from disk.
+//! Per-document bookkeeping: the counters and locks of each document.
+//!
+//! The counters ([`DocState`]) are stored in the document's metadata record
+//! (`'d' doc`, see [`crate::records`]), written in the same atomic sled
+//! batch as every append, compaction and delete, so they are never behind
+//! the records they count. Reading them is one point read; listing is a
+//! range over the metadata records (O(page), not O(all records)). Data
+//! directories older than format 3 have no metadata records: they are
+//! rebuilt from the records once, at open ([`scan_records`]), as is a
+//! metadata record that fails its checksum.
 
 use std::sync::{Mutex, RwLock};
 
@@ -29,9 +37,87 @@ pub(crate) struct DocState {
     pub(crate) last_modified_ms: u64,
 }
 
+/// Bytes of an encoded metadata record.
+const META_LEN: usize = 1 + 8 * 7 + 1 + 4;
+
 impl DocState {
+    /// The state of a document that was never written.
+    pub(crate) fn missing() -> Self {
+        DocState {
+            next_seq: 1,
+            ..DocState::default()
+        }
+    }
+
     pub(crate) fn exists(&self) -> bool {
         self.has_snapshot || self.log_len > 0
+    }
+
+    /// The metadata record: `version:u8` then `next_seq merged_upto
+    /// snapshot_updates snapshot_bytes log_len log_bytes last_modified_ms`
+    /// (u64 little-endian each), `has_snapshot:u8`, and a CRC-32 of all that.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(META_LEN);
+        out.push(records::DOC_META_VERSION);
+        for v in [
+            self.next_seq,
+            self.merged_upto,
+            self.snapshot_updates,
+            self.snapshot_bytes,
+            self.log_len,
+            self.log_bytes,
+            self.last_modified_ms,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(u8::from(self.has_snapshot));
+        let crc = records::checksum(&[&out]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes [`DocState::encode`]'s output; the error says what is wrong.
+    pub(crate) fn decode(value: &[u8]) -> Result<Self, String> {
+        if value.len() != META_LEN {
+            return Err(format!("metadata record of {} bytes", value.len()));
+        }
+        if value[0] != records::DOC_META_VERSION {
+            return Err(format!("unsupported metadata version {}", value[0]));
+        }
+        let (body, crc) = value.split_at(META_LEN - 4);
+        if records::checksum(&[body]).to_le_bytes() != crc {
+            return Err("metadata checksum mismatch".into());
+        }
+        let field = |i: usize| {
+            let at = 1 + 8 * i;
+            u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]))
+        };
+        Ok(DocState {
+            next_seq: field(0),
+            merged_upto: field(1),
+            snapshot_updates: field(2),
+            snapshot_bytes: field(3),
+            log_len: field(4),
+            log_bytes: field(5),
+            last_modified_ms: field(6),
+            has_snapshot: body[META_LEN - 5] == 1,
+        })
+    }
+}
+
+/// Reads a document's counters from its metadata record (one point read);
+/// a document without one was never written. A damaged metadata record is
+/// rebuilt from the records (and logged).
+pub(crate) fn read_state(db: &sled::Db, doc: &DocId) -> Result<DocState, StoreError> {
+    match db.get(records::doc_meta_key(doc))? {
+        None => Ok(DocState::missing()),
+        Some(value) => match DocState::decode(&value) {
+            Ok(state) => Ok(state),
+            Err(reason) => {
+                tracing::warn!(doc = %doc, %reason, "metadata record damaged; rebuilt from the records");
+                scan_records(db, doc)
+            }
+        },
     }
 }
 
@@ -49,8 +135,9 @@ pub(crate) struct DocSlot {
     pub(crate) layout: RwLock<()>,
 }
 
-/// Reads a document's counters from its keys and record headers.
-pub(crate) fn scan_state(db: &sled::Db, doc: &DocId) -> Result<DocState, StoreError> {
+/// Rebuilds a document's counters from its keys and record headers (for
+/// directories older than format 3, damaged metadata, and `check`).
+pub(crate) fn scan_records(db: &sled::Db, doc: &DocId) -> Result<DocState, StoreError> {
     let mut state = DocState::default();
     for item in db.scan_prefix(records::snapshot_prefix(doc)) {
         let (key, value) = item?;

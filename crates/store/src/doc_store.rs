@@ -1,7 +1,7 @@
 //! `DocStore`: the store's capabilities as a trait, so another backend can
 //! stand in for sled later (the gateway may hold a `dyn DocStore`).
 
-use crate::{Appended, CompactStats, DocId, DocInfo, Store, StoreError};
+use crate::{Appended, CompactStats, DocId, DocInfo, DocPage, Store, StoreError, StoreHealth};
 
 /// What Tandem needs from a document store. [`Store`] (sled) is the
 /// embedded default; see its methods for the exact contract of each.
@@ -20,6 +20,15 @@ pub trait DocStore: Send + Sync {
     fn compact(&self, doc: &DocId) -> Result<CompactStats, StoreError>;
     /// Every stored document.
     fn list(&self) -> Result<Vec<DocInfo>, StoreError>;
+    /// One page of documents in id order (O(page)).
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<DocPage, StoreError>;
+    /// Whether writes succeed now (cheap).
+    fn health(&self) -> StoreHealth;
     /// Info for one document, `None` if never written.
     fn info(&self, doc: &DocId) -> Result<Option<DocInfo>, StoreError>;
     /// Removes a document entirely; whether it existed.
@@ -50,6 +59,17 @@ impl DocStore for Store {
     }
     fn list(&self) -> Result<Vec<DocInfo>, StoreError> {
         Store::list(self)
+    }
+    fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&DocId>,
+        limit: usize,
+    ) -> Result<DocPage, StoreError> {
+        Store::list_page(self, prefix, after, limit)
+    }
+    fn health(&self) -> StoreHealth {
+        Store::health(self)
     }
     fn info(&self, doc: &DocId) -> Result<Option<DocInfo>, StoreError> {
         Store::info(self, doc)

@@ -49,6 +49,24 @@ pub enum StoreError {
         /// The data directory.
         path: std::path::PathBuf,
     },
+    /// The storage engine's files are damaged in a way it cannot report as
+    /// an error (sled panicked); nothing was changed.
+    #[error("the data directory is damaged: {0}")]
+    Damaged(String),
+    /// sled's data file holds less than the store's manifest records (it
+    /// was truncated, emptied or replaced). Nothing was changed.
+    #[error("data directory {} holds less than its manifest records: {what}; {recovery}", path.display())]
+    HoldsLess {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// What is missing.
+        what: String,
+        /// The commands that recover it.
+        recovery: String,
+    },
+    /// A write through a store opened with `Store::open_for_recovery`.
+    #[error("this store was opened for recovery (check/salvage) and is never written")]
+    ReadOnly,
     /// The data directory was written by a newer (or unknown) Tandem format.
     #[error(
         "data directory format version {found} is not supported (this build reads versions 1..={supported})"

@@ -9,15 +9,30 @@
 //!
 //! # Layout
 //!
+//! In dependency order (each uses only those above it):
+//!
 //! - [`doc_id`]: `DocId`, the validated document name, and its error.
 //! - [`config`]: `StoreConfig` and `Durability`, every knob with its default.
 //! - [`error`]: `StoreError`, what can go wrong.
-//! - [`records`]: key layout and record encoding (the on-disk format and
-//!   its version numbers).
-//! - `commit`: group commit, the flusher thread behind `Appended`.
-//! - `doc_state`: per-document counters and locks, rebuilt from disk.
+//! - [`records`]: key layout and record encoding (the on-disk format, its
+//!   version numbers and checksums).
+//! - [`open`]: opening a data directory safely (stale sled snapshot files
+//!   set aside, sled panics contained).
+//! - `doc_state`: per-document counters (stored in metadata records) and
+//!   locks.
+//! - [`manifest`]: the store's own account of what the directory holds,
+//!   outside sled's file, checked at open; checkpoints.
+//! - `faults`: [`SyncFaults`], the fault-injecting seam at the disk-sync
+//!   boundary (tests).
+//! - `commit`: group commit, the flusher thread behind `Appended`, and the
+//!   automatic recovery from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
 //! - `store`: `Store` itself, the sled backend.
+//! - [`listing`]: pages of `DocInfo` from the metadata records; the record
+//!   scan `check` and `salvage` use.
+//! - `upgrade`: the format check at open and the upgrade of older formats.
+//! - [`backup`]: the backup archive (tar + manifest): writing it from a
+//!   running store, restoring it.
 //! - [`doc_store`]: `DocStore`, the same capabilities as a trait for other
 //!   backends.
 //!
@@ -35,8 +50,14 @@
 //! cache-flush requests (a drive or virtual disk that acknowledges them
 //! without persisting can still lose the most recent writes). Appends that
 //! are in flight together share one flush and one `fdatasync` (group
-//! commit). If a flush ever fails, the store stops acknowledging writes
-//! ([`StoreError::FlushFailed`]): restart the process.
+//! commit). If a flush fails (a full disk, an I/O error), every write not
+//! yet durable fails with [`StoreError::FlushFailed`] (none of them was
+//! acknowledged), new writes are refused at once, reads keep working, and
+//! [`Store::health`] reports [`StoreHealth::Failing`]; the store retries with
+//! backoff (reopening sled, which otherwise remembers an I/O error forever)
+//! and is writable again by itself once a sync succeeds: no restart, no
+//! acknowledged write lost. [`SyncFaults`] injects such failures at the
+//! disk-sync boundary for tests.
 //!
 //! With [`Durability::Relaxed`]`{ flush_every_ms }`: a ticket resolves as
 //! soon as the record is in sled's in-memory buffers, and the same flush +
@@ -86,29 +107,64 @@
 //! panics, other documents are unaffected, appends to the document still
 //! work, and [`Store::load_lossy`] loads what is valid and lists the rest.
 //!
+//! # Integrity
+//!
+//! The store does not trust sled blindly. Before sled opens a directory,
+//! stale `snap.*.generating` files (left by a crash during sled's snapshot
+//! write, which sled would misread and then refuse the directory) are
+//! renamed aside and logged ([`open`]). The store keeps its own account
+//! of what the directory holds outside sled's data file
+//! (`tandem-manifest.json`: format, checkpoint counter, document count),
+//! and a data file holding less than that account refuses to open with
+//! [`StoreError::HoldsLess`], naming the directory, what is missing and the
+//! recovery commands ([`manifest`]). sled panics at open and read become
+//! [`StoreError::Damaged`]; every readable document is still served. Every
+//! record carries a CRC-32, so a flipped byte is a
+//! [`StoreError::CorruptRecord`] (or `CorruptSnapshot`) naming the document
+//! and seq, never a wrong document. [`Store::open_for_recovery`] opens a
+//! damaged directory read-only for `tandem check` and `tandem salvage`.
+//!
+//! # Memory
+//!
+//! Reading a document that does not exist creates no state. Each document's
+//! counters live on disk in its metadata record; the in-memory slot of a
+//! document nobody is using is evicted (swept when the map has doubled), so
+//! bookkeeping is proportional to the documents in use.
+//!
 //! # Format
 //!
-//! Data-dir format version [`records::DATA_FORMAT_VERSION`] and record
-//! format version [`records::RECORD_VERSION`]; see [`records`] for the key
-//! layout. `fixtures/store-v1/` and `fixtures/store-v2/` hold directories in
-//! formats 1 and 2 (the latter with batch records) that a test opens, so
-//! later releases keep reading them. Opening a format-1 directory marks it
-//! as format 2 (nothing else is rewritten).
+//! Data-dir format version [`records::DATA_FORMAT_VERSION`]; see
+//! [`records`] for the key layout and record versions. `fixtures/store-v1/`,
+//! `fixtures/store-v2/` and `fixtures/store-v3/` hold directories in
+//! formats 1 (single-update records), 2 (batch records) and 3 (checksummed
+//! records, metadata records, manifest) that a test opens, so later
+//! releases keep reading them. Opening an older directory writes the
+//! metadata records it lacks and marks it as the current format (its
+//! records stay as they are).
 
+pub mod backup;
 pub mod config;
 pub mod doc_id;
 pub mod doc_store;
 pub mod error;
+pub mod listing;
+pub mod manifest;
+pub mod open;
 pub mod records;
 
 mod commit;
 mod doc_state;
+mod faults;
 mod replay;
 mod store;
+mod upgrade;
 
-pub use commit::CommitStats;
+pub use commit::{CommitStats, RETRY_FIRST, RETRY_MAX, StoreHealth};
 pub use config::{Durability, StoreConfig};
 pub use doc_id::{DocId, InvalidDocId};
 pub use doc_store::DocStore;
 pub use error::StoreError;
-pub use store::{Appended, CompactStats, DocInfo, Seq, Store};
+pub use faults::SyncFaults;
+pub use listing::{DocInfo, DocPage};
+pub use manifest::Manifest;
+pub use store::{Appended, CompactStats, Seq, Store};

@@ -39,19 +39,33 @@
 //! batch log records (record version 2); opening a version-1 directory
 //! upgrades its version number in place (its records stay as they are), so
 //! a release that only reads version 1 refuses it instead of misreading it.
-//! `fixtures/store-v2/` pins version 2.
+//! `fixtures/store-v2/` pins version 2. Data-dir version 3 adds a CRC-32 to every
+//! record (record versions 3 and 4), the per-document metadata records and
+//! the checkpoint counter; opening an older directory writes the metadata
+//! records (see `upgrade`). `fixtures/store-v3/` pins version 3.
 
 use crate::{DocId, Seq};
 
 /// Version of the data directory layout, stored under [`META_KEY`].
-pub const DATA_FORMAT_VERSION: u32 = 2;
+pub const DATA_FORMAT_VERSION: u32 = 3;
 
-/// Version byte at the start of every snapshot's and single-update log
-/// record's first chunk.
+/// Version byte of a single-update log record or a snapshot without a
+/// checksum (data-dir formats 1 and 2; still read).
 pub const RECORD_VERSION: u8 = 1;
 
-/// Version byte of a batch log record (several updates, one record).
+/// Version byte of a batch log record without a checksum (data-dir format
+/// 2; still read).
 pub const BATCH_RECORD_VERSION: u8 = 2;
+
+/// Version byte of a single-update log record or a snapshot with a CRC-32
+/// (data-dir format 3 on; what this build writes).
+pub const CHECKED_RECORD_VERSION: u8 = 3;
+
+/// Version byte of a batch log record with a CRC-32 (data-dir format 3 on).
+pub const CHECKED_BATCH_RECORD_VERSION: u8 = 4;
+
+/// Version byte of a document's metadata record.
+pub const DOC_META_VERSION: u8 = 1;
 
 /// Largest payload slice stored in one sled value.
 pub const CHUNK_BYTES: usize = 4000;
@@ -59,11 +73,48 @@ pub const CHUNK_BYTES: usize = 4000;
 /// Key of the data-dir meta record.
 pub const META_KEY: &[u8] = b"\x00format";
 
+/// Key of the checkpoint counter (`u64` big-endian): raised at every
+/// checkpoint, before the manifest outside sled records the same value.
+pub const COMMIT_KEY: &[u8] = b"\x00commit";
+
 const LOG_KIND: u8 = b'l';
 const SNAPSHOT_KIND: u8 = b's';
+const DOC_META_KIND: u8 = b'd';
 const LOG_HEADER_LEN: usize = 1 + 8 + 4;
 const BATCH_HEADER_LEN: usize = LOG_HEADER_LEN + 4;
 const SNAPSHOT_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 4;
+const CRC_LEN: usize = 4;
+
+/// CRC-32 (IEEE) of `parts` concatenated: the checksum of every record.
+pub fn checksum(parts: &[&[u8]]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize()
+}
+
+/// Key of `doc`'s metadata record (its counters; see `doc_state`).
+pub fn doc_meta_key(doc: &DocId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(doc.as_str().len() + 1);
+    key.push(DOC_META_KIND);
+    key.extend_from_slice(doc.as_str().as_bytes());
+    key
+}
+
+/// The first key of the metadata range, and the key right after it.
+pub(crate) fn doc_meta_range() -> ([u8; 1], [u8; 1]) {
+    ([DOC_META_KIND], [DOC_META_KIND + 1])
+}
+
+/// The document a metadata key names.
+pub(crate) fn doc_of_meta_key(key: &[u8]) -> Option<DocId> {
+    let (&kind, rest) = key.split_first()?;
+    if kind != DOC_META_KIND {
+        return None;
+    }
+    DocId::new(std::str::from_utf8(rest).ok()?).ok()
+}
 
 /// Prefix of every key of `doc`'s log.
 pub fn log_prefix(doc: &DocId) -> Vec<u8> {
@@ -137,8 +188,12 @@ pub struct LogHeader {
     /// Updates in the record: 1 for a version-1 record, else the batch's
     /// `count` (its seqs are `seq..seq + count`).
     pub count: u32,
-    /// Whether the payload is framed (a batch record, version 2).
+    /// Whether the payload is framed (a batch record, version 2 or 4).
     pub batch: bool,
+    /// Stored CRC-32 of header and payload (record versions 3 and 4).
+    pub checksum: Option<u32>,
+    /// Header bytes at the start of the first chunk (checksum included).
+    pub header_len: usize,
 }
 
 /// Header of a snapshot.
@@ -152,6 +207,10 @@ pub struct SnapshotHeader {
     pub modified_ms: u64,
     /// Number of chunks.
     pub parts: u32,
+    /// Stored CRC-32 of header and payload (record version 3).
+    pub checksum: Option<u32>,
+    /// Header bytes at the start of the first chunk (checksum included).
+    pub header_len: usize,
 }
 
 fn parts_for(payload_len: usize) -> u32 {
@@ -159,7 +218,11 @@ fn parts_for(payload_len: usize) -> u32 {
     u32::try_from(parts).unwrap_or(u32::MAX)
 }
 
+/// Ends `first` (a header) with the CRC-32 of it and `payload`, then
+/// splits the payload into chunk values after it.
 fn split(mut first: Vec<u8>, payload: &[u8]) -> Vec<Vec<u8>> {
+    let crc = checksum(&[&first, payload]);
+    first.extend_from_slice(&crc.to_le_bytes());
     let mut chunks = payload.chunks(CHUNK_BYTES);
     first.extend_from_slice(chunks.next().unwrap_or(&[]));
     let mut values = vec![first];
@@ -169,8 +232,8 @@ fn split(mut first: Vec<u8>, payload: &[u8]) -> Vec<Vec<u8>> {
 
 /// Encodes a log record into its chunk values (index = part).
 pub fn encode_log(modified_ms: u64, update: &[u8]) -> Vec<Vec<u8>> {
-    let mut first = Vec::with_capacity(LOG_HEADER_LEN + update.len().min(CHUNK_BYTES));
-    first.push(RECORD_VERSION);
+    let mut first = Vec::with_capacity(LOG_HEADER_LEN + CRC_LEN + update.len().min(CHUNK_BYTES));
+    first.push(CHECKED_RECORD_VERSION);
     first.extend_from_slice(&modified_ms.to_le_bytes());
     first.extend_from_slice(&parts_for(update.len()).to_le_bytes());
     split(first, update)
@@ -178,8 +241,9 @@ pub fn encode_log(modified_ms: u64, update: &[u8]) -> Vec<Vec<u8>> {
 
 /// Encodes a snapshot into its chunk values; `header.parts` is filled in.
 pub fn encode_snapshot(header: SnapshotHeader, state: &[u8]) -> Vec<Vec<u8>> {
-    let mut first = Vec::with_capacity(SNAPSHOT_HEADER_LEN + state.len().min(CHUNK_BYTES));
-    first.push(RECORD_VERSION);
+    let mut first =
+        Vec::with_capacity(SNAPSHOT_HEADER_LEN + CRC_LEN + state.len().min(CHUNK_BYTES));
+    first.push(CHECKED_RECORD_VERSION);
     first.extend_from_slice(&header.merged_upto.to_le_bytes());
     first.extend_from_slice(&header.update_count.to_le_bytes());
     first.extend_from_slice(&header.modified_ms.to_le_bytes());
@@ -187,11 +251,27 @@ pub fn encode_snapshot(header: SnapshotHeader, state: &[u8]) -> Vec<Vec<u8>> {
     split(first, state)
 }
 
-fn check_version(value: &[u8]) -> Result<(), String> {
+/// The stored checksum after a header of `len` bytes (none for the
+/// unchecked versions); errors when the chunk is too short.
+fn stored_checksum(
+    first: &[u8],
+    len: usize,
+    checked: bool,
+) -> Result<(Option<u32>, usize), String> {
+    let total = if checked { len + CRC_LEN } else { len };
+    if first.len() < total {
+        return Err(format!("truncated header ({} bytes)", first.len()));
+    }
+    Ok((checked.then(|| u32_at(first, len)), total))
+}
+
+/// Whether a single-update log record or snapshot carries a checksum.
+fn single_is_checked(value: &[u8]) -> Result<bool, String> {
     match value.first() {
-        Some(&RECORD_VERSION) => Ok(()),
+        Some(&RECORD_VERSION) => Ok(false),
+        Some(&CHECKED_RECORD_VERSION) => Ok(true),
         Some(&v) => Err(format!(
-            "unsupported record format version {v} (this build reads {RECORD_VERSION})"
+            "unsupported record format version {v} (this build reads 1-{CHECKED_BATCH_RECORD_VERSION})"
         )),
         None => Err("empty record".into()),
     }
@@ -209,7 +289,7 @@ fn u32_at(v: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// Encodes several updates as one batch log record (version 2) into its
+/// Encodes several updates as one batch log record (version 4) into its
 /// chunk values (index = part).
 pub fn encode_log_batch(modified_ms: u64, updates: &[&[u8]]) -> Vec<Vec<u8>> {
     let payload_len: usize = updates.iter().map(|u| 4 + u.len()).sum();
@@ -220,8 +300,8 @@ pub fn encode_log_batch(modified_ms: u64, updates: &[&[u8]]) -> Vec<Vec<u8>> {
         payload.extend_from_slice(&len.to_le_bytes());
         payload.extend_from_slice(update);
     }
-    let mut first = Vec::with_capacity(BATCH_HEADER_LEN + payload_len.min(CHUNK_BYTES));
-    first.push(BATCH_RECORD_VERSION);
+    let mut first = Vec::with_capacity(BATCH_HEADER_LEN + CRC_LEN + payload_len.min(CHUNK_BYTES));
+    first.push(CHECKED_BATCH_RECORD_VERSION);
     first.extend_from_slice(&modified_ms.to_le_bytes());
     first.extend_from_slice(&parts_for(payload_len).to_le_bytes());
     first.extend_from_slice(&count.to_le_bytes());
@@ -259,48 +339,74 @@ pub fn record_updates<'a>(header: &LogHeader, payload: &'a [u8]) -> Result<Vec<&
 /// Decodes the header of a log record's first chunk; returns it and the
 /// payload slice that chunk carries.
 pub fn decode_log_header(first: &[u8]) -> Result<(LogHeader, &[u8]), String> {
-    if first.first() == Some(&BATCH_RECORD_VERSION) {
-        if first.len() < BATCH_HEADER_LEN {
-            return Err(format!("truncated header ({} bytes)", first.len()));
-        }
+    let batch = matches!(
+        first.first(),
+        Some(&BATCH_RECORD_VERSION | &CHECKED_BATCH_RECORD_VERSION)
+    );
+    if batch {
+        let checked = first[0] == CHECKED_BATCH_RECORD_VERSION;
+        let (checksum, header_len) = stored_checksum(first, BATCH_HEADER_LEN, checked)?;
         let header = LogHeader {
             modified_ms: u64_at(first, 1),
             parts: u32_at(first, 9),
             count: u32_at(first, 13),
             batch: true,
+            checksum,
+            header_len,
         };
         if header.count == 0 {
             return Err("empty batch record".into());
         }
-        return Ok((header, &first[BATCH_HEADER_LEN..]));
+        return Ok((header, &first[header_len..]));
     }
-    check_version(first)?;
-    if first.len() < LOG_HEADER_LEN {
-        return Err(format!("truncated header ({} bytes)", first.len()));
-    }
+    let checked = single_is_checked(first)?;
+    let (checksum, header_len) = stored_checksum(first, LOG_HEADER_LEN, checked)?;
     let header = LogHeader {
         modified_ms: u64_at(first, 1),
         parts: u32_at(first, 9),
         count: 1,
         batch: false,
+        checksum,
+        header_len,
     };
-    Ok((header, &first[LOG_HEADER_LEN..]))
+    Ok((header, &first[header_len..]))
 }
 
 /// Decodes the header of a snapshot's first chunk; returns it and the
 /// payload slice that chunk carries.
 pub fn decode_snapshot_header(first: &[u8]) -> Result<(SnapshotHeader, &[u8]), String> {
-    check_version(first)?;
-    if first.len() < SNAPSHOT_HEADER_LEN {
-        return Err(format!("truncated header ({} bytes)", first.len()));
-    }
+    let checked = single_is_checked(first)?;
+    let (checksum, header_len) = stored_checksum(first, SNAPSHOT_HEADER_LEN, checked)?;
     let header = SnapshotHeader {
         merged_upto: u64_at(first, 1),
         update_count: u64_at(first, 9),
         modified_ms: u64_at(first, 17),
         parts: u32_at(first, 25),
+        checksum,
+        header_len,
     };
-    Ok((header, &first[SNAPSHOT_HEADER_LEN..]))
+    Ok((header, &first[header_len..]))
+}
+
+/// Checks a joined record against the checksum its header carries (a
+/// record of an unchecked version passes).
+pub(crate) fn verify(
+    first: &[u8],
+    header_len: usize,
+    stored: Option<u32>,
+    payload: &[u8],
+) -> Result<(), String> {
+    let Some(stored) = stored else {
+        return Ok(());
+    };
+    let computed = checksum(&[&first[..header_len - CRC_LEN], payload]);
+    if computed == stored {
+        Ok(())
+    } else {
+        Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {computed:08x}): the record's bytes changed on disk"
+        ))
+    }
 }
 
 /// Joins the chunks of one record (`chunks[i]` = `(part, value)` in key
@@ -337,7 +443,7 @@ mod tests {
             assert!(
                 values
                     .iter()
-                    .all(|v| v.len() <= CHUNK_BYTES + LOG_HEADER_LEN)
+                    .all(|v| v.len() <= CHUNK_BYTES + LOG_HEADER_LEN + CRC_LEN)
             );
             let (header, first) = decode_log_header(&values[0]).unwrap();
             assert_eq!(header.parts as usize, values.len());
@@ -345,7 +451,9 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, v)| (i as u32 + 1, &v[..]));
-            assert_eq!(join_chunks(first, header.parts, rest).unwrap(), update);
+            let joined = join_chunks(first, header.parts, rest).unwrap();
+            assert_eq!(joined, update);
+            verify(&values[0], header.header_len, header.checksum, &joined).unwrap();
         }
     }
 
@@ -365,7 +473,7 @@ mod tests {
             assert!(
                 values
                     .iter()
-                    .all(|v| v.len() <= CHUNK_BYTES + BATCH_HEADER_LEN)
+                    .all(|v| v.len() <= CHUNK_BYTES + BATCH_HEADER_LEN + CRC_LEN)
             );
             let (header, first) = decode_log_header(&values[0]).unwrap();
             assert_eq!((header.count as usize, header.batch), (refs.len(), true));
@@ -378,6 +486,26 @@ mod tests {
             assert_eq!(record_updates(&header, &payload).unwrap(), refs);
             assert!(record_updates(&header, &payload[..payload.len() - 1]).is_err());
         }
+    }
+
+    #[test]
+    fn any_flipped_byte_fails_the_checksum() {
+        let values = encode_log(42, b"some update bytes");
+        for at in 1..values[0].len() {
+            let mut value = values[0].clone();
+            value[at] ^= 0x10;
+            let Ok((header, payload)) = decode_log_header(&value) else {
+                continue;
+            };
+            let payload = payload.to_vec();
+            let err = verify(&value, header.header_len, header.checksum, &payload).unwrap_err();
+            assert!(err.contains("checksum mismatch"), "byte {at}: {err}");
+        }
+        let snapshot = encode_snapshot(SnapshotHeader::default(), b"state");
+        let mut value = snapshot[0].clone();
+        *value.last_mut().unwrap() ^= 1;
+        let (header, payload) = decode_snapshot_header(&value).unwrap();
+        assert!(verify(&value, header.header_len, header.checksum, payload).is_err());
     }
 
     #[test]

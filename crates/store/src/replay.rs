@@ -63,6 +63,9 @@ pub(crate) fn read_snapshot(
         header.parts,
         rest.iter().map(|(p, _, v)| (*p, &v[..])),
     )
+    .and_then(|state| {
+        records::verify(&first, header.header_len, header.checksum, &state).map(|()| state)
+    })
     .map_err(|e| corrupt_snapshot(doc, &e))?;
     Ok(Some(StoredSnapshot {
         header,
@@ -125,7 +128,9 @@ fn assemble(seq: Seq, chunks: Vec<(u32, IVec, IVec)>) -> StoredUpdate {
         Some(((0, _, first), rest)) => {
             records::decode_log_header(first).and_then(|(header, payload)| {
                 let rest = rest.iter().map(|(p, _, v)| (*p, &v[..]));
-                records::join_chunks(payload, header.parts, rest).map(|bytes| (header, bytes))
+                let bytes = records::join_chunks(payload, header.parts, rest)?;
+                records::verify(first, header.header_len, header.checksum, &bytes)?;
+                Ok((header, bytes))
             })
         }
         _ => Err("first chunk missing".to_string()),

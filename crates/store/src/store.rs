@@ -7,29 +7,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
-use crate::commit::{CommitStats, DiskSync, GroupCommit, Ticket, lock};
-use crate::doc_state::{DocSlot, DocState, scan_state};
+use crate::commit::{CommitStats, DiskSync, GroupCommit, StoreHealth, Ticket, lock};
+use crate::doc_state::{DocSlot, DocState, read_state};
+use crate::manifest::{Checkpoints, Manifest, holdings};
+use crate::open::{contain, open_sled};
 use crate::records::{self, SnapshotHeader};
 use crate::replay::{self, StoredUpdate};
+use crate::upgrade::check_format;
 use crate::{DocId, StoreConfig, StoreError};
 
 /// Position of an update in a document's log (starts at 1, never reused).
 pub type Seq = u64;
-
-/// One row of `Store::list`.
-#[derive(Debug, Clone)]
-pub struct DocInfo {
-    /// The document.
-    pub id: DocId,
-    /// Bytes stored (snapshot + log values; sled's own overhead excluded).
-    pub size_bytes: u64,
-    /// Updates ever appended (including those merged into the snapshot).
-    pub update_count: u64,
-    /// Updates still in the log (not yet compacted).
-    pub log_len: u64,
-    /// Last append, import or compaction.
-    pub last_modified: SystemTime,
-}
 
 /// Result of `Store::compact`.
 #[derive(Debug, Clone, Copy)]
@@ -81,12 +69,51 @@ impl std::fmt::Debug for Appended {
     }
 }
 
+/// How the data directory was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Normal use: checked against the manifest, read and written.
+    Checked,
+    /// `Store::open_for_recovery`: not checked, never written.
+    Recovery,
+}
+
+/// Slots kept before the first sweep of idle ones (see `Slots`).
+const SLOTS_BEFORE_SWEEP: usize = 1024;
+
+/// Per-document slots of the documents in use. A slot nobody holds is
+/// swept once the map has doubled since the last sweep, so the map stays
+/// proportional to the documents in use (their counters are on disk).
+#[derive(Default)]
+pub(crate) struct Slots {
+    map: HashMap<DocId, Arc<DocSlot>>,
+    /// Size at which the next sweep runs.
+    sweep_at: usize,
+    /// The storage engine's generation the cached counters belong to.
+    generation: u64,
+}
+
 struct Inner {
     config: StoreConfig,
-    db: sled::Db,
-    docs: Mutex<HashMap<DocId, Arc<DocSlot>>>,
+    access: Access,
+    slots: Mutex<Slots>,
+    /// The manifest's checkpoints and the live document count.
+    checkpoints: Arc<Checkpoints>,
     // Last field: dropped after the others are done with the db.
     commit: GroupCommit,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Clean shutdown: a last checkpoint records what the store holds.
+        if self.access == Access::Checked
+            && self.commit.check_healthy().is_ok()
+            && let Ok(db) = self.commit.db()
+            && let Err(e) = self.checkpoints.now(&db, || self.commit.sync_now())
+        {
+            tracing::warn!(error = %e, "the checkpoint at close failed");
+        }
+    }
 }
 
 /// The document store. Cheap to clone (shared handle); Send + Sync.
@@ -95,45 +122,96 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock time, ms since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn ms_to_time(ms: u64) -> SystemTime {
+pub(crate) fn ms_to_time(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 impl Store {
-    /// Opens (or creates) a data directory.
+    /// Opens (or creates) a data directory. Stale sled snapshot files are
+    /// set aside first (see [`crate::open`]); a directory whose sled file
+    /// holds less than its manifest records is refused with
+    /// [`StoreError::HoldsLess`] (see [`crate::manifest`]); a directory in
+    /// an older format is upgraded (its records stay as they are).
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        Self::open_as(config, Access::Checked)
+    }
+
+    /// Opens a damaged directory for `tandem check` and `tandem salvage`:
+    /// no comparison with the manifest, no upgrade, no checkpoint, and every
+    /// write fails with [`StoreError::ReadOnly`]. Documents are found by
+    /// their records as well as their metadata ([`Store::stored_ids`]).
+    /// (sled itself may still rewrite its own snapshot file at open.)
+    pub fn open_for_recovery(config: StoreConfig) -> Result<Store, StoreError> {
+        Self::open_as(config, Access::Recovery)
+    }
+
+    fn open_as(config: StoreConfig, access: Access) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.path)?;
+        let path = config.path.clone();
+        let manifest = match access {
+            Access::Checked => Manifest::read(&path)?,
+            Access::Recovery => Manifest::read(&path).ok().flatten(),
+        };
         let sled_config = sled::Config::new()
-            .path(&config.path)
+            .path(&path)
             .cache_capacity(config.cache_bytes)
             // Our flusher does every flush (and adds fdatasync).
             .flush_every_ms(None);
-        let db = open_sled(&sled_config, &config.path)?;
-        check_format(&db)?;
-        let sync = DiskSync::new(db.clone(), &config.path)?;
+        let db = open_sled(&sled_config, &path)?;
+        let held = contain("reading the data directory", || holdings(&db))?;
+        let documents = match access {
+            Access::Checked => {
+                if let Some(manifest) = &manifest {
+                    manifest.check(&path, &held)?;
+                }
+                contain("upgrading the data directory", || check_format(&db, &held))?
+            }
+            Access::Recovery => held.documents,
+        };
+        let sync = DiskSync::new(db.clone(), sled_config, &path, config.sync_faults.clone())?;
         sync.sync()?;
-        let commit = GroupCommit::start(sync, config.durability)?;
+        let commit_base = held.commit.max(manifest.map_or(0, |m| m.commit));
+        let checkpoints = Arc::new(Checkpoints::new(
+            &path,
+            commit_base,
+            documents,
+            access == Access::Checked,
+        ));
+        checkpoints.now(&db, || sync.sync())?;
+        let commit = GroupCommit::start(sync, config.durability, Arc::clone(&checkpoints))?;
         tracing::info!(
-            path = %config.path.display(),
+            path = %path.display(),
+            documents,
             cache_bytes = config.cache_bytes,
             durability = ?config.durability,
             skip_gc = config.skip_gc,
+            recovery = access == Access::Recovery,
             "store opened"
         );
         Ok(Store {
             inner: Arc::new(Inner {
                 config,
-                db,
-                docs: Mutex::default(),
+                access,
+                slots: Mutex::default(),
+                checkpoints,
                 commit,
             }),
         })
+    }
+
+    /// Fails when writes are not allowed (recovery mode, or a failed flush).
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.inner.access == Access::Recovery {
+            return Err(StoreError::ReadOnly);
+        }
+        self.inner.commit.check_healthy()
     }
 
     /// The configuration the store was opened with.
@@ -149,12 +227,43 @@ impl Store {
         }
     }
 
+    /// The document's slot, created if needed (for writers, and readers
+    /// of a document that exists). Sweeps idle slots when the map doubled.
     fn slot(&self, doc: &DocId) -> Arc<DocSlot> {
-        let mut docs = lock(&self.inner.docs);
-        if let Some(slot) = docs.get(doc) {
+        let mut slots = self.slots();
+        if let Some(slot) = slots.map.get(doc) {
             return Arc::clone(slot);
         }
-        Arc::clone(docs.entry(doc.clone()).or_default())
+        if slots.map.len() >= slots.sweep_at.max(SLOTS_BEFORE_SWEEP) {
+            // Only the map holds an idle slot; its counters are on disk.
+            slots.map.retain(|_, slot| Arc::strong_count(slot) > 1);
+            slots.sweep_at = 2 * slots.map.len();
+        }
+        Arc::clone(slots.map.entry(doc.clone()).or_default())
+    }
+
+    /// The slot if the document is in use, without creating one.
+    fn existing_slot(&self, doc: &DocId) -> Option<Arc<DocSlot>> {
+        self.slots().map.get(doc).cloned()
+    }
+
+    /// The slot map, its cached counters dropped if sled was reopened
+    /// after a fault since they were read (they may count lost writes).
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        let mut slots = lock(&self.inner.slots);
+        let generation = self.inner.commit.generation();
+        if slots.generation != generation {
+            for slot in slots.map.values() {
+                *lock(&slot.state) = None;
+            }
+            slots.generation = generation;
+        }
+        slots
+    }
+
+    /// Documents with a slot in memory (for tests of the bookkeeping bound).
+    pub fn tracked_documents(&self) -> usize {
+        lock(&self.inner.slots).map.len()
     }
 
     /// Runs `f` on the document's counters, reading them from disk first if
@@ -166,10 +275,26 @@ impl Store {
         f: impl FnOnce(&mut DocState) -> R,
     ) -> Result<R, StoreError> {
         let mut guard = lock(&slot.state);
-        if guard.is_none() {
-            *guard = Some(scan_state(&self.inner.db, doc)?);
+        let state = match guard.take() {
+            Some(state) => state,
+            None => contain("reading a document's metadata", || {
+                read_state(&self.db()?, doc)
+            })?,
+        };
+        Ok(f(guard.insert(state)))
+    }
+
+    /// The document's counters without creating any state for it: from its
+    /// slot when it is in use, else one point read.
+    fn peek_state(&self, doc: &DocId) -> Result<DocState, StoreError> {
+        if let Some(slot) = self.existing_slot(doc)
+            && let Some(state) = *lock(&slot.state)
+        {
+            return Ok(state);
         }
-        Ok(f(guard.as_mut().expect("state initialised above")))
+        contain("reading a document's metadata", || {
+            read_state(&self.db()?, doc)
+        })
     }
 
     /// Loads a document (snapshot + log replay) into a fresh `yrs::Doc`
@@ -198,16 +323,24 @@ impl Store {
         Ok((loaded, bad))
     }
 
+    /// Snapshot and log of a document; empty (and no state created) when
+    /// it was never written. A sled panic becomes [`StoreError::Damaged`].
     fn read_all(
         &self,
         doc: &DocId,
     ) -> Result<(Option<replay::StoredSnapshot>, Vec<StoredUpdate>), StoreError> {
+        // In recovery mode the metadata may be what is damaged.
+        if self.inner.access == Access::Checked && !self.peek_state(doc)?.exists() {
+            return Ok((None, Vec::new()));
+        }
         let slot = self.slot(doc);
         let _reading = slot.layout.read().unwrap_or_else(|e| e.into_inner());
-        let snapshot = replay::read_snapshot(&self.inner.db, doc)?;
-        let after = snapshot.as_ref().map_or(0, |s| s.header.merged_upto);
-        let log = replay::read_log(&self.inner.db, doc, after, Seq::MAX)?;
-        Ok((snapshot, log))
+        contain("reading a document", || {
+            let snapshot = replay::read_snapshot(&self.db()?, doc)?;
+            let after = snapshot.as_ref().map_or(0, |s| s.header.merged_upto);
+            let log = replay::read_log(&self.db()?, doc, after, Seq::MAX)?;
+            Ok((snapshot, log))
+        })
     }
 
     /// Appends one v1 update to the document's log. The record is written
@@ -228,7 +361,7 @@ impl Store {
     /// An empty slice writes nothing and returns an already durable ticket
     /// for the current last seq. Does not validate the updates.
     pub fn append_batch(&self, doc: &DocId, updates: &[&[u8]]) -> Result<Appended, StoreError> {
-        self.inner.commit.check_healthy()?;
+        self.check_writable()?;
         let slot = self.slot(doc);
         let count = updates.len() as u64;
         let seq = self.with_state(&slot, doc, |state| -> Result<Seq, StoreError> {
@@ -242,22 +375,24 @@ impl Store {
                 _ => records::encode_log_batch(now, updates),
             };
             let stored: u64 = values.iter().map(|v| v.len() as u64).sum();
-            if let [single] = &values[..] {
-                self.inner
-                    .db
-                    .insert(records::log_key(doc, first, 0), &single[..])?;
-            } else {
-                let mut batch = sled::Batch::default();
-                for (part, value) in values.into_iter().enumerate() {
-                    batch.insert(records::log_key(doc, first, part as u32), value);
-                }
-                self.inner.db.apply_batch(batch)?;
+            let created = !state.exists();
+            let mut next = *state;
+            next.next_seq += count;
+            next.log_len += count;
+            next.log_bytes += stored;
+            next.last_modified_ms = next.last_modified_ms.max(now);
+            // Records and counters in one atomic write.
+            let mut batch = sled::Batch::default();
+            for (part, value) in values.into_iter().enumerate() {
+                batch.insert(records::log_key(doc, first, part as u32), value);
             }
-            state.next_seq += count;
-            state.log_len += count;
-            state.log_bytes += stored;
-            state.last_modified_ms = state.last_modified_ms.max(now);
-            Ok(state.next_seq - 1)
+            batch.insert(records::doc_meta_key(doc), next.encode());
+            self.db()?.apply_batch(batch)?;
+            *state = next;
+            if created {
+                self.inner.checkpoints.document_created();
+            }
+            Ok(next.next_seq - 1)
         })??;
         if count == 0 {
             return Ok(Appended::already_durable(seq));
@@ -275,7 +410,7 @@ impl Store {
     /// see the crate docs). In-memory only; false for a document not touched
     /// since open.
     pub fn needs_compaction(&self, doc: &DocId) -> bool {
-        let Some(slot) = lock(&self.inner.docs).get(doc).cloned() else {
+        let Some(slot) = self.existing_slot(doc) else {
             return false;
         };
         let state = lock(&slot.state);
@@ -296,18 +431,18 @@ impl Store {
     /// exactly the records it merged. Fails without changing anything when
     /// a record is corrupt.
     pub fn compact(&self, doc: &DocId) -> Result<CompactStats, StoreError> {
-        self.inner.commit.check_healthy()?;
+        self.check_writable()?;
         let slot = self.slot(doc);
         let _maintenance = lock(&slot.maintenance);
         let upto = self.with_state(&slot, doc, |s| s.next_seq - 1)?;
         let (snapshot, log) = {
             let _reading = slot.layout.read().unwrap_or_else(|e| e.into_inner());
-            let snapshot = replay::read_snapshot(&self.inner.db, doc)?;
-            let after = snapshot.as_ref().map_or(0, |s| s.header.merged_upto);
-            (
-                snapshot,
-                replay::read_log(&self.inner.db, doc, after, upto)?,
-            )
+            contain("reading a document", || {
+                let snapshot = replay::read_snapshot(&self.db()?, doc)?;
+                let after = snapshot.as_ref().map_or(0, |s| s.header.merged_upto);
+                let log = replay::read_log(&self.db()?, doc, after, upto)?;
+                Ok((snapshot, log))
+            })?
         };
         let old_bytes = snapshot.as_ref().map_or(0, |s| s.stored_bytes);
         if log.is_empty() {
@@ -328,6 +463,8 @@ impl Store {
             update_count: snapshot.as_ref().map_or(0, |s| s.header.update_count) + merged_count,
             modified_ms: now,
             parts: 0,
+            checksum: None,
+            header_len: 0,
         };
         let values = records::encode_snapshot(header, &state);
         let snapshot_bytes: u64 = values.iter().map(|v| v.len() as u64).sum();
@@ -346,19 +483,23 @@ impl Store {
                 batch.remove(key.clone());
             }
         }
-        {
+        // Counters under the state lock (appends may have run meanwhile),
+        // written in the same atomic batch as the snapshot.
+        self.with_state(&slot, doc, |s| -> Result<(), StoreError> {
+            let mut next = *s;
+            next.merged_upto = upto;
+            next.has_snapshot = true;
+            next.snapshot_updates = header.update_count;
+            next.snapshot_bytes = snapshot_bytes;
+            next.log_len -= merged_count;
+            next.log_bytes -= merged_bytes;
+            next.last_modified_ms = next.last_modified_ms.max(now);
+            batch.insert(records::doc_meta_key(doc), next.encode());
             let _writing = slot.layout.write().unwrap_or_else(|e| e.into_inner());
-            self.inner.db.apply_batch(batch)?;
-        }
-        self.with_state(&slot, doc, |s| {
-            s.merged_upto = upto;
-            s.has_snapshot = true;
-            s.snapshot_updates = header.update_count;
-            s.snapshot_bytes = snapshot_bytes;
-            s.log_len -= merged_count;
-            s.log_bytes -= merged_bytes;
-            s.last_modified_ms = s.last_modified_ms.max(now);
-        })?;
+            self.db()?.apply_batch(batch)?;
+            *s = next;
+            Ok(())
+        })??;
         self.inner.commit.register().wait()?;
         tracing::debug!(doc = %doc, merged = merged_count, snapshot_bytes, "compacted");
         Ok(CompactStats {
@@ -367,54 +508,12 @@ impl Store {
         })
     }
 
-    /// Every stored document, sorted by id.
-    pub fn list(&self) -> Result<Vec<DocInfo>, StoreError> {
-        let mut ids = Vec::new();
-        for snapshot in [true, false] {
-            let mut from = records::kind_start(snapshot).to_vec();
-            while let Some(item) = self.inner.db.range(from.clone()..).next() {
-                let (key, _) = item?;
-                let Some((id, _)) = records::split_doc_key(&key, snapshot) else {
-                    break;
-                };
-                // Skip past this document: 0x01 sorts right after its 0x00.
-                from = if snapshot {
-                    records::snapshot_prefix(&id)
-                } else {
-                    records::log_prefix(&id)
-                };
-                *from.last_mut().expect("prefix ends with 0x00") = 1;
-                ids.push(id);
-            }
-        }
-        ids.sort();
-        ids.dedup();
-        let mut infos = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(info) = self.info(&id)? {
-                infos.push(info);
-            }
-        }
-        Ok(infos)
-    }
-
-    /// Info for one document, `None` if it has never been written.
-    pub fn info(&self, doc: &DocId) -> Result<Option<DocInfo>, StoreError> {
-        let slot = self.slot(doc);
-        let state = self.with_state(&slot, doc, |s| *s)?;
-        Ok(state.exists().then(|| DocInfo {
-            id: doc.clone(),
-            size_bytes: state.snapshot_bytes + state.log_bytes,
-            update_count: state.snapshot_updates + state.log_len,
-            log_len: state.log_len,
-            last_modified: ms_to_time(state.last_modified_ms),
-        }))
-    }
-
     /// Removes a document entirely (durable on return). Returns whether it
     /// existed.
     pub fn delete(&self, doc: &DocId) -> Result<bool, StoreError> {
-        self.inner.commit.check_healthy()?;
+        self.check_writable()?;
+        // Held until the checkpoint below: the count only shrinks with one.
+        let mut held = self.inner.checkpoints.hold();
         let slot = self.slot(doc);
         let _maintenance = lock(&slot.maintenance);
         let mut state = lock(&slot.state);
@@ -422,19 +521,25 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut existed = false;
         for prefix in [records::snapshot_prefix(doc), records::log_prefix(doc)] {
-            for item in self.inner.db.scan_prefix(prefix) {
+            for item in self.db()?.scan_prefix(prefix) {
                 batch.remove(item?.0);
                 existed = true;
             }
         }
-        self.inner.db.apply_batch(batch)?;
-        *state = Some(DocState {
-            next_seq: 1,
-            ..DocState::default()
-        });
+        let had_meta = self.db()?.get(records::doc_meta_key(doc))?.is_some();
+        batch.remove(records::doc_meta_key(doc));
+        self.db()?.apply_batch(batch)?;
+        *state = Some(DocState::missing());
         drop((_writing, state));
         self.inner.commit.register().wait_synced()?;
-        Ok(existed)
+        if had_meta {
+            self.inner.checkpoints.document_deleted(&held);
+            let db = &self.db()?;
+            self.inner
+                .checkpoints
+                .run(&mut held, db, || self.inner.commit.sync_now())?;
+        }
+        Ok(existed || had_meta)
     }
 
     /// The document's full state as one v1 update.
@@ -467,68 +572,31 @@ impl Store {
         self.inner.commit.stats()
     }
 
-    /// Flushes everything to disk (used at shutdown).
+    /// Flushes everything to disk and runs a checkpoint (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.commit.sync_now()
-    }
-}
-
-/// How long `open` waits for a just-dropped store's lock to be released.
-const LOCK_GRACE: Duration = Duration::from_secs(2);
-
-/// Opens sled, waiting briefly while the directory is locked: sled's
-/// background I/O threads may hold the lock for a moment after the previous
-/// `Store` in this process was dropped.
-fn open_sled(config: &sled::Config, path: &std::path::Path) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_GRACE;
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::Locked {
-                        path: path.to_path_buf(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return Ok(other?),
+        self.inner.commit.sync_now()?;
+        if self.inner.access == Access::Checked {
+            self.inner
+                .checkpoints
+                .now(&self.db()?, || self.inner.commit.sync_now())?;
         }
+        Ok(())
     }
-}
 
-/// Checks (or, for a new directory, writes) the data-dir format version.
-fn check_format(db: &sled::Db) -> Result<(), StoreError> {
-    match db.get(records::META_KEY)? {
-        Some(v) => {
-            let found = <[u8; 4]>::try_from(&v[..])
-                .map(u32::from_be_bytes)
-                .unwrap_or(u32::MAX);
-            if found == 0 || found > records::DATA_FORMAT_VERSION {
-                return Err(StoreError::UnsupportedFormat {
-                    found,
-                    supported: records::DATA_FORMAT_VERSION,
-                });
-            }
-            if found < records::DATA_FORMAT_VERSION {
-                // Older layouts stay readable; mark the directory as the
-                // current version so older releases refuse the newer records.
-                db.insert(
-                    records::META_KEY,
-                    &records::DATA_FORMAT_VERSION.to_be_bytes(),
-                )?;
-                tracing::info!(
-                    from = found,
-                    to = records::DATA_FORMAT_VERSION,
-                    "data directory format upgraded"
-                );
-            }
-        }
-        None => {
-            db.insert(
-                records::META_KEY,
-                &records::DATA_FORMAT_VERSION.to_be_bytes(),
-            )?;
-        }
+    /// The sled database, for the listing and inspection code of this
+    /// crate (fails only during the moment of a reopen after a fault).
+    pub(crate) fn db(&self) -> Result<sled::Db, StoreError> {
+        self.inner.commit.db()
     }
-    Ok(())
+
+    /// Whether the store can write now: cheap (one mutex), for `/healthz`
+    /// and for refusing new joins while it cannot. See [`StoreHealth`].
+    pub fn health(&self) -> StoreHealth {
+        self.inner.commit.health()
+    }
+
+    /// Counters of a document without creating state (listing, `info`).
+    pub(crate) fn state_of(&self, doc: &DocId) -> Result<DocState, StoreError> {
+        self.peek_state(doc)
+    }
 }

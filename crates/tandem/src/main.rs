@@ -4,10 +4,12 @@
 //! HTTP API while it runs: sled allows one process per data directory).
 //!
 //! Modules: [`serve`] (the server's `Config` and startup), [`ops`] (the
-//! operator subcommands), [`token`] (`tandem token`: mint an access token),
-//! [`store_args`] (flags shared by every command that opens the store).
+//! operator subcommands), [`recovery`] (check, salvage, restore), [`token`]
+//! (`tandem token`: mint an access token), [`store_args`] (flags shared by
+//! every command that opens the store).
 
 mod ops;
+mod recovery;
 mod serve;
 mod store_args;
 mod token;
@@ -37,6 +39,14 @@ enum Command {
     Compact(ops::CompactArgs),
     /// Mint an access token (HS256, the server's secret) and optionally an editor link.
     Token(token::TokenArgs),
+    /// Read every document and record of a data directory and report what
+    /// is damaged or missing; changes nothing (exit status 1 on damage).
+    Check(recovery::CheckArgs),
+    /// Copy every readable document of a damaged data directory into a new
+    /// one (`--to`), listing what was skipped; the source is not changed.
+    Salvage(recovery::SalvageArgs),
+    /// Load a backup archive (from `GET /api/backup`) into a new data directory.
+    Restore(recovery::RestoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +58,8 @@ fn main() -> anyhow::Result<()> {
         Command::Import(args) => ops::import(args),
         Command::Compact(args) => ops::compact(args),
         Command::Token(args) => token::run(args),
+        Command::Check(args) => recovery::check(args),
+        Command::Salvage(args) => recovery::salvage(args),
+        Command::Restore(args) => recovery::restore(args),
     }
 }

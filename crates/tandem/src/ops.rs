@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, bail};
+use tandem_store::listing::MAX_PAGE;
 use tandem_store::{DocId, StoreError};
 use yrs::types::ToJson;
 use yrs::{GetString, ReadTxn, StateVector, Transact};
@@ -18,6 +19,16 @@ const TEXT_ROOT: &str = "content";
 /// `tandem list`.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
+    /// Only documents whose id starts with this.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Start after this id (the cursor a previous page printed).
+    #[arg(long)]
+    after: Option<String>,
+    /// Print one page of at most this many documents (1-1000) and the
+    /// cursor of the next one; default: every document, page by page.
+    #[arg(long)]
+    limit: Option<usize>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -87,30 +98,50 @@ pub struct CompactArgs {
     store: StoreArgs,
 }
 
-/// Prints one line per stored document.
+/// Prints one line per stored document, reading one page at a time (the
+/// store's metadata records: O(page) memory and work per page).
 pub fn list(args: ListArgs) -> anyhow::Result<()> {
     let store = args.store.open()?;
-    let docs = store.list().context("listing documents")?;
-    println!(
+    let mut after = args.after.map(DocId::new).transpose()?;
+    let page_size = args.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&page_size) {
+        bail!("--limit must be 1..={MAX_PAGE}");
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<40} {:>12} {:>10} {:>8} {:>15}",
         "DOC", "BYTES", "UPDATES", "LOG", "MODIFIED(unix)"
-    );
-    for d in docs {
-        let modified = d
-            .last_modified
-            .duration_since(UNIX_EPOCH)
-            .map(|t| t.as_secs())
-            .unwrap_or(0);
-        println!(
-            "{:<40} {:>12} {:>10} {:>8} {:>15}",
-            d.id.as_str(),
-            d.size_bytes,
-            d.update_count,
-            d.log_len,
-            modified
-        );
+    )?;
+    loop {
+        let page = store
+            .list_page(&args.prefix, after.as_ref(), page_size)
+            .context("listing documents")?;
+        for d in &page.docs {
+            let modified = d
+                .last_modified
+                .duration_since(UNIX_EPOCH)
+                .map(|t| t.as_secs())
+                .unwrap_or(0);
+            writeln!(
+                out,
+                "{:<40} {:>12} {:>10} {:>8} {:>15}",
+                d.id.as_str(),
+                d.size_bytes,
+                d.update_count,
+                d.log_len,
+                modified
+            )?;
+        }
+        match page.next {
+            Some(next) if args.limit.is_some() => {
+                eprintln!("more: tandem list --after {next}");
+                return Ok(());
+            }
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// Writes one document in the chosen format (`--lossy`: what is readable).
