@@ -68,13 +68,17 @@ async fn stream_inner(
     stall: Duration,
     result: &mut StreamResult,
 ) -> Result<(), ConnError> {
-    let url = target.url(doc);
+    target
+        .prepare(&[doc])
+        .await
+        .map_err(|e| ConnError::Setup(e.to_string()))?;
+    let endpoint = target.endpoint(doc);
     let ledger = Arc::new(Ledger::default());
     let delivered = Arc::new(AtomicU64::new(0));
     let progress = Arc::new(Notify::new());
 
     // The receiving peer joins first so it sees every update as a broadcast.
-    let mut reader = Conn::connect(&url).await?;
+    let mut reader = Conn::connect(&endpoint).await?;
     let reader_doc = yrs::Doc::new();
     reader
         .join(&reader_doc, None, Duration::from_secs(30), |_| {})
@@ -104,7 +108,7 @@ async fn stream_inner(
         })
     };
 
-    let mut writer = Conn::connect(&url).await?;
+    let mut writer = Conn::connect(&endpoint).await?;
     let writer_doc = yrs::Doc::new();
     writer
         .join(&writer_doc, None, Duration::from_secs(30), |_| {})
@@ -158,7 +162,11 @@ async fn stream_inner(
 /// Joins `doc` as a fresh client and returns its text and the size of the
 /// SyncStep2 it received.
 pub async fn fetch_text(target: &Target, doc: &str) -> Result<(String, usize), ConnError> {
-    let mut c = Conn::connect(&target.url(doc)).await?;
+    target
+        .prepare(&[doc])
+        .await
+        .map_err(|e| ConnError::Setup(e.to_string()))?;
+    let mut c = Conn::connect(&target.endpoint(doc)).await?;
     let local = yrs::Doc::new();
     let state = c
         .join(&local, None, Duration::from_secs(60), |_| {})
@@ -235,6 +243,7 @@ pub async fn run_row(
         rate: Some(res.updates_per_s),
         rate_unit: "upd/s".into(),
         missing: Some((updates.len() as u64).saturating_sub(res.delivered)),
+        delivered: Some(res.delivered),
         usage,
         ok,
         note,
