@@ -22,14 +22,23 @@ cargo build --release -p tandem -p tandem-bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open-file limit: $(ulimit -n)"
 
+# npm ci wipes node_modules (and rebuilds better-sqlite3 from source): do
+# it only when the lock file changed since the last successful install.
+npm_ci() {
+    local dir="$1" stamp="$1/node_modules/.tandem-bench-lock"
+    if cmp -s "$dir/package-lock.json" "$stamp"; then return 0; fi
+    (cd "$dir" && npm ci --no-audit --no-fund --silent --loglevel=error) \
+        && cp "$dir/package-lock.json" "$stamp"
+}
+
 peers=()
 if command -v node >/dev/null && command -v npm >/dev/null; then
-    (cd crates/bench/reference && npm ci --no-audit --no-fund --silent)
+    npm_ci crates/bench/reference
     server_js="$root/crates/bench/reference/node_modules/@y/websocket-server/src/server.js"
     peers+=(--reference-cmd "HOST=127.0.0.1 PORT={port} node $server_js")
     # Hocuspocus 4.x declares node >= 22 but runs on 20; its SQLite driver
     # (better-sqlite3 12) builds here. A failed install leaves it out.
-    if (cd crates/bench/hocuspocus && npm ci --no-audit --no-fund --silent --loglevel=error); then
+    if npm_ci crates/bench/hocuspocus; then
         hp="$root/crates/bench/hocuspocus/server.mjs"
         peers+=(--hocuspocus-cmd "node $hp {port}")
         peers+=(--hocuspocus-sqlite-cmd "node $hp {port} {data}/hocuspocus.sqlite")
