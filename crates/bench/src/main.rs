@@ -182,7 +182,7 @@ enum Command {
         durability: suite::DurabilityArgs,
     },
     /// Every workload against Tandem, then against each peer given, with ratios.
-    Suite(suite::SuiteArgs),
+    Suite(Box<suite::SuiteArgs>),
 }
 
 /// Loaded traces, shared by the workloads.
@@ -365,7 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let p: DurabilityParams = durability.params()?;
             print(&durability::run_rows(&mut t, typing, &id, &p).await);
         }
-        Command::Suite(args) => suite::run(args, common, &id).await?,
+        Command::Suite(args) => suite::run(*args, common, &id).await?,
     }
     let _ = report::ratios;
     Ok(())

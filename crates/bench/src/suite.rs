@@ -86,6 +86,10 @@ pub struct SuiteArgs {
     /// Command starting y-sweet with a filesystem store in `{data}` (skipped when absent).
     #[arg(long)]
     ysweet_cmd: Option<String>,
+    /// Only these servers (tandem, reference, hocuspocus, hocuspocus-sqlite,
+    /// y-sweet, among those whose command is given); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
     /// Only these workloads (fanout, connections, throughput, cold-join,
     /// restart, join-storm, echo, durability); all when absent.
     #[arg(long, value_delimiter = ',')]
@@ -117,7 +121,11 @@ pub struct SuiteArgs {
     #[command(flatten)]
     durability: DurabilityArgs,
     /// Where to write the JSON results.
-    #[arg(long, default_value = "target/bench/results.json")]
+    #[arg(
+        long,
+        default_value = "target/bench/results.json",
+        overrides_with = "out"
+    )]
     out: PathBuf,
 }
 
@@ -302,6 +310,7 @@ impl SuiteArgs {
                 });
             }
         }
+        out.retain(|p| self.servers.is_empty() || self.servers.iter().any(|s| s == p.name));
         out
     }
 }

@@ -38,10 +38,18 @@ pub struct StreamResult {
     pub state_bytes: usize,
     /// First error, if any.
     pub error: Option<String>,
+    /// Stopped at [`STREAM_LIMIT`] before every update was delivered.
+    pub cut_short: bool,
 }
 
+/// How long a stream may take before it is cut short: a server that slows
+/// down as the document grows (y-sweet re-encodes it) would otherwise hold
+/// the suite for many minutes; the row then reports the rate so far.
+pub const STREAM_LIMIT: Duration = Duration::from_secs(120);
+
 /// Streams `updates` into `doc` of `target` with a bounded in-flight window
-/// and waits until a second peer has received all of them.
+/// and waits until a second peer has received all of them (or no progress
+/// for `stall`, or [`STREAM_LIMIT`] in all).
 pub async fn stream(
     target: &Target,
     doc: &str,
@@ -121,6 +129,10 @@ async fn stream_inner(
         if done != last_progress.0 {
             last_progress = (done, Instant::now());
         } else if last_progress.1.elapsed() > stall {
+            break;
+        }
+        if start.elapsed() > STREAM_LIMIT {
+            result.cut_short = true;
             break;
         }
         if sent < updates.len() && (sent as u64) < done + window {
@@ -229,6 +241,13 @@ pub async fn run_row(
             "DIFFERS from endContent"
         }
     );
+    if res.cut_short {
+        note.push_str(&format!(
+            "; CUT SHORT at {} s: the rate is of the first {} updates",
+            STREAM_LIMIT.as_secs(),
+            res.delivered
+        ));
+    }
     if usage.bench_cpu > 0.9 {
         note.push_str("; BENCH SATURATED a core: server may be faster than shown");
     }
