@@ -267,7 +267,7 @@ impl Target {
         Ok(())
     }
 
-    /// Asks the server to stop (SIGTERM, SIGKILL after 10 s), starts it again
+    /// Asks the server to stop ([`Flavor::stop_signal`], SIGKILL after 10 s), starts it again
     /// on the same port and data dir, and waits until it serves.
     pub async fn stop_gracefully_and_restart(&mut self) -> anyhow::Result<()> {
         let s = self
@@ -275,7 +275,7 @@ impl Target {
             .as_mut()
             .ok_or_else(|| anyhow::anyhow!("{} was not started by the bench", self.name))?;
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{}", self.flavor.stop_signal()))
             .arg(s.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -365,6 +365,16 @@ pub async fn http(
 }
 
 impl Flavor {
+    /// The signal that makes the server save and stop. y-sweet 0.9's `serve`
+    /// waits only for Ctrl-C (`tokio::signal::ctrl_c` in `main.rs`): a
+    /// SIGTERM ends it at once, without the save it makes on SIGINT.
+    pub fn stop_signal(&self) -> &'static str {
+        match self {
+            Flavor::YSweet => "INT",
+            _ => "TERM",
+        }
+    }
+
     /// The path that answers 200 once the server serves.
     pub fn health_path(&self) -> &'static str {
         match self {

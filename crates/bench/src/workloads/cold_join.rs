@@ -3,7 +3,7 @@
 //! complete SyncStep2 is measured for single joiners (one after another)
 //! and for many concurrent joiners of different documents.
 //!
-//! When the bench controls a persistent server it restarts it (SIGTERM)
+//! When the bench controls a persistent server it restarts it (its stop signal)
 //! between seeding and joining, so every join loads its document from
 //! storage. Otherwise the documents are still in the server's memory and
 //! the join is warm; the row says which.
