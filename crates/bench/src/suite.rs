@@ -38,7 +38,7 @@ pub struct DurabilityArgs {
     #[arg(long, default_value_t = 10.0)]
     writer_rate: f64,
     /// SIGKILL uniformly at random between these seconds into the typing.
-    #[arg(long, value_delimiter = ',', default_value = "2,12")]
+    #[arg(long, value_delimiter = ',', default_value = "5,25")]
     kill_between: Vec<f64>,
 }
 
