@@ -50,7 +50,7 @@ pub struct DurabilityParams {
 }
 
 mod secs_pair {
-    pub fn serialize<S: serde::Serializer>(
+    pub(super) fn serialize<S: serde::Serializer>(
         d: &(std::time::Duration, std::time::Duration),
         s: S,
     ) -> Result<S::Ok, S::Error> {
