@@ -258,7 +258,8 @@ pub async fn run_row(
         workload: "throughput".into(),
         point: format!("{trace_name} x{}", updates.len()),
         server: target.name.clone(),
-        latency: Some(res.latency),
+        // Latencies are summarised only when every update arrived.
+        latency: (res.latency.n > 0).then_some(res.latency),
         rate: Some(res.updates_per_s),
         rate_unit: "upd/s".into(),
         missing: Some((updates.len() as u64).saturating_sub(res.delivered)),
