@@ -51,7 +51,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks: store microbenchmarks (criterion), then the load workloads side by side with the reference server.
-bench:
+# Benchmarks: store microbenchmarks (criterion), then the load workloads side by side with the reference server, Hocuspocus and y-sweet (ARGS go to `tandem-bench suite`, e.g. --duration 8).
+bench *args:
     cargo bench -p tandem-store
-    bash crates/bench/run-suite.sh
+    bash crates/bench/run-suite.sh {{args}}

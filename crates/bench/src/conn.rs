@@ -10,7 +10,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::protocol::{Incoming, decode_frame, sync_step1, sync_step2};
+use crate::dialect::{Dialect, Endpoint};
+use crate::protocol::{Incoming, sync_step1, sync_step2};
 
 /// Errors a bench connection can hit; each ends that client's run.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum ConnError {
     /// The server closed the connection.
     #[error("server closed the connection")]
     Closed,
+    /// Getting the server ready for this client failed (e.g. creating its document).
+    #[error("setup: {0}")]
+    Setup(String),
     /// The sync handshake did not finish in time.
     #[error("no SyncStep2 from server within {0:?}")]
     SyncTimeout(Duration),
@@ -43,6 +47,8 @@ pub enum ConnError {
 /// A connected client.
 pub struct Conn {
     ws: WebSocketStream<TcpStream>,
+    /// How this server frames messages (see [`crate::dialect`]).
+    dialect: Dialect,
 }
 
 /// Small buffers: the connections workload holds 10k of these in one process.
@@ -55,8 +61,9 @@ fn ws_config() -> WebSocketConfig {
 }
 
 impl Conn {
-    /// Opens `url` (`ws://host:port/path`).
-    pub async fn connect(url: &str) -> Result<Conn, ConnError> {
+    /// Opens `endpoint` and sends what its dialect says goes first (Hocuspocus: Auth).
+    pub async fn connect(endpoint: &Endpoint) -> Result<Conn, ConnError> {
+        let url = endpoint.url.as_str();
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| ConnError::BadUrl(url.to_string()))?;
@@ -74,18 +81,39 @@ impl Conn {
             .map_err(|source| ConnError::Connect { addr, source })?;
         let (ws, _resp) =
             tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await?;
-        Ok(Conn { ws })
+        let mut conn = Conn {
+            ws,
+            dialect: endpoint.dialect.clone(),
+        };
+        for frame in conn.dialect.hello() {
+            conn.ws.send(Frame::binary(frame)).await?;
+        }
+        Ok(conn)
     }
 
-    /// Sends one message as one binary frame.
+    /// The dialect this connection speaks.
+    pub fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    /// Sends one y-protocols message as one binary frame.
     pub async fn send(&mut self, msg: Vec<u8>) -> Result<(), ConnError> {
-        self.ws.send(Frame::binary(msg)).await?;
+        let frame = self.dialect.wrap(msg);
+        self.ws.send(Frame::binary(frame)).await?;
+        Ok(())
+    }
+
+    /// Sends one frame that is already in this dialect's framing (see
+    /// [`Dialect::keepalive`]).
+    pub async fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), ConnError> {
+        self.ws.send(Frame::binary(frame)).await?;
         Ok(())
     }
 
     /// Queues one message without flushing (pair with [`Conn::flush`]).
     pub async fn feed(&mut self, msg: Vec<u8>) -> Result<(), ConnError> {
-        self.ws.feed(Frame::binary(msg)).await?;
+        let frame = self.dialect.wrap(msg);
+        self.ws.feed(Frame::binary(frame)).await?;
         Ok(())
     }
 
@@ -102,7 +130,7 @@ impl Conn {
             match self.ws.next().await {
                 None => return Err(ConnError::Closed),
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Frame::Binary(bytes))) => return Ok(decode_frame(&bytes)?),
+                Some(Ok(Frame::Binary(bytes))) => return Ok(self.dialect.decode(&bytes)?),
                 Some(Ok(Frame::Close(_))) => return Err(ConnError::Closed),
                 Some(Ok(_)) => continue,
             }

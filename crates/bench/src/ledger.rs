@@ -17,6 +17,8 @@ use crate::protocol::{UpdateIds, UpdateKey};
 /// One sent update.
 #[derive(Debug, Clone, Copy)]
 struct SendRecord {
+    /// The key it was filed under.
+    key: UpdateKey,
     /// When the sender handed it to the socket.
     at: Instant,
     /// Index of the sending client within its room.
@@ -54,7 +56,7 @@ impl Ledger {
     pub fn record(&self, key: UpdateKey, sender: u32, at: Instant) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let index = inner.sends.len() as u32;
-        inner.sends.push(SendRecord { at, sender });
+        inner.sends.push(SendRecord { key, at, sender });
         inner.by_key.insert(key, index);
     }
 
@@ -65,6 +67,12 @@ impl Ledger {
             .unwrap_or_else(|e| e.into_inner())
             .sends
             .len() as u64
+    }
+
+    /// Send number `index` (in filing order): its key and send time.
+    pub fn send(&self, index: u32) -> Option<(UpdateKey, Instant)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.sends.get(index as usize).map(|r| (r.key, r.at))
     }
 
     /// Deliveries counted so far by all receivers of this room.

@@ -1,21 +1,26 @@
 //! tandem-bench: a load generator for any server that speaks the Yjs sync
 //! protocol over WebSockets (Tandem, the reference Node `@y/websocket-server`,
-//! or a peer's). It depends on no Tandem crate: it is a client.
+//! Hocuspocus, y-sweet). It depends on no Tandem crate: it is a client.
 //!
 //! Layout:
 //! - [`trace`]: real editing traces (or a generated one) replayed into yrs
 //!   updates, one per keystroke.
 //! - [`protocol`]: y-protocols messages, sans-IO; naming an update by its ids.
+//! - [`dialect`]: how a server frames those messages (y-websocket, Hocuspocus).
 //! - [`conn`]: one client's WebSocket (TCP_NODELAY, one message per frame, join).
 //! - [`ledger`]: send times and receipts: latency and missing deliveries.
 //! - [`measure`]: percentiles, and CPU/RSS from `/proc`.
-//! - [`target`]: the server under test; spawns, kills and restarts it when asked.
-//! - [`workloads`]: fan-out, throughput, connections, cold join, restart.
-//! - [`report`]: Markdown/JSON rows and Tandem/reference ratios.
+//! - [`target`]: the server under test and its [`target::Flavor`] (URL scheme,
+//!   framing, document creation); spawns, kills and restarts it when asked.
+//! - [`workloads`]: fan-out, throughput, connections, cold join, restart,
+//!   join storm, echo clients, durability under `kill -9`.
+//! - [`report`]: Markdown/JSON rows (CPU per delivered update among them)
+//!   and Tandem/peer ratios.
 //!
 //! Start with [`workloads::fanout`]: it shows the whole measuring loop.
 
 pub mod conn;
+pub mod dialect;
 pub mod ledger;
 pub mod measure;
 pub mod protocol;

@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tandem_bench::report::{self, HEADER, Row};
-use tandem_bench::target::Target;
+use tandem_bench::target::{Flavor, Target};
 use tandem_bench::trace::{Trace, TraceSource, all_updates};
 use tandem_bench::workloads::cold_join::{self, ColdJoinParams};
 use tandem_bench::workloads::connections::{self, ConnectionsParams};
+use tandem_bench::workloads::durability::{self, DurabilityParams};
+use tandem_bench::workloads::echo::{self, EchoParams};
 use tandem_bench::workloads::fanout::{self, FanoutParams};
+use tandem_bench::workloads::join_storm::{self, JoinStormParams};
 use tandem_bench::workloads::{restart, throughput};
 
 mod suite;
@@ -54,9 +57,19 @@ struct TargetArgs {
     /// (e.g. "target/release/tandem serve --listen 127.0.0.1:{port} --data-dir {data}").
     #[arg(long)]
     server_cmd: Option<String>,
-    /// Path before the document id in WebSocket URLs ("/ws/" for Tandem, "/" for y-websocket).
+    /// Path before the document id in WebSocket URLs with `--dialect
+    /// y-websocket` ("/ws/" for Tandem, "/" for @y/websocket-server).
     #[arg(long, default_value = "/ws/")]
     prefix: String,
+    /// How the server frames messages and names documents: y-websocket
+    /// (Tandem, @y/websocket-server), hocuspocus (document name in every
+    /// frame, Auth first), y-sweet (y-websocket frames at /d/<doc>/ws/<doc>,
+    /// documents made with POST /doc/new first).
+    #[arg(long, value_enum, default_value = "y-websocket")]
+    dialect: DialectArg,
+    /// A Prometheus counter of stored update records on GET /metrics (the echo workload reads it).
+    #[arg(long, default_value = "tandem_updates_applied_total")]
+    stored_metric: String,
     /// Server pid for CPU/RSS (known automatically with --server-cmd).
     #[arg(long)]
     pid: Option<u32>,
@@ -68,19 +81,35 @@ struct TargetArgs {
     ephemeral: bool,
 }
 
+/// `--dialect` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DialectArg {
+    /// Bare y-protocols frames, document in the URL path.
+    YWebsocket,
+    /// Hocuspocus framing.
+    Hocuspocus,
+    /// y-sweet's URL scheme and document creation.
+    YSweet,
+}
+
 impl TargetArgs {
     async fn target(&self) -> anyhow::Result<Target> {
-        match (&self.addr, &self.server_cmd) {
-            (_, Some(cmd)) => Target::spawn(&self.name, cmd, &self.prefix, !self.ephemeral).await,
-            (Some(addr), None) => Ok(Target::external(
-                &self.name,
-                addr,
-                &self.prefix,
-                self.pid,
-                !self.ephemeral,
-            )),
+        let flavor = match self.dialect {
+            DialectArg::YWebsocket => Flavor::YWebsocket {
+                prefix: self.prefix.clone(),
+            },
+            DialectArg::Hocuspocus => Flavor::Hocuspocus,
+            DialectArg::YSweet => Flavor::YSweet,
+        };
+        let mut t = match (&self.addr, &self.server_cmd) {
+            (_, Some(cmd)) => Target::spawn(&self.name, cmd, flavor, !self.ephemeral).await?,
+            (Some(addr), None) => {
+                Target::external(&self.name, addr, flavor, self.pid, !self.ephemeral)
+            }
             (None, None) => anyhow::bail!("give --addr HOST:PORT or --server-cmd '...'"),
-        }
+        };
+        t.stored_metric = Some(self.stored_metric.clone());
+        Ok(t)
     }
 }
 
@@ -123,8 +152,37 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
-    /// Every workload against Tandem, then against the reference server, with ratios.
-    Suite(suite::SuiteArgs),
+    /// N clients join one large text document at the same moment.
+    JoinStorm {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Simultaneous joiners.
+        #[arg(long, default_value_t = 50)]
+        joiners: usize,
+        /// Size of the document's text, MB.
+        #[arg(long, default_value_t = 15)]
+        mb: usize,
+    },
+    /// One writer, one observer and K clients that send back every update they receive.
+    Echo {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Echo clients.
+        #[arg(long, default_value_t = 3)]
+        echoers: usize,
+        /// Edits the writer makes (at 20/s).
+        #[arg(long, default_value_t = 200)]
+        edits: usize,
+    },
+    /// SIGKILL while clients type; count delivered edits the restarted server lost.
+    Durability {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[command(flatten)]
+        durability: suite::DurabilityArgs,
+    },
+    /// Every workload against Tandem, then against each peer given, with ratios.
+    Suite(Box<suite::SuiteArgs>),
 }
 
 /// Loaded traces, shared by the workloads.
@@ -273,7 +331,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (updates, text) = suite::restart_slice(&tr);
             print(&[restart::run_row(&mut t, updates, &text, &id).await]);
         }
-        Command::Suite(args) => suite::run(args, common, &id).await?,
+        Command::JoinStorm {
+            target,
+            joiners,
+            mb,
+        } => {
+            let t = target.target().await?;
+            let p = JoinStormParams {
+                joiners,
+                doc_bytes: mb * 1_000_000,
+            };
+            print(&[join_storm::run_row(&t, &id, &p).await]);
+        }
+        Command::Echo {
+            target,
+            echoers,
+            edits,
+        } => {
+            let t = target.target().await?;
+            let typing =
+                Arc::new(Trace::load_or_generate(&common.traces, "seph-blog1.json.gz", 20_000)?.0);
+            let p = EchoParams {
+                echoers,
+                edits,
+                rate: 20.0,
+            };
+            print(&[echo::run_row(&t, typing, &id, &p).await]);
+        }
+        Command::Durability { target, durability } => {
+            let mut t = target.target().await?;
+            let typing =
+                Arc::new(Trace::load_or_generate(&common.traces, "seph-blog1.json.gz", 20_000)?.0);
+            let p: DurabilityParams = durability.params()?;
+            print(&durability::run_rows(&mut t, typing, &id, &p).await);
+        }
+        Command::Suite(args) => suite::run(*args, common, &id).await?,
     }
     let _ = report::ratios;
     Ok(())

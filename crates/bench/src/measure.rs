@@ -77,6 +77,8 @@ pub fn nofile_limit() -> Option<u64> {
 pub struct Usage {
     /// Server CPU, in cores (1.0 = one core busy the whole time); None without a pid.
     pub server_cpu: Option<f64>,
+    /// Server CPU seconds consumed during the interval.
+    pub server_cpu_s: Option<f64>,
     /// Peak server RSS sampled during the interval, MiB.
     pub server_rss_peak_mib: Option<f64>,
     /// The bench's own CPU, in cores.
@@ -129,10 +131,11 @@ impl UsageMeter {
     pub fn finish(self) -> Usage {
         let _ = self.stop.send(true);
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let server_cpu = match (self.pid, self.server_cpu0) {
-            (Some(pid), Some(c0)) => cpu_seconds(&pid.to_string()).map(|c1| (c1 - c0) / secs),
+        let server_cpu_s = match (self.pid, self.server_cpu0) {
+            (Some(pid), Some(c0)) => cpu_seconds(&pid.to_string()).map(|c1| c1 - c0),
             _ => None,
         };
+        let server_cpu = server_cpu_s.map(|s| s / secs);
         let bench_cpu = (cpu_seconds("self").unwrap_or(0.0) - self.bench_cpu0) / secs;
         let mut peak = *self.peak.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(rss) = self
@@ -143,6 +146,7 @@ impl UsageMeter {
         }
         Usage {
             server_cpu,
+            server_cpu_s,
             server_rss_peak_mib: peak,
             bench_cpu,
         }

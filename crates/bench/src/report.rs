@@ -20,8 +20,12 @@ pub struct Row {
     pub rate: Option<f64>,
     /// Unit of `rate`.
     pub rate_unit: String,
-    /// Deliveries that never arrived (fan-out/connections probe).
+    /// Deliveries that never arrived (fan-out/connections probe), or edits
+    /// lost (durability).
     pub missing: Option<u64>,
+    /// Updates the server delivered to clients during the measured interval:
+    /// the denominator of the CPU-per-delivered-update column.
+    pub delivered: Option<u64>,
     /// Server CPU (cores) and peak RSS, bench CPU.
     pub usage: Usage,
     /// Did the point complete with correct content and no errors?
@@ -33,18 +37,45 @@ pub struct Row {
 }
 
 /// Markdown header matching [`Row::markdown`].
-pub const HEADER: &str = "| workload | point | server | p50 ms | p99 ms | max ms | rate | missing | server CPU | server RSS MiB | bench CPU | ok | note |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|";
+pub const HEADER: &str = "| workload | point | server | p50 ms | p99 ms | max ms | rate | missing | server CPU | CPU µs/deliv | server RSS MiB | bench CPU | ok | note |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|";
 
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
 }
 
 impl Row {
+    /// An empty, not-ok row of `workload` at `point` on `server`, to fill in.
+    pub fn new(workload: &str, point: &str, server: &str) -> Row {
+        Row {
+            workload: workload.to_string(),
+            point: point.to_string(),
+            server: server.to_string(),
+            latency: None,
+            rate: None,
+            rate_unit: String::new(),
+            missing: None,
+            delivered: None,
+            usage: Usage::default(),
+            ok: false,
+            note: String::new(),
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    /// Server CPU microseconds per update delivered to a client: what each
+    /// delivery costs, durability included.
+    pub fn cpu_us_per_delivery(&self) -> Option<f64> {
+        match (self.usage.server_cpu_s, self.delivered) {
+            (Some(s), Some(n)) if n > 0 => Some(s * 1e6 / n as f64),
+            _ => None,
+        }
+    }
+
     /// The row as a Markdown table line.
     pub fn markdown(&self) -> String {
         let l = self.latency;
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
             self.workload,
             self.point,
             self.server,
@@ -55,6 +86,7 @@ impl Row {
                 .map_or("-".to_string(), |r| format!("{r:.0} {}", self.rate_unit)),
             self.missing.map_or("-".to_string(), |m| m.to_string()),
             opt(self.usage.server_cpu, 2),
+            opt(self.cpu_us_per_delivery(), 1),
             opt(self.usage.server_rss_peak_mib, 1),
             self.usage.bench_cpu,
             if self.ok { "yes" } else { "NO" },
@@ -89,6 +121,8 @@ pub struct Ratio {
     pub rss: Option<f64>,
     /// Server CPU ratio (lower is better).
     pub cpu: Option<f64>,
+    /// CPU per delivered update ratio (lower is better).
+    pub cpu_per_delivery: Option<f64>,
 }
 
 fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -112,6 +146,7 @@ pub fn ratios(a: &[Row], b: &[Row]) -> Vec<Ratio> {
                 rate: div(ra.rate, rb.rate),
                 rss: div(ra.usage.server_rss_peak_mib, rb.usage.server_rss_peak_mib),
                 cpu: div(ra.usage.server_cpu, rb.usage.server_cpu),
+                cpu_per_delivery: div(ra.cpu_us_per_delivery(), rb.cpu_us_per_delivery()),
             })
         })
         .collect()
@@ -120,17 +155,18 @@ pub fn ratios(a: &[Row], b: &[Row]) -> Vec<Ratio> {
 /// Markdown table of ratios.
 pub fn ratio_table(ratios: &[Ratio], a: &str, b: &str) -> String {
     let mut out = format!(
-        "| workload | point | p99 {a}/{b} | rate {a}/{b} | RSS {a}/{b} | CPU {a}/{b} |\n|---|---|---:|---:|---:|---:|\n"
+        "| workload | point | p99 {a}/{b} | rate {a}/{b} | RSS {a}/{b} | CPU {a}/{b} | CPU/deliv {a}/{b} |\n|---|---|---:|---:|---:|---:|---:|\n"
     );
     for r in ratios {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             r.workload,
             r.point,
             opt(r.p99, 2),
             opt(r.rate, 2),
             opt(r.rss, 2),
-            opt(r.cpu, 2)
+            opt(r.cpu, 2),
+            opt(r.cpu_per_delivery, 2)
         ));
     }
     out

@@ -1,7 +1,9 @@
-//! `tandem-bench suite`: every workload against Tandem, then (when a
-//! command for it is given) against the reference server in the same run;
-//! prints one Markdown table, the Tandem/reference ratios, and writes
-//! `results.json` with the machine description.
+//! `tandem-bench suite`: every workload against Tandem, then against each
+//! peer whose command is given (the reference `@y/websocket-server`,
+//! Hocuspocus in memory and with SQLite, y-sweet with a filesystem store),
+//! one after another in the same run; prints one Markdown table, the
+//! Tandem/peer ratios, and writes `results.json` with the machine
+//! description.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,13 +11,53 @@ use std::time::Duration;
 
 use clap::Args;
 use tandem_bench::report::{HEADER, Row, ratio_table, ratios};
-use tandem_bench::target::Target;
+use tandem_bench::target::{Flavor, Target};
 use tandem_bench::workloads::cold_join::{self, ColdJoinParams};
 use tandem_bench::workloads::connections::{self, ConnectionsParams};
+use tandem_bench::workloads::durability::{self, DurabilityParams};
+use tandem_bench::workloads::echo::{self, EchoParams};
 use tandem_bench::workloads::fanout::{self, FanoutParams};
+use tandem_bench::workloads::join_storm::{self, JoinStormParams};
 use tandem_bench::workloads::{restart, throughput};
 
 use crate::{Common, Traces};
+
+/// Durability options (the suite's and the `durability` command's).
+#[derive(Args, Clone)]
+pub struct DurabilityArgs {
+    /// Trials per persisting server.
+    #[arg(long, default_value_t = 3)]
+    trials: usize,
+    /// Writers typing during a trial.
+    #[arg(long, default_value_t = 3)]
+    writers: usize,
+    /// Observers recording deliveries.
+    #[arg(long, default_value_t = 2)]
+    observers: usize,
+    /// Keystrokes per second per writer.
+    #[arg(long, default_value_t = 10.0)]
+    writer_rate: f64,
+    /// SIGKILL uniformly at random between these seconds into the typing.
+    #[arg(long, value_delimiter = ',', default_value = "5,25")]
+    kill_between: Vec<f64>,
+}
+
+impl DurabilityArgs {
+    /// The workload parameters.
+    pub fn params(&self) -> anyhow::Result<DurabilityParams> {
+        let [lo, hi] = self.kill_between[..] else {
+            anyhow::bail!("--kill-between takes two seconds, e.g. 2,12");
+        };
+        anyhow::ensure!(0.0 < lo && lo <= hi, "--kill-between needs 0 < LO <= HI");
+        Ok(DurabilityParams {
+            writers: self.writers,
+            observers: self.observers,
+            rate: self.writer_rate,
+            trials: self.trials,
+            kill_between: (Duration::from_secs_f64(lo), Duration::from_secs_f64(hi)),
+        })
+    }
+}
 
 /// Suite options.
 #[derive(Args, Clone)]
@@ -26,12 +68,32 @@ pub struct SuiteArgs {
     /// Tandem's WebSocket path prefix.
     #[arg(long, default_value = "/ws/")]
     tandem_prefix: String,
-    /// Command starting the reference server (skipped when absent).
+    /// Tandem's counter of stored update records on /metrics (echo workload).
+    #[arg(long, default_value = "tandem_updates_applied_total")]
+    tandem_stored_metric: String,
+    /// Command starting the reference @y/websocket-server (skipped when absent).
     #[arg(long)]
     reference_cmd: Option<String>,
     /// The reference server's WebSocket path prefix.
     #[arg(long, default_value = "/")]
     reference_prefix: String,
+    /// Command starting Hocuspocus in memory (skipped when absent).
+    #[arg(long)]
+    hocuspocus_cmd: Option<String>,
+    /// Command starting Hocuspocus with its SQLite extension in `{data}` (skipped when absent).
+    #[arg(long)]
+    hocuspocus_sqlite_cmd: Option<String>,
+    /// Command starting y-sweet with a filesystem store in `{data}` (skipped when absent).
+    #[arg(long)]
+    ysweet_cmd: Option<String>,
+    /// Only these servers (tandem, reference, hocuspocus, hocuspocus-sqlite,
+    /// y-sweet, among those whose command is given); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Only these workloads (fanout, connections, throughput, cold-join,
+    /// restart, join-storm, echo, durability); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
     /// Fan-out points.
     #[arg(long, value_delimiter = ',', default_value = "10x5@10,1x50@5,100x10@2")]
     points: Vec<String>,
@@ -44,8 +106,26 @@ pub struct SuiteArgs {
     /// Throughput in-flight window.
     #[arg(long, default_value_t = 4096)]
     window: u64,
+    /// Join-storm joiners.
+    #[arg(long, default_value_t = 50)]
+    storm_joiners: usize,
+    /// Join-storm document text size, MB.
+    #[arg(long, default_value_t = 15)]
+    storm_mb: usize,
+    /// Echo clients in the echo workload.
+    #[arg(long, default_value_t = 3)]
+    echoers: usize,
+    /// Edits in the echo workload (20/s).
+    #[arg(long, default_value_t = 200)]
+    echo_edits: usize,
+    #[command(flatten)]
+    durability: DurabilityArgs,
     /// Where to write the JSON results.
-    #[arg(long, default_value = "target/bench/results.json")]
+    #[arg(
+        long,
+        default_value = "target/bench/results.json",
+        overrides_with = "out"
+    )]
     out: PathBuf,
 }
 
@@ -95,52 +175,144 @@ async fn run_all(
     id: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let duration = Duration::from_secs_f64(common.duration);
+    let wanted = |w: &str| a.workloads.is_empty() || a.workloads.iter().any(|x| x == w);
     let mut rows = Vec::new();
     let emit = |rows: &mut Vec<Row>, r: Row| {
         println!("{}", r.markdown());
         rows.push(r);
     };
-    for point in &a.points {
-        let p = FanoutParams::parse(point, duration)?.with_awareness(common.awareness_hz);
+    if wanted("fanout") {
+        for point in &a.points {
+            let p = FanoutParams::parse(point, duration)?.with_awareness(common.awareness_hz);
+            fresh(t).await?;
+            emit(
+                &mut rows,
+                fanout::run_row(t, tr.typing.clone(), &p, id).await,
+            );
+        }
+    }
+    if wanted("connections") {
+        let cp = ConnectionsParams {
+            steps: a.steps.clone(),
+            probe: probe_params(duration),
+            parallel_opens: 64,
+        };
+        fresh(t).await?;
+        for r in connections::run_rows(t, tr.typing.clone(), id, &cp).await {
+            emit(&mut rows, r);
+        }
+    }
+    if wanted("throughput") {
         fresh(t).await?;
         emit(
             &mut rows,
-            fanout::run_row(t, tr.typing.clone(), &p, id).await,
+            throughput::run_row(
+                t,
+                tr.stream.clone(),
+                &tr.stream_text,
+                &tr.stream_name,
+                id,
+                a.window,
+            )
+            .await,
         );
     }
-    let cp = ConnectionsParams {
-        steps: a.steps.clone(),
-        probe: probe_params(duration),
-        parallel_opens: 64,
-    };
-    fresh(t).await?;
-    for r in connections::run_rows(t, tr.typing.clone(), id, &cp).await {
-        emit(&mut rows, r);
+    if wanted("cold-join") {
+        fresh(t).await?;
+        let jp = ColdJoinParams {
+            single: 5,
+            concurrent: a.concurrent,
+        };
+        for r in cold_join::run_rows(t, tr.big_state.clone(), &tr.stream_text, id, &jp).await {
+            emit(&mut rows, r);
+        }
     }
-    fresh(t).await?;
-    emit(
-        &mut rows,
-        throughput::run_row(
-            t,
-            tr.stream.clone(),
-            &tr.stream_text,
-            &tr.stream_name,
-            id,
-            a.window,
-        )
-        .await,
-    );
-    fresh(t).await?;
-    let jp = ColdJoinParams {
-        single: 5,
-        concurrent: a.concurrent,
-    };
-    for r in cold_join::run_rows(t, tr.big_state.clone(), &tr.stream_text, id, &jp).await {
-        emit(&mut rows, r);
+    if wanted("restart") {
+        let (updates, text) = restart_slice(tr);
+        emit(&mut rows, restart::run_row(t, updates, &text, id).await);
     }
-    let (updates, text) = restart_slice(tr);
-    emit(&mut rows, restart::run_row(t, updates, &text, id).await);
+    if wanted("join-storm") {
+        fresh(t).await?;
+        let p = JoinStormParams {
+            joiners: a.storm_joiners,
+            doc_bytes: a.storm_mb * 1_000_000,
+        };
+        emit(&mut rows, join_storm::run_row(t, id, &p).await);
+    }
+    if wanted("echo") {
+        fresh(t).await?;
+        let p = EchoParams {
+            echoers: a.echoers,
+            edits: a.echo_edits,
+            rate: 20.0,
+        };
+        emit(&mut rows, echo::run_row(t, tr.typing.clone(), id, &p).await);
+    }
+    if wanted("durability") {
+        fresh(t).await?;
+        let p = a.durability.params()?;
+        for r in durability::run_rows(t, tr.typing.clone(), id, &p).await {
+            emit(&mut rows, r);
+        }
+    }
     Ok(rows)
+}
+
+/// One server of the suite: how to start it and what kind it is.
+struct Peer {
+    name: &'static str,
+    cmd: String,
+    flavor: Flavor,
+    persistent: bool,
+}
+
+impl SuiteArgs {
+    /// Tandem first, then every peer whose command was given.
+    fn servers(&self) -> Vec<Peer> {
+        let mut out = vec![Peer {
+            name: "tandem",
+            cmd: self.tandem_cmd.clone(),
+            flavor: Flavor::YWebsocket {
+                prefix: self.tandem_prefix.clone(),
+            },
+            persistent: true,
+        }];
+        let peers = [
+            (
+                "reference",
+                &self.reference_cmd,
+                Flavor::YWebsocket {
+                    prefix: self.reference_prefix.clone(),
+                },
+                false,
+            ),
+            (
+                "hocuspocus",
+                &self.hocuspocus_cmd,
+                Flavor::Hocuspocus,
+                false,
+            ),
+            (
+                "hocuspocus-sqlite",
+                &self.hocuspocus_sqlite_cmd,
+                Flavor::Hocuspocus,
+                true,
+            ),
+            ("y-sweet", &self.ysweet_cmd, Flavor::YSweet, true),
+        ];
+        for (name, cmd, flavor, persistent) in peers {
+            if let Some(cmd) = cmd {
+                out.push(Peer {
+                    name,
+                    cmd: cmd.clone(),
+                    flavor,
+                    persistent,
+                });
+            }
+        }
+        out.retain(|p| self.servers.is_empty() || self.servers.iter().any(|s| s == p.name));
+        out
+    }
 }
 
 fn machine() -> serde_json::Value {
@@ -182,31 +354,46 @@ fn machine() -> serde_json::Value {
 pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
     let machine = machine();
     println!(
-        "Machine: {} cores, {}, {}, {}",
+        "Machine: {} cores, {}, {}, {}, load {}",
         machine["nproc"],
         machine["model"].as_str().unwrap_or(""),
         machine["memory"].as_str().unwrap_or(""),
-        machine["date"].as_str().unwrap_or("")
+        machine["date"].as_str().unwrap_or(""),
+        machine["loadavg"].as_str().unwrap_or("")
     );
     let tr = Traces::load(&common.traces)?;
     println!("{HEADER}");
-    let mut tandem = Target::spawn("tandem", &a.tandem_cmd, &a.tandem_prefix, true).await?;
-    let tandem_rows = run_all(&mut tandem, &a, &common, &tr, &format!("{id}t")).await?;
-    tandem.shutdown();
-    let mut reference_rows = Vec::new();
-    if let Some(cmd) = &a.reference_cmd {
-        let mut reference = Target::spawn("reference", cmd, &a.reference_prefix, false).await?;
-        reference_rows = run_all(&mut reference, &a, &common, &tr, &format!("{id}r")).await?;
-        reference.shutdown();
+    let mut by_server: Vec<(&str, Vec<Row>)> = Vec::new();
+    for (i, peer) in a.servers().into_iter().enumerate() {
+        let started = Target::spawn(peer.name, &peer.cmd, peer.flavor, peer.persistent).await;
+        let mut t = match started {
+            Ok(t) => t,
+            Err(e) => {
+                println!("| - | - | {} | could not start: {e} |", peer.name);
+                continue;
+            }
+        };
+        if peer.name == "tandem" {
+            t.stored_metric = Some(a.tandem_stored_metric.clone());
+        }
+        let rows = run_all(&mut t, &a, &common, &tr, &format!("{id}s{i}")).await?;
+        t.shutdown();
+        by_server.push((peer.name, rows));
     }
-    let ratio_rows = ratios(&tandem_rows, &reference_rows);
-    if !ratio_rows.is_empty() {
-        println!();
-        print!("{}", ratio_table(&ratio_rows, "tandem", "reference"));
+    let mut all_ratios = Vec::new();
+    if let Some((_, tandem_rows)) = by_server.iter().find(|(n, _)| *n == "tandem") {
+        for (name, rows) in by_server.iter().filter(|(n, _)| *n != "tandem") {
+            let r = ratios(tandem_rows, rows);
+            if !r.is_empty() {
+                println!();
+                print!("{}", ratio_table(&r, "tandem", name));
+                all_ratios.push(serde_json::json!({ "peer": name, "ratios": r }));
+            }
+        }
     }
-    let saturated: Vec<String> = tandem_rows
+    let every_row: Vec<&Row> = by_server.iter().flat_map(|(_, r)| r).collect();
+    let saturated: Vec<String> = every_row
         .iter()
-        .chain(&reference_rows)
         .filter(|r| r.usage.bench_cpu > 0.9)
         .map(|r| format!("{} {} {}", r.server, r.workload, r.point))
         .collect();
@@ -226,8 +413,8 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
     let json = serde_json::json!({
         "machine": machine,
         "loadavg_end": load_end,
-        "rows": tandem_rows.iter().chain(&reference_rows).collect::<Vec<_>>(),
-        "ratios": ratio_rows,
+        "rows": every_row,
+        "ratios": all_ratios,
     });
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir)?;

@@ -1,5 +1,8 @@
-//! Smoke test of the generator against the real Tandem binary: it connects,
-//! measures deliveries, and finds none missing. Asserts no time.
+//! Smoke tests of the generator against the real Tandem binary: fan-out
+//! connects, measures deliveries and finds none missing; a durability trial
+//! SIGKILLs the server, restarts it on the same data and finds every
+//! delivered edit still there. Assert no time. (The Hocuspocus framing is
+//! covered by the unit tests in `src/dialect.rs`, without Node.)
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -7,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tandem_bench::dialect::{Dialect, Endpoint};
+use tandem_bench::target::{Flavor, Target};
 use tandem_bench::trace::Trace;
+use tandem_bench::workloads::durability::{self, DurabilityParams};
 use tandem_bench::workloads::fanout::{self, FanoutParams};
 
 /// The server binary: $TANDEM_BIN, else $CARGO_TARGET_DIR/debug/tandem, else <workspace>/target/debug/tandem.
@@ -81,8 +87,11 @@ async fn fanout_against_tandem_connects_measures_and_misses_nothing() {
     let trace = Arc::new(Trace::generate(2_000, 11));
     let mut params = FanoutParams::parse("2x3@10", Duration::from_secs(2)).expect("point parses");
     params.drain = Duration::from_secs(10);
-    let url_of = |doc: &str| format!("ws://{}/ws/{doc}", server.addr);
-    let result = fanout::run(&url_of, "smoke", trace, &params).await;
+    let endpoint_of = |doc: &str| Endpoint {
+        url: format!("ws://{}/ws/{doc}", server.addr),
+        dialect: Dialect::YWebsocket,
+    };
+    let result = fanout::run(&endpoint_of, "smoke", trace, &params).await;
 
     assert!(
         result.errors.is_empty(),
@@ -98,4 +107,37 @@ async fn fanout_against_tandem_connects_measures_and_misses_nothing() {
         "every delivery was timed"
     );
     assert!(result.awareness_received > 0, "awareness reached peers");
+}
+
+#[tokio::test]
+async fn durability_trial_kills_tandem_restarts_it_and_finds_no_delivered_edit_lost() {
+    let cmd = format!(
+        "RUST_LOG=warn {} serve --listen 127.0.0.1:{{port}} --data-dir {{data}}",
+        tandem_bin().display()
+    );
+    let flavor = Flavor::YWebsocket {
+        prefix: "/ws/".into(),
+    };
+    let mut target = Target::spawn("tandem", &cmd, flavor, true)
+        .await
+        .expect("tandem starts");
+    let params = DurabilityParams {
+        writers: 2,
+        observers: 1,
+        rate: 20.0,
+        trials: 1,
+        kill_between: (Duration::from_millis(800), Duration::from_millis(1200)),
+    };
+    let trace = Arc::new(Trace::generate(2_000, 5));
+    let rows = durability::run_rows(&mut target, trace, "smoke", &params).await;
+
+    assert_eq!(rows.len(), 1, "one row per trial");
+    let row = &rows[0];
+    assert!(row.ok, "trial completed: {}", row.note);
+    assert!(
+        row.rate.unwrap_or(0.0) > 0.0,
+        "observers saw edits: {}",
+        row.note
+    );
+    assert_eq!(row.missing, Some(0), "no delivered edit lost: {}", row.note);
 }

@@ -3,7 +3,7 @@
 //! complete SyncStep2 is measured for single joiners (one after another)
 //! and for many concurrent joiners of different documents.
 //!
-//! When the bench controls a persistent server it restarts it (SIGTERM)
+//! When the bench controls a persistent server it restarts it (its stop signal)
 //! between seeding and joining, so every join loads its document from
 //! storage. Otherwise the documents are still in the server's memory and
 //! the join is warm; the row says which.
@@ -37,7 +37,7 @@ struct Joined {
 
 async fn join_once(target: &Target, doc: &str) -> Result<Joined, String> {
     let start = Instant::now();
-    let mut c = Conn::connect(&target.url(doc))
+    let mut c = Conn::connect(&target.endpoint(doc))
         .await
         .map_err(|e| e.to_string())?;
     let local = yrs::Doc::new();
@@ -50,10 +50,11 @@ async fn join_once(target: &Target, doc: &str) -> Result<Joined, String> {
     Ok(Joined { micros, state })
 }
 
-/// Stores `state` as the content of `doc`, then asks the server (on the same
+/// Stores `state` (one update) as the content of `doc`, then asks the server (on the same
 /// connection, so after the update) for its whole state and checks it.
-async fn seed(target: &Target, doc: &str, state: &[u8], end_text: &str) -> Result<(), String> {
-    let mut c = Conn::connect(&target.url(doc))
+pub async fn seed(target: &Target, doc: &str, state: &[u8], end_text: &str) -> Result<(), String> {
+    target.prepare(&[doc]).await.map_err(|e| e.to_string())?;
+    let mut c = Conn::connect(&target.endpoint(doc))
         .await
         .map_err(|e| e.to_string())?;
     let empty = yrs::Doc::new();
@@ -178,6 +179,7 @@ pub async fn run_rows(
             rate: None,
             rate_unit: String::new(),
             missing: None,
+            delivered: None,
             usage,
             ok,
             note,

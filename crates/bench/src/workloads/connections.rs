@@ -50,14 +50,20 @@ pub async fn run_rows(
         let want = step.min(cap);
         let ramp = tokio::time::Instant::now();
         let mut batch = Vec::new();
+        let rooms: Vec<String> = (opened / 2..want.div_ceil(2))
+            .map(|r| format!("idle-{run_id}-{r}"))
+            .collect();
+        if let Err(e) = target.prepare(&rooms).await {
+            first_error.get_or_insert(format!("creating documents: {e}"));
+        }
         while opened < want {
             let permit = gate.clone().acquire_owned().await;
-            let url = target.url(&format!("idle-{run_id}-{}", opened / 2));
+            let endpoint = target.endpoint(&format!("idle-{run_id}-{}", opened / 2));
             let mut hold = hold_rx.clone();
             let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
             held.push(tokio::spawn(async move {
                 let joined = async {
-                    let mut c = Conn::connect(&url).await?;
+                    let mut c = Conn::connect(&endpoint).await?;
                     c.join(&yrs::Doc::new(), None, Duration::from_secs(60), |_| {})
                         .await?;
                     Ok::<_, crate::conn::ConnError>(c)
@@ -67,11 +73,25 @@ pub async fn run_rows(
                 match joined {
                     Ok(mut c) => {
                         let _ = ready_tx.send(Ok(()));
-                        // Idle: read (answers pings) until told to let go.
+                        // Idle: read (answers pings) until told to let go; send
+                        // what the dialect needs to be kept (Hocuspocus' idle timeout).
+                        let keepalive = c.dialect().keepalive();
+                        let period = keepalive
+                            .as_ref()
+                            .map_or(Duration::from_secs(3600), |k| k.0);
+                        let mut tick =
+                            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                         loop {
                             tokio::select! {
                                 r = c.recv() => if r.is_err() { break },
                                 _ = hold.changed() => break,
+                                _ = tick.tick(), if keepalive.is_some() => {
+                                    if let Some((_, frame)) = &keepalive
+                                        && c.send_frame(frame.clone()).await.is_err()
+                                    {
+                                        break;
+                                    }
+                                }
                             }
                         }
                         drop(c);
@@ -138,6 +158,7 @@ pub async fn run_rows(
             rate: Some(live as f64),
             rate_unit: "conns".into(),
             missing: probe.missing,
+            delivered: probe.delivered,
             usage,
             ok: probe.ok && failures == 0 && want == step,
             note,

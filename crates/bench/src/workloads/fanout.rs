@@ -15,6 +15,7 @@ use tokio::time::MissedTickBehavior;
 use yrs::sync::Awareness;
 
 use crate::conn::Conn;
+use crate::dialect::Endpoint;
 use crate::ledger::{Ledger, Receipts};
 use crate::measure::{Percentiles, UsageMeter};
 use crate::protocol::{Incoming, UpdateIds, awareness_message, sync_step2, update_message};
@@ -41,7 +42,7 @@ pub struct FanoutParams {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(
+    pub(super) fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -131,9 +132,15 @@ pub fn client_id_base() -> u64 {
     (rng.next_u64() % (1 << 31)) + 1
 }
 
-/// Runs one point against `url_of(doc)` and summarises it.
+/// The documents of a point whose rooms are named after `room_prefix`.
+pub fn room_names(room_prefix: &str, rooms: usize) -> Vec<String> {
+    (0..rooms).map(|r| format!("{room_prefix}-r{r}")).collect()
+}
+
+/// Runs one point against `endpoint_of(doc)` (documents already made, see
+/// [`crate::target::Target::prepare`]) and summarises it.
 pub async fn run(
-    url_of: &(dyn Fn(&str) -> String + Sync),
+    endpoint_of: &(dyn Fn(&str) -> Endpoint + Sync),
     room_prefix: &str,
     trace: Arc<Trace>,
     p: &FanoutParams,
@@ -143,13 +150,13 @@ pub async fn run(
     let id_base = client_id_base();
     let mut ledgers = Vec::new();
     let mut handles = Vec::new();
-    for r in 0..p.rooms {
+    for (r, room) in room_names(room_prefix, p.rooms).iter().enumerate() {
         let ledger = Arc::new(Ledger::default());
         ledgers.push(ledger.clone());
-        let url = url_of(&format!("{room_prefix}-r{r}"));
+        let endpoint = endpoint_of(room);
         for c in 0..p.clients {
             let client = FanoutClient {
-                url: url.clone(),
+                endpoint: endpoint.clone(),
                 ledger: ledger.clone(),
                 me: c as u32,
                 client_id: id_base + (r * p.clients + c) as u64,
@@ -227,15 +234,20 @@ pub async fn run_row(
     p: &FanoutParams,
     run_id: &str,
 ) -> Row {
+    let prefix = format!(
+        "fanout-{run_id}-{}",
+        p.label().replace(['@', '/', '.'], "_")
+    );
+    let prepared = target.prepare(&room_names(&prefix, p.rooms)).await;
     let meter = UsageMeter::start(target.pid);
-    let url_of = |doc: &str| target.url(doc);
-    let res = run(
-        &url_of,
-        &format!("fanout-{run_id}-{}", p.label().replace(['@', '/'], "_")),
-        trace,
-        p,
-    )
-    .await;
+    let endpoint_of = |doc: &str| target.endpoint(doc);
+    let res = match prepared {
+        Ok(()) => run(&endpoint_of, &prefix, trace, p).await,
+        Err(e) => FanoutResult {
+            errors: vec![format!("creating documents: {e}")],
+            ..Default::default()
+        },
+    };
     let usage = meter.finish();
     let ok = res.errors.is_empty() && res.missing == 0 && res.joined == p.rooms * p.clients;
     let mut note = format!(
@@ -260,6 +272,7 @@ pub async fn run_row(
         rate: Some(res.deliveries_per_s),
         rate_unit: "deliv/s".into(),
         missing: Some(res.missing),
+        delivered: Some(res.deliveries),
         usage,
         ok,
         note,
@@ -278,7 +291,7 @@ fn unit_hash(x: u64) -> f64 {
 }
 
 struct FanoutClient {
-    url: String,
+    endpoint: Endpoint,
     ledger: Arc<Ledger>,
     me: u32,
     client_id: u64,
@@ -309,7 +322,7 @@ impl FanoutClient {
         let _ = awareness.set_local_state(
             serde_json::json!({"user": {"name": format!("bench-{}", self.me), "color": "#30bced"}}),
         );
-        let mut conn = Conn::connect(&self.url).await?;
+        let mut conn = Conn::connect(&self.endpoint).await?;
         let awareness_count = &mut out.awareness;
         conn.join(
             typist.doc(),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::measure::{Percentiles, Usage};
+use crate::measure::Percentiles;
 use crate::report::Row;
 use crate::target::Target;
 use crate::workloads::throughput::{fetch_text, stream};
@@ -19,19 +19,11 @@ pub async fn run_row(
     expected_text: &str,
     run_id: &str,
 ) -> Row {
-    let mut row = Row {
-        workload: "restart".into(),
-        point: format!("SIGKILL after {} updates", updates.len()),
-        server: target.name.clone(),
-        latency: None,
-        rate: None,
-        rate_unit: String::new(),
-        missing: None,
-        usage: Usage::default(),
-        ok: false,
-        note: String::new(),
-        detail: serde_json::Value::Null,
-    };
+    let mut row = Row::new(
+        "restart",
+        &format!("SIGKILL after {} updates", updates.len()),
+        &target.name,
+    );
     if !target.persistent || !target.restartable() {
         row.note = "skipped: server keeps no data or was not started by the bench".into();
         row.ok = true;
