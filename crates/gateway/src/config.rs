@@ -47,7 +47,38 @@ pub struct Limits {
     /// connections cheap: this is allocated for every connection.
     #[arg(long, env = "TANDEM_SOCKET_BUFFER_BYTES", default_value_t = 2048)]
     pub socket_buffer_bytes: usize,
+
+    /// Deepest nesting of types (maps in maps...) an update may create;
+    /// deeper is refused whole (1007 / HTTP 400). At most 10,000: yrs work
+    /// runs on threads whose stack holds ~40,000 levels.
+    #[arg(long, env = "TANDEM_MAX_NESTING_DEPTH", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_NESTING_DEPTH_CAP as i64))]
+    pub max_nesting_depth: u32,
+
+    /// Most content a document may hold pending (waiting for updates it has
+    /// not seen), in encoded bytes; an update past it is refused (1007 / 400).
+    #[arg(long, env = "TANDEM_MAX_PENDING_BYTES", default_value_t = 64 * 1024)]
+    pub max_pending_bytes: usize,
+
+    /// Most deleted ranges a document may hold pending (deletions of content
+    /// it does not have); an update past it is refused (1007 / 400).
+    #[arg(long, env = "TANDEM_MAX_PENDING_DELETES", default_value_t = 10_000)]
+    pub max_pending_deletes: usize,
+
+    /// Largest encoded document, in bytes; an update that would grow one past
+    /// it is refused (4413 / HTTP 413) and nothing of it stored.
+    #[arg(long, env = "TANDEM_MAX_DOC_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_doc_bytes: usize,
+
+    /// Outbound bytes queued for all peers of the server together; a peer
+    /// whose frame would pass it (and that already has a backlog) is closed
+    /// with 4008.
+    #[arg(long, env = "TANDEM_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_queued_bytes: usize,
 }
+
+/// Largest `--max-nesting-depth` accepted (see `yrs_threads::STACK_BYTES`).
+pub const MAX_NESTING_DEPTH_CAP: u32 = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -61,6 +92,11 @@ impl Default for Limits {
             ping_interval_ms: 10_000,
             awareness_timeout_ms: 30_000,
             socket_buffer_bytes: 2048,
+            max_nesting_depth: 1000,
+            max_pending_bytes: 64 * 1024,
+            max_pending_deletes: 10_000,
+            max_doc_bytes: 64 * 1024 * 1024,
+            max_queued_bytes: 1024 * 1024 * 1024,
         }
     }
 }

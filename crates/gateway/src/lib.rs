@@ -105,6 +105,8 @@ pub mod access;
 pub mod api;
 pub mod close;
 pub mod config;
+mod inspect;
+mod link;
 pub mod mailbox;
 pub mod metrics;
 pub mod peer;
@@ -115,7 +117,9 @@ pub mod rooms;
 pub mod server;
 pub mod upgrade;
 pub mod web;
+mod yrs_threads;
 
 pub use close::CloseCode;
 pub use config::Limits;
+pub use link::TEXT_ROOT;
 pub use server::{GatewayError, bind, routes, serve};

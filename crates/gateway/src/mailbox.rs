@@ -1,56 +1,42 @@
-//! What can be sent to a room: a joining connection (`PeerLink`), an HTTP
+//! What can be sent to a room: a joining connection ([`PeerLink`]), an HTTP
 //! [`Edit`], or the order to shut down (`Control`). Peer traffic itself
 //! flows over each link's own channels.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::access::Principal;
 use crate::close::CloseCode;
-use crate::peer::PeerHealth;
-use crate::protocol::Inbound;
+use crate::inspect::Encoding;
+use crate::link::PeerLink;
+use crate::room::Refusal;
 
-/// Identifies one WebSocket connection for the lifetime of the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerId(pub u64);
-
-impl std::fmt::Display for PeerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// What a connection hands the room when it joins.
-pub(crate) struct PeerLink {
-    /// The connection.
-    pub id: PeerId,
-    /// Its liveness and outbound backlog (shared with the connection task).
-    pub health: Arc<PeerHealth>,
-    /// Bounded queue of frames to write to the socket; overflow means 4008.
-    pub outbound: mpsc::Sender<Bytes>,
-    /// Tells the connection to close with a code (bypasses the outbound queue).
-    pub kill: mpsc::Sender<CloseCode>,
-    /// Decoded frames from the socket, in order.
-    pub inbound: mpsc::Receiver<Vec<Inbound>>,
-}
-
-/// A change made without a WebSocket (the HTTP API), applied by the room
-/// exactly like a peer's update: stored durably, then broadcast to every peer.
+/// A change made without a WebSocket (the HTTP API). It enters the room as
+/// an inbound change from a server-side sender and takes exactly the path a
+/// peer's update takes: inspect → authorize → apply → store → durable → fan
+/// out to every peer → reply.
 #[derive(Debug)]
 pub enum Edit {
-    /// Merge a binary v1 Yjs update.
-    Update(Bytes),
-    /// Replace the whole root text `content` with this string.
+    /// Merge an encoded Yjs update.
+    Update {
+        /// The update.
+        bytes: Bytes,
+        /// Its encoding (`?format=v2` asks for v2).
+        encoding: Encoding,
+    },
+    /// Make the root text `content` this string (a minimal character diff).
     ReplaceText(String),
 }
 
-/// Why an [`Edit`] was not applied.
+/// Why an [`Edit`] was not applied (nothing of it was stored).
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
-    /// The update could not be decoded or applied.
-    #[error("invalid update: {0}")]
-    Malformed(String),
+    /// The write path refused it (bad update, a cap, quota, non-text root).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The caller may only read this document.
+    #[error("permission denied: read-only")]
+    ReadOnly,
     /// The store failed to persist the change.
     #[error("the store failed: {0}")]
     Store(String),
@@ -59,10 +45,13 @@ pub enum EditError {
     Unavailable(CloseCode),
 }
 
-/// An edit and where to report its outcome.
+/// An edit, who makes it, and where to report its outcome.
 pub(crate) struct EditRequest {
     /// The change to apply.
     pub edit: Edit,
+    /// Who makes it (already checked at the edge; the room applies the same
+    /// read-only rule as for peers).
+    pub principal: Principal,
     /// Answered once the edit is durable (or refused), so the HTTP response
     /// makes the same promise as a broadcast.
     pub reply: oneshot::Sender<Result<(), EditError>>,

@@ -13,8 +13,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -25,8 +25,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{Instrument, debug, info, warn};
 
+use crate::access::Principal;
 use crate::close::CloseCode;
-use crate::mailbox::{PeerId, PeerLink};
+use crate::link::{PeerHealth, PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::rooms::Rooms;
@@ -39,51 +40,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
-/// Liveness and backlog of one connection, shared by its task and its room.
-#[derive(Debug)]
-pub(crate) struct PeerHealth {
-    started: Instant,
-    /// When the last frame (of any kind, pongs included) arrived, in ms since `started`.
-    last_seen_ms: AtomicU64,
-    /// Bytes queued for this peer but not yet handed to the socket.
-    queued_bytes: AtomicUsize,
-}
-
-impl PeerHealth {
-    fn new() -> Self {
-        PeerHealth {
-            started: Instant::now(),
-            last_seen_ms: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
-        }
-    }
-
-    fn saw_frame(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_seen_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// How long the peer has sent nothing (a live peer answers every ping).
-    pub(crate) fn silent_for(&self) -> Duration {
-        let seen = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(seen)
-    }
-
-    /// Bytes waiting in the outbound queue.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Accounts for a frame put in the outbound queue.
-    pub(crate) fn enqueued(&self, len: usize) {
-        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-    }
-
-    fn dequeued(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-    }
-}
-
 /// Joins `ws` to the room of `doc` and returns the future that serves the
 /// connection until it ends (the caller spawns or awaits it).
 ///
@@ -94,6 +50,7 @@ impl PeerHealth {
 pub(crate) fn serve(
     ws: Socket,
     doc: DocId,
+    principal: Principal,
     rooms: &Rooms,
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = ()> + Send + use<> {
@@ -105,12 +62,13 @@ pub(crate) fn serve(
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let ping_every = limits.ping_interval();
     let (sink, stream) = ws.split();
-    let health = Arc::new(PeerHealth::new());
+    let health = Arc::new(PeerHealth::new(rooms.queued_bytes()));
     let link = PeerLink {
         id,
         health: health.clone(),
         outbound: outbound_tx,
         kill: kill_tx.clone(),
+        principal,
         inbound: inbound_rx,
     };
     span.in_scope(|| {
@@ -259,8 +217,9 @@ async fn write_loop(
             code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
             frame = outbound.recv() => {
                 let Some(frame) = frame else {
-                    // The room let go of this peer without a close code: it ended.
-                    break CloseCode::GoingAway;
+                    // The room let go of this peer without a close code: it
+                    // failed (a panic dropped it; see `room`'s containment docs).
+                    break CloseCode::Internal;
                 };
                 tokio::select! {
                     biased;

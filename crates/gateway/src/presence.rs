@@ -25,7 +25,7 @@ use yrs::block::ClientID;
 use yrs::sync::AwarenessUpdate;
 use yrs::sync::awareness::AwarenessUpdateEntry;
 
-use crate::mailbox::PeerId;
+use crate::link::PeerId;
 
 const NULL_STATE: &str = "null";
 

@@ -8,16 +8,18 @@
 //! or finds no room and opens a fresh one: it is never lost in between.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tandem_store::{DocId, Store};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::config::Limits;
-use crate::mailbox::{Control, Edit, EditError, EditRequest, PeerLink};
+use crate::link::PeerLink;
+use crate::mailbox::{Control, Edit, EditError, EditRequest};
 use crate::metrics::Metrics;
 use crate::room;
 
@@ -35,6 +37,9 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Outbound bytes queued for all peers together (each peer's
+    /// `PeerHealth` adds and removes its share).
+    queued_bytes: Arc<AtomicUsize>,
     /// The open rooms; joins are sent and rooms unregister under this lock,
     /// so a join is never lost to a room that is unloading.
     registry: Mutex<Registry>,
@@ -75,6 +80,7 @@ impl Rooms {
                 store,
                 limits,
                 metrics,
+                queued_bytes: Arc::new(AtomicUsize::new(0)),
                 registry: Mutex::new(Registry {
                     rooms: HashMap::new(),
                     next_key: 0,
@@ -91,6 +97,11 @@ impl Rooms {
         &self.shared.limits
     }
 
+    /// Bytes queued for every peer of the server (`--max-queued-bytes`).
+    pub(crate) fn queued_bytes(&self) -> Arc<AtomicUsize> {
+        self.shared.queued_bytes.clone()
+    }
+
     /// Number of open rooms.
     pub fn open_rooms(&self) -> usize {
         self.shared.lock().rooms.len()
@@ -104,10 +115,22 @@ impl Rooms {
 
     /// Applies an edit through the document's room (opening it if needed), so
     /// connected peers receive it; returns once it is durable.
-    pub async fn edit(&self, doc: &DocId, edit: Edit) -> Result<(), EditError> {
+    pub async fn edit(
+        &self,
+        doc: &DocId,
+        principal: Principal,
+        edit: Edit,
+    ) -> Result<(), EditError> {
         let (reply, outcome) = oneshot::channel();
-        self.send(doc, Control::Edit(EditRequest { edit, reply }))
-            .map_err(EditError::Unavailable)?;
+        self.send(
+            doc,
+            Control::Edit(EditRequest {
+                edit,
+                principal,
+                reply,
+            }),
+        )
+        .map_err(EditError::Unavailable)?;
         outcome
             .await
             .unwrap_or(Err(EditError::Unavailable(CloseCode::Internal)))
@@ -150,10 +173,15 @@ impl Rooms {
         let shared = self.shared.clone();
         let doc = doc.clone();
         let span = tracing::info_span!("room", doc = %doc.as_str());
+        let registered = Registered {
+            shared: shared.clone(),
+            doc: doc.clone(),
+            key,
+        };
         tokio::spawn(
             async move {
-                room::run(doc, key, control_rx, shared.clone(), running).await;
-                shared.metrics.rooms_open.fetch_sub(1, Ordering::Relaxed);
+                room::run(doc, key, control_rx, shared, running).await;
+                drop(registered);
             }
             .instrument(span),
         );
@@ -173,6 +201,32 @@ impl Rooms {
         }
         let mut all_stopped = self.shared.all_stopped.lock().await;
         while all_stopped.recv().await.is_some() {}
+    }
+}
+
+/// Drop guard of a running room: however its task ends (return, failure,
+/// panic), the room is unregistered and its slot freed, so the next join
+/// opens a fresh room that reloads the document.
+struct Registered {
+    /// The registry.
+    shared: Arc<Shared>,
+    /// The room's document.
+    doc: DocId,
+    /// The room instance (a successor for the same document is left alone).
+    key: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut reg = self.shared.lock();
+        if reg.rooms.get(&self.doc).is_some_and(|e| e.key == self.key) {
+            reg.rooms.remove(&self.doc);
+        }
+        drop(reg);
+        self.shared
+            .metrics
+            .rooms_open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

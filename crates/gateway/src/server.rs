@@ -16,6 +16,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, with_status};
 
+use crate::access::Principal;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::rooms::Rooms;
@@ -73,7 +74,7 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
             };
             let (rooms, metrics) = (rooms.clone(), m.clone());
             Box::new(ws.accept(socket_config, move |socket| {
-                peer::serve(socket, doc, &rooms, metrics)
+                peer::serve(socket, doc, Principal::anonymous(), &rooms, metrics)
             }))
         });
     ws.or(api::routes(store, rooms_for_api, metrics))

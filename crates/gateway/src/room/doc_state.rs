@@ -1,0 +1,484 @@
+//! The room's document and everything yrs does with it, sans I/O and
+//! synchronous: the room moves a [`DocState`] to a yrs thread
+//! ([`crate::yrs_threads`]) with a batch of [`DocOp`]s and gets it back with
+//! one [`Outcome`] per op and the store tickets to await.
+//!
+//! One write path for every change, from a WebSocket peer or HTTP:
+//! inspect (decode, nesting depth, deleted ranges it does not have) →
+//! authorize (a read-only sender may not change the document) → apply (one
+//! yrs transaction; its *effective* change is what is stored and fanned out:
+//! an update that adds nothing is acknowledged but neither stored nor sent)
+//! → check the caps yrs can only tell after applying (pending content, size
+//! quota) → append to the store. A refusal after yrs applied (a cap, a yrs
+//! error or panic) stores what the batch accepted before, then reloads the
+//! document from the store, so the live `Doc` never holds what was refused.
+//!
+//! Pending content (structs whose causal predecessors have not arrived) is
+//! kept durable by storing the update *as received* while the document has
+//! pending content: replaying it at load rebuilds the same pending state.
+//! Otherwise only the effective change is stored. Pending content is capped
+//! (`--max-pending-bytes`, `--max-pending-deletes`) because yrs retries all
+//! of it on every later apply.
+
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+use tandem_store::{Appended, DocId, Store};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, Out, ReadTxn, StateVector, Text, Transact, Update};
+
+use crate::close::CloseCode;
+use crate::inspect::{Depths, Encoding, InspectError, Shape, parent_in_doc};
+use crate::link::{PeerId, TEXT_ROOT};
+use crate::protocol;
+
+/// Longest a `PUT .../text` diff may search for a minimal edit script.
+const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The bounds the write path enforces (from [`crate::Limits`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Caps {
+    /// Deepest nesting of types (`--max-nesting-depth`).
+    pub max_depth: u32,
+    /// Most pending (not yet integrable) content, in encoded bytes.
+    pub max_pending_bytes: usize,
+    /// Most pending deleted ranges (ranges the document does not have).
+    pub max_pending_deletes: usize,
+    /// Largest encoded document (`--max-doc-bytes`).
+    pub max_doc_bytes: usize,
+}
+
+/// One thing to do with the document.
+#[derive(Debug)]
+pub(crate) enum DocOp {
+    /// A change (an Update or SyncStep2 from a peer, or an HTTP update).
+    Update {
+        /// Who sent it (`None`: HTTP; a refused peer's later ops are skipped).
+        sender: Option<PeerId>,
+        /// The encoded update.
+        bytes: Bytes,
+        /// Its encoding.
+        encoding: Encoding,
+        /// The sender may change the document.
+        may_write: bool,
+    },
+    /// Replace the root text with this string (HTTP `PUT .../text`).
+    ReplaceText(String),
+    /// A peer's state vector: answer with what it lacks.
+    SyncStep1 {
+        /// Who asked.
+        sender: PeerId,
+        /// What it has.
+        state: StateVector,
+    },
+}
+
+/// What became of one [`DocOp`].
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Applied; this effective change (v1) goes to the other peers.
+    Changed(Bytes),
+    /// Applied but it added nothing: acknowledged, not stored, not sent.
+    Unchanged,
+    /// The SyncStep2 frame answering a SyncStep1.
+    Reply(Bytes),
+    /// A read-only sender tried to change the document: nothing applied.
+    Denied,
+    /// Refused: nothing of it applied or stored.
+    Refused(Refusal),
+    /// Not looked at: its sender was refused earlier in the batch.
+    Skipped,
+}
+
+/// Why a change was refused; each maps to a close code and an HTTP status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// Not an update, bytes left over, too deep, or yrs rejected it.
+    #[error("invalid update: {0}")]
+    Malformed(String),
+    /// Over a pending-content cap.
+    #[error("{0}")]
+    Pending(String),
+    /// It would grow the document past `--max-doc-bytes`.
+    #[error("the document would grow to {size} bytes; at most {max} allowed")]
+    DocTooLarge {
+        /// The encoded size it would reach.
+        size: usize,
+        /// `--max-doc-bytes`.
+        max: usize,
+    },
+    /// `PUT .../text` on a document whose root `content` is not text.
+    #[error("the document's root '{TEXT_ROOT}' is a {0}, not text")]
+    NotText(&'static str),
+}
+
+impl Refusal {
+    /// The close code a WebSocket sender gets.
+    pub(crate) fn close_code(&self) -> CloseCode {
+        match self {
+            Refusal::DocTooLarge { .. } => CloseCode::DocTooLarge,
+            _ => CloseCode::Malformed,
+        }
+    }
+}
+
+impl From<InspectError> for Refusal {
+    fn from(e: InspectError) -> Self {
+        Refusal::Malformed(e.to_string())
+    }
+}
+
+/// What a batch of ops produced.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    /// One per op, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Store appends to await before anything is sent.
+    pub tickets: Vec<Appended>,
+    /// The store failed: the room must close its peers with 1011 and go.
+    pub store_failed: Option<String>,
+}
+
+/// The live document and what the write path keeps about it.
+pub(crate) struct DocState {
+    /// The live document; equal to what the store holds plus what this
+    /// batch accepted.
+    doc: Doc,
+    /// Depth of each nested type (for the nesting bound).
+    depths: Depths,
+    /// Encoded size of the document, as last measured plus what was stored
+    /// since (for `--max-doc-bytes`).
+    doc_bytes: usize,
+    /// The SyncStep2 frame for a joiner with an empty state vector, encoded
+    /// once per document state and shared by every such joiner.
+    full_state: Option<Bytes>,
+    /// Where the document lives.
+    store: Store,
+    /// Its id.
+    doc_id: DocId,
+    /// The bounds.
+    caps: Caps,
+}
+
+impl DocState {
+    /// Loads `doc_id` from the store (run it on a yrs thread).
+    pub(crate) fn load(store: Store, doc_id: DocId, caps: Caps) -> Result<DocState, String> {
+        let doc = store.load(&doc_id).map_err(|e| e.to_string())?;
+        let (depths, doc_bytes) = measure(&doc)?;
+        Ok(DocState {
+            doc,
+            depths,
+            doc_bytes,
+            full_state: None,
+            store,
+            doc_id,
+            caps,
+        })
+    }
+
+    /// The live document's state vector (for SyncStep1 to joiners).
+    pub(crate) fn state_vector(&self) -> StateVector {
+        self.doc.transact().state_vector()
+    }
+
+    /// Runs `ops` in order (see the module docs).
+    pub(crate) fn apply(&mut self, ops: Vec<DocOp>) -> Applied {
+        let mut out = Applied {
+            outcomes: Vec::with_capacity(ops.len()),
+            tickets: Vec::new(),
+            store_failed: None,
+        };
+        let mut unstored: Vec<Vec<u8>> = Vec::new();
+        let mut refused: HashSet<PeerId> = HashSet::new();
+        for op in ops {
+            if out.store_failed.is_some() {
+                out.outcomes.push(Outcome::Skipped);
+                continue;
+            }
+            let outcome = match op {
+                DocOp::SyncStep1 { sender, .. } if refused.contains(&sender) => Outcome::Skipped,
+                DocOp::SyncStep1 { state, .. } => Outcome::Reply(self.sync_step2(&state)),
+                DocOp::Update { sender, .. } if sender.is_some_and(|s| refused.contains(&s)) => {
+                    Outcome::Skipped
+                }
+                DocOp::Update {
+                    sender,
+                    bytes,
+                    encoding,
+                    may_write,
+                } => {
+                    let outcome = self.update(&bytes, encoding, may_write, &mut unstored, &mut out);
+                    if let (Outcome::Refused(_), Some(s)) = (&outcome, sender) {
+                        refused.insert(s);
+                    }
+                    outcome
+                }
+                DocOp::ReplaceText(text) => self.replace_text(&text, &mut unstored, &mut out),
+            };
+            out.outcomes.push(outcome);
+        }
+        self.flush(&mut unstored, &mut out);
+        out
+    }
+
+    /// SyncStep2 for `state`; the empty-state answer is encoded once.
+    fn sync_step2(&mut self, state: &StateVector) -> Bytes {
+        if state.is_empty() {
+            if let Some(frame) = &self.full_state {
+                return frame.clone();
+            }
+            let frame = protocol::encode_sync_step2(&self.doc.transact().encode_diff_v1(state));
+            self.full_state = Some(frame.clone());
+            return frame;
+        }
+        protocol::encode_sync_step2(&self.doc.transact().encode_diff_v1(state))
+    }
+
+    /// The write path for one encoded update.
+    fn update(
+        &mut self,
+        bytes: &[u8],
+        encoding: Encoding,
+        may_write: bool,
+        unstored: &mut Vec<Vec<u8>>,
+        out: &mut Applied,
+    ) -> Outcome {
+        let shape = match Shape::read(bytes, encoding) {
+            Ok(shape) => shape,
+            Err(e) => return Outcome::Refused(e.into()),
+        };
+        if shape.is_empty() {
+            return Outcome::Unchanged;
+        }
+        let (added_depths, pending_deletes) = {
+            let txn = self.doc.transact();
+            if !may_write {
+                return if adds_nothing(&txn, &shape) {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Denied
+                };
+            }
+            let depths = shape.type_depths(&self.depths, self.caps.max_depth, |id| {
+                parent_in_doc(&txn, id)
+            });
+            let depths = match depths {
+                Ok(d) => d,
+                Err(e) => return Outcome::Refused(e.into()),
+            };
+            let already = pending_delete_ranges(&txn);
+            (
+                depths,
+                already + shape.unknown_delete_ranges(&txn.state_vector()),
+            )
+        };
+        if pending_deletes > self.caps.max_pending_deletes {
+            return Outcome::Refused(Refusal::Pending(format!(
+                "the update deletes ranges this document does not have: {pending_deletes} pending, at most {} allowed",
+                self.caps.max_pending_deletes
+            )));
+        }
+        let decoded = match encoding {
+            Encoding::V1 => Update::decode_v1(bytes),
+            Encoding::V2 => Update::decode_v2(bytes),
+        };
+        let update = match decoded {
+            Ok(u) => u,
+            Err(e) => return Outcome::Refused(Refusal::Malformed(e.to_string())),
+        };
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = self.doc.transact_mut();
+            txn.apply_update(update)
+                .map(|()| (txn.encode_update_v1(), pending_bytes(&txn)))
+        }));
+        let refusal = match applied {
+            Ok(Ok((effective, pending))) => {
+                let grown = self.doc_bytes + effective.len();
+                if pending > self.caps.max_pending_bytes {
+                    Some(Refusal::Pending(format!(
+                        "the update leaves {pending} bytes of content waiting for updates this document does not have; at most {} allowed",
+                        self.caps.max_pending_bytes
+                    )))
+                } else if grown > self.caps.max_doc_bytes {
+                    Some(Refusal::DocTooLarge {
+                        size: grown,
+                        max: self.caps.max_doc_bytes,
+                    })
+                } else {
+                    self.depths.extend(added_depths);
+                    return self.accept(effective, pending > 0, bytes, encoding, unstored);
+                }
+            }
+            Ok(Err(e)) => Some(Refusal::Malformed(format!("yrs rejected the update: {e}"))),
+            Err(_) => Some(Refusal::Malformed("yrs could not apply the update".into())),
+        };
+        let refusal = refusal.unwrap_or_else(|| Refusal::Malformed("refused".into()));
+        self.reload(unstored, out);
+        Outcome::Refused(refusal)
+    }
+
+    /// Records an applied change: stores it (see the module docs for what is
+    /// stored while content is pending) and returns what to fan out.
+    fn accept(
+        &mut self,
+        effective: Vec<u8>,
+        pending: bool,
+        received: &[u8],
+        encoding: Encoding,
+        unstored: &mut Vec<Vec<u8>>,
+    ) -> Outcome {
+        let changed = effective.as_slice() != Update::EMPTY_V1;
+        if pending {
+            let as_v1 = match encoding {
+                Encoding::V1 => Some(received.to_vec()),
+                Encoding::V2 => Update::decode_v2(received).ok().map(|u| u.encode_v1()),
+            };
+            unstored.extend(as_v1);
+        } else if changed {
+            unstored.push(effective.clone());
+        }
+        if !changed {
+            return Outcome::Unchanged;
+        }
+        self.doc_bytes += effective.len();
+        self.full_state = None;
+        Outcome::Changed(Bytes::from(effective))
+    }
+
+    /// `PUT .../text`: a minimal character diff from the current text to
+    /// `new`, so unchanged text keeps its identity (remote cursors stay put).
+    fn replace_text(
+        &mut self,
+        new: &str,
+        unstored: &mut Vec<Vec<u8>>,
+        out: &mut Applied,
+    ) -> Outcome {
+        if let Some(kind) = root_kind(&self.doc).filter(|k| *k != "text") {
+            return Outcome::Refused(Refusal::NotText(kind));
+        }
+        let text = self.doc.get_or_insert_text(TEXT_ROOT);
+        let effective = {
+            let mut txn = self.doc.transact_mut();
+            let old = text.get_string(&txn);
+            // Bounded: past the deadline the diff is coarser, never slower.
+            let diff = similar::TextDiff::configure()
+                .timeout(DIFF_TIMEOUT)
+                .diff_chars(old.as_str(), new);
+            // Offsets are in bytes (the store's documents use yrs' default
+            // OffsetKind::Bytes); walk the old text while applying.
+            let mut at: u32 = 0;
+            for op in diff.ops() {
+                let old_part: usize = op
+                    .old_range()
+                    .filter_map(|i| diff.old_slice(i))
+                    .map(|s: &str| s.len())
+                    .sum();
+                let new_part: String = op.new_range().filter_map(|i| diff.new_slice(i)).collect();
+                match op.tag() {
+                    similar::DiffTag::Equal => at += old_part as u32,
+                    similar::DiffTag::Delete => text.remove_range(&mut txn, at, old_part as u32),
+                    similar::DiffTag::Insert => {
+                        text.insert(&mut txn, at, &new_part);
+                        at += new_part.len() as u32;
+                    }
+                    similar::DiffTag::Replace => {
+                        text.remove_range(&mut txn, at, old_part as u32);
+                        text.insert(&mut txn, at, &new_part);
+                        at += new_part.len() as u32;
+                    }
+                }
+            }
+            txn.encode_update_v1()
+        };
+        let grown = self.doc_bytes + effective.len();
+        if grown > self.caps.max_doc_bytes {
+            self.reload(unstored, out);
+            return Outcome::Refused(Refusal::DocTooLarge {
+                size: grown,
+                max: self.caps.max_doc_bytes,
+            });
+        }
+        self.accept(effective, false, &[], Encoding::V1, unstored)
+    }
+
+    /// Appends the accepted changes not yet stored as one record.
+    fn flush(&mut self, unstored: &mut Vec<Vec<u8>>, out: &mut Applied) {
+        if unstored.is_empty() || out.store_failed.is_some() {
+            return;
+        }
+        let updates: Vec<&[u8]> = unstored.iter().map(Vec::as_slice).collect();
+        match self.store.append_batch(&self.doc_id, &updates) {
+            Ok(ticket) => out.tickets.push(ticket),
+            Err(e) => out.store_failed = Some(e.to_string()),
+        }
+        unstored.clear();
+    }
+
+    /// After a refusal yrs may have half-applied: stores what was accepted,
+    /// then reloads the document from the store.
+    fn reload(&mut self, unstored: &mut Vec<Vec<u8>>, out: &mut Applied) {
+        self.flush(unstored, out);
+        if out.store_failed.is_some() {
+            return;
+        }
+        match DocState::load(self.store.clone(), self.doc_id.clone(), self.caps.clone()) {
+            Ok(fresh) => *self = fresh,
+            Err(e) => out.store_failed = Some(format!("reloading the document failed: {e}")),
+        }
+    }
+}
+
+/// The nesting depths and encoded size of a loaded document.
+fn measure(doc: &Doc) -> Result<(Depths, usize), String> {
+    let txn = doc.transact();
+    let state = txn.encode_state_as_update_v1(&StateVector::default());
+    let mut depths = Depths::of_state(&state).map_err(|e| e.to_string())?;
+    if let Some(pending) = txn.store().pending_update() {
+        let pending = Depths::of_state(&pending.update.encode_v1()).map_err(|e| e.to_string())?;
+        depths.merge(pending);
+    }
+    Ok((depths, state.len()))
+}
+
+/// Encoded bytes of the content waiting for missing predecessors.
+fn pending_bytes<T: ReadTxn>(txn: &T) -> usize {
+    txn.store()
+        .pending_update()
+        .map_or(0, |p| p.update.encode_v1().len())
+}
+
+/// Deleted ranges waiting for the content they delete.
+fn pending_delete_ranges<T: ReadTxn>(txn: &T) -> usize {
+    txn.store()
+        .pending_ds()
+        .map_or(0, |ds| ds.iter().map(|(_, r)| r.len()).sum())
+}
+
+/// True when applying `shape` would change nothing: every struct is
+/// already integrated and every deleted range already deleted.
+fn adds_nothing<T: ReadTxn>(txn: &T, shape: &Shape) -> bool {
+    let state = txn.state_vector();
+    if shape.adds_to(&state) {
+        return false;
+    }
+    let deleted = txn.snapshot().delete_set;
+    shape.deletes_within(&deleted)
+}
+
+/// The kind of the root `content`, if it exists and its kind is known.
+pub(crate) fn root_kind(doc: &Doc) -> Option<&'static str> {
+    let txn = doc.transact();
+    let (_, out) = txn.root_refs().find(|(name, _)| *name == TEXT_ROOT)?;
+    Some(match out {
+        Out::YText(_) => "text",
+        Out::YArray(_) => "array",
+        Out::YMap(_) => "map",
+        Out::YXmlElement(_) => "XML element",
+        Out::YXmlFragment(_) => "XML fragment",
+        Out::YXmlText(_) => "XML text",
+        Out::UndefinedRef(_) => return None,
+        _ => "value of another type",
+    })
+}
