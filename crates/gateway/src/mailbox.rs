@@ -65,4 +65,7 @@ pub(crate) enum Control {
     Edit(EditRequest),
     /// The server is stopping: close peers with 1001, compact, exit.
     Shutdown,
+    /// Tests only: make the room task panic (to test its containment).
+    #[cfg(test)]
+    Panic,
 }

@@ -52,6 +52,8 @@ use crate::yrs_threads;
 mod batch;
 mod doc_state;
 mod outbox;
+#[cfg(test)]
+mod tests;
 
 pub use doc_state::Refusal;
 pub(crate) use doc_state::root_kind;
@@ -182,6 +184,8 @@ impl Room {
                     Some(Control::Edit(req)) => {
                         self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await;
                     }
+                    #[cfg(test)]
+                    Some(Control::Panic) => panic!("test: the room task panics"),
                     Some(Control::Shutdown) | None => {
                         self.shutdown(&mut control).await;
                         return;
@@ -366,6 +370,8 @@ impl Room {
                         .send(Err(EditError::Unavailable(CloseCode::GoingAway)));
                 }
                 Control::Shutdown => {}
+                #[cfg(test)]
+                Control::Panic => {}
             }
         }
         self.compact().await;

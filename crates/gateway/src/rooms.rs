@@ -188,6 +188,12 @@ impl Rooms {
         Ok(())
     }
 
+    /// Tests only: makes the document's room task panic.
+    #[cfg(test)]
+    pub(crate) fn panic_room(&self, doc: &DocId) {
+        let _ = self.send(doc, Control::Panic);
+    }
+
     /// Stops every room: peers get 1001, rooms compact; returns when all ended.
     pub async fn shutdown(&self) {
         let controls: Vec<_> = {
@@ -279,6 +285,8 @@ impl Shared {
                     let _ = req.reply.send(Err(EditError::Unavailable(code)));
                 }
                 Control::Shutdown => {}
+                #[cfg(test)]
+                Control::Panic => {}
             }
         }
     }

@@ -478,7 +478,23 @@ pub(crate) fn root_kind(doc: &Doc) -> Option<&'static str> {
         Out::YXmlElement(_) => "XML element",
         Out::YXmlFragment(_) => "XML fragment",
         Out::YXmlText(_) => "XML text",
-        Out::UndefinedRef(_) => return None,
+        // A root only ever written by remote updates has no declared type:
+        // tell it by its content (map entries, or values that are not text).
+        Out::UndefinedRef(_) => {
+            let map = txn.get_map(TEXT_ROOT)?;
+            if yrs::Map::len(&map, &txn) > 0 {
+                "map"
+            } else {
+                let array = txn.get_array(TEXT_ROOT)?;
+                let not_text = yrs::Array::iter(&array, &txn)
+                    .any(|v| !matches!(v, Out::Any(yrs::Any::String(_))));
+                if not_text {
+                    "array"
+                } else {
+                    return None;
+                }
+            }
+        }
         _ => "value of another type",
     })
 }
