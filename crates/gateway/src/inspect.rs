@@ -163,6 +163,9 @@ struct Struct {
 pub struct Shape {
     /// Item structs, per client in clock order.
     structs: HashMap<ClientID, Vec<Struct>>,
+    /// Per client, the clock range the update's structs (GC and skips
+    /// included) cover: `start..end`.
+    spans: HashMap<ClientID, (u32, u32)>,
     /// The update's delete set.
     deletes: IdSet,
 }
@@ -231,10 +234,12 @@ impl Shape {
     fn decode<D: Decoder>(decoder: &mut D, v2: bool) -> Result<Shape, InspectError> {
         let clients: u32 = decoder.read_var()?;
         let mut structs: HashMap<ClientID, Vec<Struct>> = HashMap::new();
+        let mut spans: HashMap<ClientID, (u32, u32)> = HashMap::new();
         for _ in 0..clients {
             let count: u32 = decoder.read_var()?;
             let client = decoder.read_client()?;
             let mut clock: u32 = decoder.read_var()?;
+            let start = clock;
             let list = structs.entry(client).or_default();
             for _ in 0..count {
                 let info = decoder.read_info()?;
@@ -310,19 +315,30 @@ impl Shape {
                     }
                 }
             }
+            spans.insert(client, (start, clock));
         }
         let deletes = IdSet::decode(decoder)?;
-        Ok(Shape { structs, deletes })
+        Ok(Shape {
+            structs,
+            spans,
+            deletes,
+        })
     }
 
-    /// Deleted ranges the update carries for clock values `has` says the
-    /// document does not hold (yrs keeps them pending and retries them on
-    /// every later apply).
+    /// Deleted ranges the update carries for content neither the document
+    /// (with `state`) nor the update itself holds: yrs keeps them pending
+    /// and retries them on every later apply. (A client's SyncStep2 deleting
+    /// content it sends in the same update is not counted.)
     pub fn unknown_delete_ranges(&self, state: &yrs::StateVector) -> usize {
         self.deletes
             .iter()
             .map(|(client, ranges)| {
-                let known = state.get(client);
+                let mut known = state.get(client);
+                if let Some(&(start, end)) = self.spans.get(client)
+                    && start <= known
+                {
+                    known = known.max(end);
+                }
                 ranges.iter().filter(|r| r.end > known).count()
             })
             .sum()

@@ -19,6 +19,23 @@
 //! Otherwise only the effective change is stored. Pending content is capped
 //! (`--max-pending-bytes`, `--max-pending-deletes`) because yrs retries all
 //! of it on every later apply.
+//!
+//! The defaults, measured (debug build on this 2-core machine, so an upper
+//! bound; `cargo test -p tandem-gateway caps_cost -- --ignored --nocapture`):
+//!
+//! | flood (one update) | its apply | each later keystroke |
+//! |---|---|---|
+//! | 1,000 pending structs (10 KB) | 7 ms | 3 ms |
+//! | 5,000 pending structs (50 KB) | 54 ms | 10 ms |
+//! | 10,000 pending structs (100 KB) | 128 ms | 24 ms |
+//! | 10,000 unknown deleted ranges (32 KB) | 2 ms | 9 ms |
+//! | 100,000 unknown deleted ranges (390 KB) | 29 ms | 14 ms |
+//!
+//! So `--max-pending-bytes` 64 KiB (~6,500 one-character structs: ~75 ms
+//! for the worst accepted update, ~12 ms added to every later apply) and
+//! `--max-pending-deletes` 10,000 (~2 ms, ~9 ms) keep the worst accepted
+//! update under 100 ms. Deleted ranges of content the same update carries
+//! (a client's history in its SyncStep2) are not pending and not counted.
 
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -497,4 +514,92 @@ pub(crate) fn root_kind(doc: &Doc) -> Option<&'static str> {
         }
         _ => "value of another type",
     })
+}
+
+#[cfg(test)]
+mod measure {
+    //! Run by hand: `cargo test -p tandem-gateway caps_cost -- --ignored --nocapture`.
+    use std::time::Instant;
+
+    use super::super::tests::unknown_deletes;
+    use super::*;
+
+    fn state(dir: &std::path::Path) -> DocState {
+        let store = Store::open(tandem_store::StoreConfig::new(dir)).unwrap();
+        let caps = Caps {
+            max_depth: 1000,
+            max_pending_bytes: usize::MAX,
+            max_pending_deletes: usize::MAX,
+            max_doc_bytes: usize::MAX,
+        };
+        DocState::load(store, DocId::new("m").unwrap(), caps).unwrap()
+    }
+
+    fn op(bytes: Vec<u8>) -> DocOp {
+        DocOp::Update {
+            sender: None,
+            bytes: Bytes::from(bytes),
+            encoding: Encoding::V1,
+            may_write: true,
+        }
+    }
+
+    /// `clients` one-character structs, each waiting for a clock its client never sent.
+    fn pending_flood(clients: u64) -> Vec<u8> {
+        let updates: Vec<Vec<u8>> = (0..clients)
+            .map(|c| {
+                let doc = Doc::with_client_id(1_000 + c);
+                let text = doc.get_or_insert_text(TEXT_ROOT);
+                text.insert(&mut doc.transact_mut(), 0, "a");
+                let sv = doc.transact().state_vector();
+                text.insert(&mut doc.transact_mut(), 1, "b");
+                doc.transact().encode_diff_v1(&sv)
+            })
+            .collect();
+        yrs::merge_updates_v1(&updates).unwrap()
+    }
+
+    /// Applies `flood`, then times honest keystrokes (each retries what is pending).
+    fn time(name: &str, flood: Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        let size = flood.len();
+        let t = Instant::now();
+        let out = s.apply(vec![op(flood)]);
+        let flood_ms = t.elapsed().as_secs_f64() * 1e3;
+        assert!(matches!(
+            out.outcomes[0],
+            Outcome::Changed(_) | Outcome::Unchanged
+        ));
+        let (pending, deletes) = {
+            let txn = s.doc.transact();
+            (pending_bytes(&txn), pending_delete_ranges(&txn))
+        };
+        let honest = Doc::with_client_id(1);
+        let text = honest.get_or_insert_text(TEXT_ROOT);
+        let mut worst: f64 = 0.0;
+        for i in 0..20 {
+            let sv = honest.transact().state_vector();
+            text.insert(&mut honest.transact_mut(), i, "x");
+            let u = honest.transact().encode_diff_v1(&sv);
+            let t = Instant::now();
+            s.apply(vec![op(u)]);
+            worst = worst.max(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "{name}: {size} B update, {pending} B pending, {deletes} pending ranges: \
+             flood apply {flood_ms:.1} ms, worst later keystroke {worst:.1} ms"
+        );
+    }
+
+    #[test]
+    #[ignore]
+    fn caps_cost() {
+        for clients in [1_000, 5_000, 10_000] {
+            time(&format!("pending x{clients}"), pending_flood(clients));
+        }
+        for ranges in [10_000, 100_000] {
+            time(&format!("deletes x{ranges}"), unknown_deletes(ranges));
+        }
+    }
 }

@@ -204,7 +204,7 @@ fn text_update(client: u64, s: &str) -> Vec<u8> {
 }
 
 /// A v1 update with no structs and `ranges` deleted ranges of client 999.
-fn unknown_deletes(ranges: u32) -> Vec<u8> {
+pub(super) fn unknown_deletes(ranges: u32) -> Vec<u8> {
     let mut out = Vec::new();
     out.write_var(0u32); // no structs
     out.write_var(1u32); // one client in the delete set
@@ -498,4 +498,39 @@ async fn joiners_with_an_empty_state_share_one_encoded_state() {
     }
     // The same allocation, not three encodes.
     assert!(frames.windows(2).all(|w| w[0].as_ptr() == w[1].as_ptr()));
+}
+
+#[tokio::test]
+async fn a_history_that_deletes_its_own_content_is_not_a_delete_flood() {
+    let limits = Limits {
+        max_pending_deletes: 100,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("history", Mode::Write).await;
+    let ranges = 300;
+    let doc = Doc::with_client_id(8);
+    let text = doc.get_or_insert_text(TEXT_ROOT);
+    text.insert(&mut doc.transact_mut(), 0, &"ab".repeat(ranges as usize));
+    {
+        let mut txn = doc.transact_mut();
+        for i in (0..ranges).rev() {
+            text.remove_range(&mut txn, i * 2, 1);
+        }
+    }
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let update = yrs::Update::decode_v1(&state).unwrap();
+    assert!(
+        update
+            .delete_set()
+            .iter()
+            .map(|(_, r)| r.len())
+            .sum::<usize>()
+            >= ranges as usize
+    );
+    a.send_update(state).await;
+    a.round_trip().await;
+    assert_eq!(a.text(), "b".repeat(ranges as usize));
 }
