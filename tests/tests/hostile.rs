@@ -286,3 +286,34 @@ async fn a_join_storm_on_a_large_document_delivers_it_to_every_joiner() {
         assert_eq!(peer.unwrap().text().len(), big.len());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_awareness_state_closes_only_its_sender_with_1009() {
+    let server = TestServer::start(&["--max-awareness-bytes", "1024"]);
+    let url = server.ws_url("big-aw");
+    let bad = Peer::join(&url).await;
+    let good = Peer::join(&url).await;
+    bad.send_awareness(bad.client_id(), 1, &format!("\"{}\"", "x".repeat(2000)));
+    assert_eq!(bad.wait_close().await, 1009);
+    good.insert(0, "fine");
+    let other = Peer::join(&url).await;
+    other.wait_text("fine").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_awareness_is_coalesced_and_the_latest_state_arrives() {
+    let server = TestServer::start(&[]);
+    let url = server.ws_url("fast-aw");
+    let fast = Peer::join(&url).await;
+    let watcher = Peer::join(&url).await;
+    let id = fast.client_id();
+    for clock in 1..=200u32 {
+        fast.send_awareness(id, clock, &format!("{{\"n\":{clock}}}"));
+    }
+    watcher
+        .wait_until("the latest state", |s| {
+            s.states().get(&id).map(String::as_str) == Some("{\"n\":200}")
+        })
+        .await;
+    assert!(server.metric("tandem_awareness_updates_total") >= 1.0);
+}

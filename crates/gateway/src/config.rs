@@ -75,6 +75,18 @@ pub struct Limits {
     /// with 4008.
     #[arg(long, env = "TANDEM_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_queued_bytes: usize,
+
+    /// Largest awareness state (one client id's JSON), in bytes; a bigger
+    /// one closes the sender with 1009.
+    #[arg(long, env = "TANDEM_MAX_AWARENESS_BYTES", default_value_t = 16 * 1024)]
+    pub max_awareness_bytes: usize,
+
+    /// Most awareness broadcasts per second per connection; faster changes
+    /// are coalesced to the latest state (none is lost, the last always goes
+    /// out). Awareness egress is then at most this × state size × room size.
+    #[arg(long, env = "TANDEM_AWARENESS_PER_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub awareness_per_sec: u32,
 }
 
 /// Largest `--max-nesting-depth` accepted (see `yrs_threads::STACK_BYTES`).
@@ -97,6 +109,8 @@ impl Default for Limits {
             max_pending_deletes: 10_000,
             max_doc_bytes: 64 * 1024 * 1024,
             max_queued_bytes: 1024 * 1024 * 1024,
+            max_awareness_bytes: 16 * 1024,
+            awareness_per_sec: 10,
         }
     }
 }
@@ -109,6 +123,10 @@ impl Limits {
     /// Heartbeat interval.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.ping_interval_ms.max(1))
+    }
+    /// Shortest time between two awareness broadcasts of one connection.
+    pub fn awareness_interval(&self) -> Duration {
+        Duration::from_secs(1) / self.awareness_per_sec.max(1)
     }
     /// Awareness expiry.
     pub fn awareness_timeout(&self) -> Duration {

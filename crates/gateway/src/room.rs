@@ -93,6 +93,11 @@ struct PeerSlot {
     /// The connection's principal may change the document (else its
     /// changes are refused with a y-protocols "permission denied").
     may_write: bool,
+    /// Awareness rate limit: when this peer's next awareness broadcast may go.
+    awareness_next: Instant,
+    /// Awareness changes held back by the rate limit, merged (latest state
+    /// per client id), sent at `awareness_next`.
+    awareness_held: Option<yrs::sync::AwarenessUpdate>,
 }
 
 /// Runs the room for `doc` until it unloads, fails or the server stops.
@@ -129,11 +134,21 @@ pub(crate) async fn run(
         peers: HashMap::new(),
         inbound: StreamMap::new(),
         empty_since: Some(Instant::now()),
+        awareness_due: None,
         failed: false,
         compacting: Arc::new(AtomicBool::new(false)),
         shared,
     };
     room.run(control).await;
+}
+
+/// Sleeps until `at`, or forever without one (a `select!` branch that is
+/// only ready when there is something to wait for).
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The actor's state: owned by the room task alone, so nothing is locked.
@@ -155,6 +170,8 @@ struct Room {
     inbound: StreamMap<PeerId, PeerStream>,
     /// When the last peer left (unload after the grace period).
     empty_since: Option<Instant>,
+    /// The earliest time a held-back awareness change may go out.
+    awareness_due: Option<Instant>,
     /// The store failed: every peer was closed with 1011; the room must go.
     failed: bool,
     /// A background compaction is running (at most one per document; the
@@ -200,6 +217,11 @@ impl Room {
                         }
                     }
                     self.process(batch).await;
+                }
+                _ = sleep_until_or_never(self.awareness_due) => {
+                    let mut outbox = Outbox::default();
+                    self.release_awareness(&mut outbox);
+                    self.dispatch(outbox);
                 }
                 _ = tick.tick() => {
                     self.maintain();
@@ -255,6 +277,8 @@ impl Room {
                 outbound: link.outbound,
                 kill: link.kill,
                 may_write: link.principal.mode.can_write(),
+                awareness_next: Instant::now(),
+                awareness_held: None,
             },
         );
         self.empty_since = None;

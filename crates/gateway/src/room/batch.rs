@@ -229,6 +229,55 @@ impl Room {
         (outbox, acks)
     }
 
+    /// Sends a peer's awareness changes now if its rate allows, else holds
+    /// them (merged with what is already held) until its next slot.
+    fn hold_or_send_awareness(
+        &mut self,
+        peer: PeerId,
+        changed: yrs::sync::AwarenessUpdate,
+        now: Instant,
+        outbox: &mut Outbox,
+    ) {
+        let interval = self.shared.limits.awareness_interval();
+        let Some(slot) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match &mut slot.awareness_held {
+            Some(held) => held.clients.extend(changed.clients),
+            None if now >= slot.awareness_next => {
+                slot.awareness_next = now + interval;
+                outbox.push(Target::All, protocol::encode_awareness(&changed));
+            }
+            None => {
+                slot.awareness_held = Some(changed);
+                let due = slot.awareness_next;
+                self.awareness_due = Some(self.awareness_due.map_or(due, |d| d.min(due)));
+            }
+        }
+    }
+
+    /// Sends every held awareness change whose slot has come.
+    pub(super) fn release_awareness(&mut self, outbox: &mut Outbox) {
+        let now = Instant::now();
+        let interval = self.shared.limits.awareness_interval();
+        let mut due: Option<Instant> = None;
+        for slot in self.peers.values_mut() {
+            if slot.awareness_held.is_none() {
+                continue;
+            }
+            if slot.awareness_next <= now {
+                if let Some(held) = slot.awareness_held.take() {
+                    outbox.push(Target::All, protocol::encode_awareness(&held));
+                }
+                slot.awareness_next = now + interval;
+            } else {
+                let next = slot.awareness_next;
+                due = Some(due.map_or(next, |d| d.min(next)));
+            }
+        }
+        self.awareness_due = due;
+    }
+
     /// The store failed or the document work panicked: every peer gets
     /// 1011 and the room goes (the next join reloads from the store).
     fn fail(&mut self) {
@@ -254,16 +303,19 @@ impl Room {
                 .get(&o)
                 .is_some_and(|p| p.health.silent_for() < alive_within)
         };
-        match self
-            .presence
-            .apply(peer, update, Instant::now(), owner_alive)
-        {
+        let max = self.shared.limits.max_awareness_bytes;
+        if let Some(big) = update.clients.values().find(|e| e.json.len() > max) {
+            warn!(peer = %peer, bytes = big.json.len(), max, "awareness state too large");
+            return Err(CloseCode::TooLarge);
+        }
+        let now = Instant::now();
+        match self.presence.apply(peer, update, now, owner_alive) {
             Ok(Some(changed)) => {
                 self.shared
                     .metrics
                     .awareness_updates
                     .fetch_add(1, Ordering::Relaxed);
-                outbox.push(Target::All, protocol::encode_awareness(&changed));
+                self.hold_or_send_awareness(peer, changed, now, outbox);
                 Ok(())
             }
             Ok(None) => Ok(()),

@@ -534,3 +534,54 @@ async fn a_history_that_deletes_its_own_content_is_not_a_delete_flood() {
     a.round_trip().await;
     assert_eq!(a.text(), "b".repeat(ranges as usize));
 }
+
+/// An awareness update setting client `client`'s state at `clock`.
+fn awareness(client: u64, clock: u32, json: &str) -> Inbound {
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        yrs::block::ClientID::new(client),
+        yrs::sync::awareness::AwarenessUpdateEntry {
+            clock,
+            json: json.into(),
+        },
+    );
+    Inbound::Awareness(yrs::sync::AwarenessUpdate { clients })
+}
+
+#[tokio::test]
+async fn fast_awareness_is_coalesced_to_the_latest_state() {
+    let mut fx = Fixture::new(Limits::default());
+    let a = fx.join("cursor", Mode::Write).await;
+    let mut b = fx.join("cursor", Mode::Write).await;
+    for clock in 1..=50u32 {
+        a.send(vec![awareness(42, clock, &format!("{{\"n\":{clock}}}"))])
+            .await;
+    }
+    // b hears far fewer than 50 frames, and the last one is the latest state.
+    let mut frames = 0;
+    loop {
+        let frame = b.next_frame().await.expect("awareness frames");
+        if frame[0] != 1 {
+            continue;
+        }
+        frames += 1;
+        let Inbound::Awareness(update) = protocol::decode_frame(&frame).unwrap().remove(0) else {
+            panic!("not awareness");
+        };
+        let entry = &update.clients[&yrs::block::ClientID::new(42)];
+        if entry.clock == 50 {
+            assert_eq!(&*entry.json, "{\"n\":50}");
+            break;
+        }
+    }
+    assert!(frames < 50, "{frames} frames: not coalesced");
+}
+
+#[tokio::test]
+async fn an_oversized_awareness_state_closes_the_sender_with_1009() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut a = fx.join("big-cursor", Mode::Write).await;
+    let json = format!("\"{}\"", "x".repeat(Limits::default().max_awareness_bytes));
+    a.send(vec![awareness(43, 1, &json)]).await;
+    assert_eq!(a.wait_close().await, CloseCode::TooLarge);
+}
