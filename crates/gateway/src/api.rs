@@ -186,7 +186,9 @@ async fn write_doc(rooms: Rooms, id: String, edit: Edit) -> Response {
 /// The HTTP status of a refused edit.
 fn edit_status(e: &EditError) -> StatusCode {
     match e {
-        EditError::Refused(Refusal::DocTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        EditError::Refused(Refusal::DocTooLarge { .. } | Refusal::TooManyItems { .. }) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         EditError::Refused(Refusal::NotText(_)) => StatusCode::CONFLICT,
         EditError::Refused(_) => StatusCode::BAD_REQUEST,
         EditError::ReadOnly => StatusCode::FORBIDDEN,

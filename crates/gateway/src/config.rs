@@ -70,6 +70,15 @@ pub struct Limits {
     #[arg(long, env = "TANDEM_MAX_DOC_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_doc_bytes: usize,
 
+    /// Most item structs (insertions yrs keeps apart) in one document; an
+    /// update past it is refused like one past `--max-doc-bytes` (4413 /
+    /// 413). Encoded size is not resident size: an item costs ~220-430
+    /// bytes of memory however small its encoding (a 1,000,000-key map is
+    /// 16 MB encoded and ~430 MB resident), so this bounds a document's
+    /// memory where `--max-doc-bytes` cannot.
+    #[arg(long, env = "TANDEM_MAX_DOC_ITEMS", default_value_t = 500_000)]
+    pub max_doc_items: usize,
+
     /// Outbound bytes queued for all peers of the server together; a peer
     /// whose frame would pass it (and that already has a backlog) is closed
     /// with 4008.
@@ -108,6 +117,7 @@ impl Default for Limits {
             max_pending_bytes: 64 * 1024,
             max_pending_deletes: 10_000,
             max_doc_bytes: 64 * 1024 * 1024,
+            max_doc_items: 500_000,
             max_queued_bytes: 1024 * 1024 * 1024,
             max_awareness_bytes: 16 * 1024,
             awareness_per_sec: 10,

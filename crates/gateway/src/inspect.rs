@@ -180,14 +180,14 @@ pub struct Depths {
 
 impl Depths {
     /// The depths of the nested types of the document whose full state is
-    /// `state` (v1), e.g. at load.
-    pub fn of_state(state: &[u8]) -> Result<Depths, InspectError> {
+    /// `state` (v1), e.g. at load, and how many item structs it holds.
+    pub fn of_state(state: &[u8]) -> Result<(Depths, usize), InspectError> {
         let shape = Shape::read(state, Encoding::V1)?;
         let mut depths = Depths::default();
         // A stored document is trusted to be resolvable within itself.
         let added = shape.type_depths(&depths, u32::MAX, |_| Some(None))?;
         depths.by_id.extend(added);
-        Ok(depths)
+        Ok((depths, shape.items()))
     }
 
     /// Adds the depths of an accepted update's types.
@@ -364,6 +364,12 @@ impl Shape {
         })
     }
 
+    /// How many item structs the update carries (each costs the document
+    /// a few hundred bytes of memory, however small its encoding).
+    pub fn items(&self) -> usize {
+        self.structs.values().map(Vec::len).sum()
+    }
+
     /// Whether the update carries anything at all.
     pub fn is_empty(&self) -> bool {
         self.structs.values().all(Vec::is_empty) && self.deletes.iter().next().is_none()
@@ -517,7 +523,7 @@ mod tests {
         let state = doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        let known = Depths::of_state(&state).unwrap();
+        let (known, _) = Depths::of_state(&state).unwrap();
         assert_eq!(known.len(), 10);
         let before = doc.transact().state_vector();
         let _: MapRef = map.insert(&mut doc.transact_mut(), "k", MapPrelim::default());

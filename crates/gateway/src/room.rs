@@ -113,6 +113,7 @@ pub(crate) async fn run(
         max_pending_bytes: shared.limits.max_pending_bytes,
         max_pending_deletes: shared.limits.max_pending_deletes,
         max_doc_bytes: shared.limits.max_doc_bytes,
+        max_doc_items: shared.limits.max_doc_items,
     };
     let (store, id) = (shared.store.clone(), doc_id.clone());
     let loaded = yrs_threads::run(move || DocState::load(store, id, caps)).await;

@@ -36,6 +36,22 @@
 //! `--max-pending-deletes` 10,000 (~2 ms, ~9 ms) keep the worst accepted
 //! update under 100 ms. Deleted ranges of content the same update carries
 //! (a client's history in its SyncStep2) are not pending and not counted.
+//!
+//! Encoded size is not resident size. Measured RSS growth of loading one
+//! update into a `Doc` (`resident::rss_per_encoded_byte`, fresh process per
+//! kind):
+//!
+//! | content | encoded | resident | per encoded byte | per item |
+//! |---|---|---|---|---|
+//! | one 10 MB text insert | 10.0 MB | 12.2 MB | 1.2 | - |
+//! | 100,000 unmergeable keystrokes | 0.68 MB | 22.3 MB | 33 | ~220 B |
+//! | 1,000,000-key map | 15.9 MB | 431 MB | 27 | ~430 B |
+//! | 100,000 array inserts | 0.98 MB | 33.4 MB | 34 | ~330 B |
+//!
+//! So `--max-doc-bytes` (64 MiB) alone would let one document cost ~2 GB;
+//! `--max-doc-items` (500,000, ~215 MB at the worst ~430 B an item) bounds
+//! it. One document then costs at most ~215 MB resident (items) or
+//! ~77 MB (64 MiB of bulk text), plus one shared encoded copy for joiners.
 
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -65,6 +81,8 @@ pub(crate) struct Caps {
     pub max_pending_deletes: usize,
     /// Largest encoded document (`--max-doc-bytes`).
     pub max_doc_bytes: usize,
+    /// Most item structs in a document (`--max-doc-items`).
+    pub max_doc_items: usize,
 }
 
 /// One thing to do with the document.
@@ -126,6 +144,14 @@ pub enum Refusal {
         /// `--max-doc-bytes`.
         max: usize,
     },
+    /// It would grow the document past `--max-doc-items` item structs.
+    #[error("the document would hold {items} items; at most {max} allowed")]
+    TooManyItems {
+        /// The items it would hold.
+        items: usize,
+        /// `--max-doc-items`.
+        max: usize,
+    },
     /// `PUT .../text` on a document whose root `content` is not text.
     #[error("the document's root '{TEXT_ROOT}' is a {0}, not text")]
     NotText(&'static str),
@@ -135,7 +161,7 @@ impl Refusal {
     /// The close code a WebSocket sender gets.
     pub(crate) fn close_code(&self) -> CloseCode {
         match self {
-            Refusal::DocTooLarge { .. } => CloseCode::DocTooLarge,
+            Refusal::DocTooLarge { .. } | Refusal::TooManyItems { .. } => CloseCode::DocTooLarge,
             _ => CloseCode::Malformed,
         }
     }
@@ -168,6 +194,10 @@ pub(crate) struct DocState {
     /// Encoded size of the document, as last measured plus what was stored
     /// since (for `--max-doc-bytes`).
     doc_bytes: usize,
+    /// Item structs in the document, as last counted plus those stored
+    /// since (an upper bound: yrs merges consecutive items; recounted
+    /// exactly before refusing anything on `--max-doc-items`).
+    items: usize,
     /// The SyncStep2 frame for a joiner with an empty state vector, encoded
     /// once per document state and shared by every such joiner.
     full_state: Option<Bytes>,
@@ -183,11 +213,12 @@ impl DocState {
     /// Loads `doc_id` from the store (run it on a yrs thread).
     pub(crate) fn load(store: Store, doc_id: DocId, caps: Caps) -> Result<DocState, String> {
         let doc = store.load(&doc_id).map_err(|e| e.to_string())?;
-        let (depths, doc_bytes) = measure(&doc)?;
+        let (depths, doc_bytes, items) = measure(&doc)?;
         Ok(DocState {
             doc,
             depths,
             doc_bytes,
+            items,
             full_state: None,
             store,
             doc_id,
@@ -312,17 +343,13 @@ impl DocState {
         }));
         let refusal = match applied {
             Ok(Ok((effective, pending))) => {
-                let grown = self.doc_bytes + effective.len();
                 if pending > self.caps.max_pending_bytes {
                     Some(Refusal::Pending(format!(
                         "the update leaves {pending} bytes of content waiting for updates this document does not have; at most {} allowed",
                         self.caps.max_pending_bytes
                     )))
-                } else if grown > self.caps.max_doc_bytes {
-                    Some(Refusal::DocTooLarge {
-                        size: grown,
-                        max: self.caps.max_doc_bytes,
-                    })
+                } else if let Some(refusal) = self.over_quota(&effective) {
+                    Some(refusal)
                 } else {
                     self.depths.extend(added_depths);
                     return self.accept(effective, pending > 0, bytes, encoding, unstored);
@@ -409,15 +436,37 @@ impl DocState {
             }
             txn.encode_update_v1()
         };
-        let grown = self.doc_bytes + effective.len();
-        if grown > self.caps.max_doc_bytes {
+        if let Some(refusal) = self.over_quota(&effective) {
             self.reload(unstored, out);
-            return Outcome::Refused(Refusal::DocTooLarge {
-                size: grown,
+            return Outcome::Refused(refusal);
+        }
+        self.accept(effective, false, &[], Encoding::V1, unstored)
+    }
+
+    /// Whether the applied `effective` change takes the document past its
+    /// size or item quota. Counts its items into `self.items` if not.
+    fn over_quota(&mut self, effective: &[u8]) -> Option<Refusal> {
+        let size = self.doc_bytes + effective.len();
+        if size > self.caps.max_doc_bytes {
+            return Some(Refusal::DocTooLarge {
+                size,
                 max: self.caps.max_doc_bytes,
             });
         }
-        self.accept(effective, false, &[], Encoding::V1, unstored)
+        let added = Shape::read(effective, Encoding::V1).map_or(0, |s| s.items());
+        let mut items = self.items + added;
+        if items > self.caps.max_doc_items {
+            // The running count only grows: count exactly before refusing.
+            items = measure(&self.doc).map_or(items, |(_, _, exact)| exact);
+            if items > self.caps.max_doc_items {
+                return Some(Refusal::TooManyItems {
+                    items,
+                    max: self.caps.max_doc_items,
+                });
+            }
+        }
+        self.items = items;
+        None
     }
 
     /// Appends the accepted changes not yet stored as one record.
@@ -447,16 +496,17 @@ impl DocState {
     }
 }
 
-/// The nesting depths and encoded size of a loaded document.
-fn measure(doc: &Doc) -> Result<(Depths, usize), String> {
+/// The nesting depths, encoded size and item structs of a document.
+fn measure(doc: &Doc) -> Result<(Depths, usize, usize), String> {
     let txn = doc.transact();
     let state = txn.encode_state_as_update_v1(&StateVector::default());
-    let mut depths = Depths::of_state(&state).map_err(|e| e.to_string())?;
+    let (mut depths, items) = Depths::of_state(&state).map_err(|e| e.to_string())?;
     if let Some(pending) = txn.store().pending_update() {
-        let pending = Depths::of_state(&pending.update.encode_v1()).map_err(|e| e.to_string())?;
+        let (pending, _) =
+            Depths::of_state(&pending.update.encode_v1()).map_err(|e| e.to_string())?;
         depths.merge(pending);
     }
-    Ok((depths, state.len()))
+    Ok((depths, state.len(), items))
 }
 
 /// Encoded bytes of the content waiting for missing predecessors.
@@ -531,6 +581,7 @@ mod measure {
             max_pending_bytes: usize::MAX,
             max_pending_deletes: usize::MAX,
             max_doc_bytes: usize::MAX,
+            max_doc_items: usize::MAX,
         };
         DocState::load(store, DocId::new("m").unwrap(), caps).unwrap()
     }
@@ -601,5 +652,87 @@ mod measure {
         for ranges in [10_000, 100_000] {
             time(&format!("deletes x{ranges}"), unknown_deletes(ranges));
         }
+    }
+}
+
+#[cfg(test)]
+mod resident {
+    //! Run by hand, twice per kind: the first run builds the update and saves
+    //! it to `RSS_FILE`, the second (a fresh process, so no freed memory is
+    //! reused) loads it into a `Doc` and reports the RSS growth:
+    //! `RSS_KIND=map RSS_FILE=/tmp/m cargo test -p tandem-gateway rss_per_encoded_byte -- --ignored --nocapture`.
+    use yrs::{Array, Doc, Map, ReadTxn, StateVector, Text, Transact, Update};
+
+    use super::*;
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// An update of about `n` elements of one kind.
+    fn build(kind: &str, n: u32) -> Vec<u8> {
+        let doc = Doc::with_client_id(1);
+        match kind {
+            "text-bulk" => {
+                let text = doc.get_or_insert_text(TEXT_ROOT);
+                text.insert(&mut doc.transact_mut(), 0, &"x".repeat(n as usize));
+            }
+            "text-keystrokes" => {
+                // Each keystroke at the start: no two items merge.
+                let text = doc.get_or_insert_text(TEXT_ROOT);
+                for _ in 0..n {
+                    text.insert(&mut doc.transact_mut(), 0, "x");
+                }
+            }
+            "map" => {
+                let map = doc.get_or_insert_map("m");
+                let mut txn = doc.transact_mut();
+                for i in 0..n {
+                    map.insert(&mut txn, i.to_string(), i);
+                }
+            }
+            "array" => {
+                let array = doc.get_or_insert_array("a");
+                for i in 0..n {
+                    array.insert(&mut doc.transact_mut(), 0, i);
+                }
+            }
+            other => panic!("unknown kind {other}"),
+        }
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    #[test]
+    #[ignore]
+    fn rss_per_encoded_byte() {
+        let kind = std::env::var("RSS_KIND").unwrap_or_else(|_| "map".into());
+        let n: u32 = std::env::var("RSS_N").map_or(200_000, |v| v.parse().unwrap());
+        let file = std::env::var("RSS_FILE").unwrap_or_else(|_| "/tmp/tandem-rss".into());
+        let Ok(update) = std::fs::read(&file) else {
+            std::fs::write(&file, build(&kind, n)).unwrap();
+            println!("built {file}: run again to measure");
+            return;
+        };
+        let before = rss_kib();
+        let doc = Doc::new();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
+        let after = rss_kib();
+        let resident = (after - before) * 1024;
+        println!(
+            "{kind} x{n}: {} B encoded, {} B resident, {:.1} resident bytes per encoded byte",
+            update.len(),
+            resident,
+            resident as f64 / update.len() as f64
+        );
+        drop(doc);
+        std::fs::remove_file(&file).unwrap();
     }
 }

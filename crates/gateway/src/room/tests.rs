@@ -585,3 +585,34 @@ async fn an_oversized_awareness_state_closes_the_sender_with_1009() {
     a.send(vec![awareness(43, 1, &json)]).await;
     assert_eq!(a.wait_close().await, CloseCode::TooLarge);
 }
+
+#[tokio::test]
+async fn the_item_quota_counts_what_yrs_keeps_apart() {
+    let limits = Limits {
+        max_doc_items: 50,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("items", Mode::Write).await;
+    // Typing at the end: yrs merges the keystrokes into few items.
+    for _ in 0..100 {
+        a.send_update(a.type_text("x")).await;
+    }
+    a.round_trip().await;
+    assert_eq!(a.text().len(), 100);
+    // Each insert at the start stays its own item: the 50th one is refused.
+    for _ in 0..60 {
+        let before = a.doc.transact().state_vector();
+        let text = a.doc.get_or_insert_text(TEXT_ROOT);
+        text.insert(&mut a.doc.transact_mut(), 0, "y");
+        let update = a.doc.transact().encode_diff_v1(&before);
+        if a.inbound
+            .send(vec![Inbound::Update(Bytes::from(update))])
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(a.wait_close().await, CloseCode::DocTooLarge);
+}
