@@ -22,10 +22,11 @@ use yrs::{GetString, Transact};
 use crate::access::Principal;
 use crate::inspect::Encoding;
 use crate::link::TEXT_ROOT;
+use crate::mailbox::Refusal;
 use crate::mailbox::{Edit, EditError};
 use crate::metrics::Metrics;
-use crate::room::{Refusal, root_kind};
-use crate::rooms::Rooms;
+use crate::room::Rooms;
+use crate::room::root_kind;
 use crate::yrs_threads;
 
 /// `?format=v1|v2` on the update endpoints (default v1).
@@ -53,7 +54,11 @@ type Response = Box<dyn Reply>;
 
 /// `GET /healthz`, `GET /metrics`, `GET /api/docs`, `GET|PUT /api/docs/<id>/text`,
 /// `GET|POST /api/docs/<id>/update`.
-pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
+pub(crate) fn routes(
+    store: Store,
+    rooms: Rooms,
+    metrics: Arc<Metrics>,
+) -> BoxedFilter<(Response,)> {
     let max_body = rooms.limits().max_message_bytes as u64;
     let healthz = warp::path!("healthz")
         .and(warp::get())

@@ -71,7 +71,7 @@ impl From<yrs::encoding::read::Error> for InspectError {
 /// Deepest nesting of a lib0 `Any` value (JSON-like content) an update may
 /// carry: yrs decodes and drops `Any` recursively, so `[[[[...]]]]` two bytes
 /// a level would overflow any stack. JSON parsed by serde_json stops at 128.
-pub const MAX_ANY_DEPTH: usize = 128;
+pub(crate) const MAX_ANY_DEPTH: usize = 128;
 
 /// Skips one lib0 `Any` value without recursion, refusing deeper than
 /// [`MAX_ANY_DEPTH`].
@@ -160,7 +160,7 @@ struct Struct {
 
 /// What an update holds, as far as the bounds care.
 #[derive(Debug)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Item structs, per client in clock order.
     structs: HashMap<ClientID, Vec<Struct>>,
     /// Per client, the clock range the update's structs (GC and skips
@@ -173,7 +173,7 @@ pub struct Shape {
 /// The nesting depth of each nested type of a document, by the id of the
 /// type's item (root types are at depth 0 and not listed).
 #[derive(Debug, Default, Clone)]
-pub struct Depths {
+pub(crate) struct Depths {
     /// Depth per nested type.
     by_id: HashMap<ID, u32>,
 }
@@ -181,7 +181,7 @@ pub struct Depths {
 impl Depths {
     /// The depths of the nested types of the document whose full state is
     /// `state` (v1), e.g. at load, and how many item structs it holds.
-    pub fn of_state(state: &[u8]) -> Result<(Depths, usize), InspectError> {
+    pub(crate) fn of_state(state: &[u8]) -> Result<(Depths, usize), InspectError> {
         let shape = Shape::read(state, Encoding::V1)?;
         let mut depths = Depths::default();
         // A stored document is trusted to be resolvable within itself.
@@ -191,18 +191,18 @@ impl Depths {
     }
 
     /// Adds the depths of an accepted update's types.
-    pub fn extend(&mut self, added: HashMap<ID, u32>) {
+    pub(crate) fn extend(&mut self, added: HashMap<ID, u32>) {
         self.by_id.extend(added);
     }
 
     /// Adds every depth of `other`.
-    pub fn merge(&mut self, other: Depths) {
+    pub(crate) fn merge(&mut self, other: Depths) {
         self.by_id.extend(other.by_id);
     }
 
     /// Nested types known.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 }
@@ -210,7 +210,7 @@ impl Depths {
 impl Shape {
     /// Reads an encoded update; fails on malformed input and on bytes left
     /// over after a complete update.
-    pub fn read(bytes: &[u8], encoding: Encoding) -> Result<Shape, InspectError> {
+    pub(crate) fn read(bytes: &[u8], encoding: Encoding) -> Result<Shape, InspectError> {
         match encoding {
             Encoding::V1 => Shape::read_whole(DecoderV1::new(Cursor::new(bytes)), false),
             Encoding::V2 => Shape::read_whole(DecoderV2::new(Cursor::new(bytes))?, true),
@@ -329,7 +329,7 @@ impl Shape {
     /// (with `state`) nor the update itself holds: yrs keeps them pending
     /// and retries them on every later apply. (A client's SyncStep2 deleting
     /// content it sends in the same update is not counted.)
-    pub fn unknown_delete_ranges(&self, state: &yrs::StateVector) -> usize {
+    pub(crate) fn unknown_delete_ranges(&self, state: &yrs::StateVector) -> usize {
         self.deletes
             .iter()
             .map(|(client, ranges)| {
@@ -345,7 +345,7 @@ impl Shape {
     }
 
     /// Whether the update carries a struct the document with `state` lacks.
-    pub fn adds_to(&self, state: &yrs::StateVector) -> bool {
+    pub(crate) fn adds_to(&self, state: &yrs::StateVector) -> bool {
         self.structs.iter().any(|(client, list)| {
             list.last()
                 .is_some_and(|s| s.id.clock + s.len > state.get(client))
@@ -353,7 +353,7 @@ impl Shape {
     }
 
     /// Whether every range the update deletes is within `deleted`.
-    pub fn deletes_within(&self, deleted: &IdSet) -> bool {
+    pub(crate) fn deletes_within(&self, deleted: &IdSet) -> bool {
         let have: HashMap<ClientID, Vec<std::ops::Range<u32>>> = deleted
             .iter()
             .map(|(c, r)| (*c, r.iter().cloned().collect()))
@@ -366,12 +366,12 @@ impl Shape {
 
     /// How many item structs the update carries (each costs the document
     /// a few hundred bytes of memory, however small its encoding).
-    pub fn items(&self) -> usize {
+    pub(crate) fn items(&self) -> usize {
         self.structs.values().map(Vec::len).sum()
     }
 
     /// Whether the update carries anything at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.structs.values().all(Vec::is_empty) && self.deletes.iter().next().is_none()
     }
 
@@ -386,7 +386,7 @@ impl Shape {
     /// `known` depths and `beside_in_doc` (the parent type of a document item,
     /// `Some(None)` for a root, `None` if the document lacks the item). Fails
     /// on the first type deeper than `max` or with an unknown parent.
-    pub fn type_depths(
+    pub(crate) fn type_depths(
         &self,
         known: &Depths,
         max: u32,
@@ -472,7 +472,7 @@ fn covered(r: &std::ops::Range<u32>, have: &[std::ops::Range<u32>]) -> bool {
 /// The parent type of the document item `id`: `Some(None)` for a root type,
 /// `Some(Some(type item id))` for a nested one, `None` if the document does
 /// not have the item (or it was garbage-collected).
-pub fn parent_in_doc<T: ReadTxn>(txn: &T, id: &ID) -> Option<Option<ID>> {
+pub(crate) fn parent_in_doc<T: ReadTxn>(txn: &T, id: &ID) -> Option<Option<ID>> {
     if txn.state_vector().get(&id.client) <= id.clock {
         return None;
     }

@@ -18,11 +18,11 @@ pub const TEXT_ROOT: &str = "content";
 
 /// Identifies one WebSocket connection for the lifetime of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerId(pub u64);
+pub(crate) struct PeerId(pub u64);
 
 impl PeerId {
     /// The server itself, as the sender of HTTP edits (no connection has id 0).
-    pub const SERVER: PeerId = PeerId(0);
+    pub(crate) const SERVER: PeerId = PeerId(0);
 }
 
 impl std::fmt::Display for PeerId {

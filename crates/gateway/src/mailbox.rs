@@ -9,7 +9,7 @@ use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::inspect::Encoding;
 use crate::link::PeerLink;
-use crate::room::Refusal;
+use crate::link::TEXT_ROOT;
 
 /// A change made without a WebSocket (the HTTP API). It enters the room as
 /// an inbound change from a server-side sender and takes exactly the path a
@@ -55,6 +55,46 @@ pub(crate) struct EditRequest {
     /// Answered once the edit is durable (or refused), so the HTTP response
     /// makes the same promise as a broadcast.
     pub reply: oneshot::Sender<Result<(), EditError>>,
+}
+
+/// Why a change was refused; each maps to a close code and an HTTP status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// Not an update, bytes left over, too deep, or yrs rejected it.
+    #[error("invalid update: {0}")]
+    Malformed(String),
+    /// Over a pending-content cap.
+    #[error("{0}")]
+    Pending(String),
+    /// It would grow the document past `--max-doc-bytes`.
+    #[error("the document would grow to {size} bytes; at most {max} allowed")]
+    DocTooLarge {
+        /// The encoded size it would reach.
+        size: usize,
+        /// `--max-doc-bytes`.
+        max: usize,
+    },
+    /// It would grow the document past `--max-doc-items` item structs.
+    #[error("the document would hold {items} items; at most {max} allowed")]
+    TooManyItems {
+        /// The items it would hold.
+        items: usize,
+        /// `--max-doc-items`.
+        max: usize,
+    },
+    /// `PUT .../text` on a document whose root `content` is not text.
+    #[error("the document's root '{TEXT_ROOT}' is a {0}, not text")]
+    NotText(&'static str),
+}
+
+impl Refusal {
+    /// The close code a WebSocket sender gets.
+    pub(crate) fn close_code(&self) -> CloseCode {
+        match self {
+            Refusal::DocTooLarge { .. } | Refusal::TooManyItems { .. } => CloseCode::DocTooLarge,
+            _ => CloseCode::Malformed,
+        }
+    }
 }
 
 /// Messages to the room that are not peer traffic.

@@ -30,7 +30,7 @@ use crate::close::CloseCode;
 use crate::link::{PeerHealth, PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
-use crate::rooms::Rooms;
+use crate::room::Rooms;
 use crate::upgrade::Socket;
 
 /// Inbound frames buffered per peer before its reader waits (backpressure).

@@ -29,7 +29,7 @@ const SYNC_UPDATE: u8 = 2;
 
 /// One decoded client message.
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// The client's state vector: answer with what it lacks (SyncStep2).
     SyncStep1(StateVector),
     /// A document change (from SyncStep2 or Update), v1-encoded, as received.
@@ -46,7 +46,7 @@ pub enum Inbound {
 
 /// Why a frame was rejected; maps to a close code.
 #[derive(Debug, thiserror::Error)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// Truncated varint or buffer, bad UTF-8, undecodable payload.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -60,7 +60,7 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The close code the offending connection gets.
-    pub fn close_code(&self) -> CloseCode {
+    pub(crate) fn close_code(&self) -> CloseCode {
         match self {
             ProtocolError::UnknownType(_) => CloseCode::UnknownMessageType,
             _ => CloseCode::Malformed,
@@ -74,7 +74,7 @@ fn malformed(e: impl std::fmt::Display) -> ProtocolError {
 
 /// Decodes every message of one binary frame. `frame` is shared so updates
 /// keep referring to it without a copy.
-pub fn decode_frame(frame: &Bytes) -> Result<Vec<Inbound>, ProtocolError> {
+pub(crate) fn decode_frame(frame: &Bytes) -> Result<Vec<Inbound>, ProtocolError> {
     let mut cursor = Cursor::new(frame);
     let mut out = Vec::new();
     while cursor.has_content() {
@@ -137,23 +137,23 @@ fn frame_with(tag: u8, sub: Option<u8>, body: &[u8]) -> Bytes {
 }
 
 /// SyncStep1 frame carrying the server's state vector.
-pub fn encode_sync_step1(sv: &StateVector) -> Bytes {
+pub(crate) fn encode_sync_step1(sv: &StateVector) -> Bytes {
     frame_with(MSG_SYNC, Some(SYNC_STEP1), &sv.encode_v1())
 }
 
 /// SyncStep2 frame carrying what the client lacks.
-pub fn encode_sync_step2(diff: &[u8]) -> Bytes {
+pub(crate) fn encode_sync_step2(diff: &[u8]) -> Bytes {
     frame_with(MSG_SYNC, Some(SYNC_STEP2), diff)
 }
 
 /// Update frame carrying one v1 update.
-pub fn encode_update(update: &[u8]) -> Bytes {
+pub(crate) fn encode_update(update: &[u8]) -> Bytes {
     frame_with(MSG_SYNC, Some(SYNC_UPDATE), update)
 }
 
 /// Auth frame "permission denied" with `reason` (y-protocols auth.js:
 /// message type 2, then varUint 0, then varString reason).
-pub fn encode_permission_denied(reason: &str) -> Bytes {
+pub(crate) fn encode_permission_denied(reason: &str) -> Bytes {
     let mut out = Vec::with_capacity(reason.len() + 4);
     out.write_var(MSG_AUTH);
     out.write_var(0u8);
@@ -162,7 +162,7 @@ pub fn encode_permission_denied(reason: &str) -> Bytes {
 }
 
 /// Awareness frame.
-pub fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
+pub(crate) fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
     frame_with(MSG_AWARENESS, None, &update.encode_v1())
 }
 

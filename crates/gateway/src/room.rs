@@ -21,7 +21,7 @@
 //!
 //! Containment: all yrs work runs on [`crate::yrs_threads`]; a panic there
 //! fails only this room. A panic in the room task itself drops the room:
-//! the registry entry is removed by a drop guard (`rooms::Registered`) and
+//! the registry entry is removed by a drop guard (`registry::Registered`) and
 //! every peer's outbound channel closes, which its connection answers with
 //! 1011 (a room never lets go of a live peer without a close code
 //! otherwise). The next join opens a fresh room that reloads from the store.
@@ -46,19 +46,21 @@ use crate::link::{PeerHealth, PeerId, PeerLink};
 use crate::mailbox::{Control, EditError, EditRequest};
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
-use crate::rooms::Shared;
+
 use crate::yrs_threads;
 
 mod batch;
 mod doc_state;
 mod outbox;
+mod registry;
 #[cfg(test)]
 mod tests;
 
-pub use doc_state::Refusal;
 pub(crate) use doc_state::root_kind;
 use doc_state::{Caps, DocState};
 use outbox::{Outbox, Target};
+pub use registry::Rooms;
+use registry::Shared;
 
 /// Most inbound frames handled as one batch (one durability wait).
 const MAX_BATCH: usize = 256;

@@ -19,7 +19,7 @@ use warp::reply::{Reply, with_status};
 use crate::access::Principal;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::rooms::Rooms;
+use crate::room::Rooms;
 use crate::{api, peer, upgrade, web};
 
 /// What can stop the gateway.

@@ -38,7 +38,7 @@ const THREADS: usize = 4;
 /// half-changed and must be discarded.
 #[derive(Debug, thiserror::Error)]
 #[error("yrs panicked")]
-pub struct Panicked;
+pub(crate) struct Panicked;
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -56,7 +56,7 @@ fn runtime() -> &'static Runtime {
 }
 
 /// Runs `job` on a yrs thread and resolves to its result once it is done.
-pub fn run<T: Send + 'static>(
+pub(crate) fn run<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
 ) -> impl Future<Output = Result<T, Panicked>> + Send {
     let handle = runtime().spawn_blocking(job);

@@ -62,9 +62,9 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, Out, ReadTxn, StateVector, Text, Transact, Update};
 
-use crate::close::CloseCode;
 use crate::inspect::{Depths, Encoding, InspectError, Shape, parent_in_doc};
 use crate::link::{PeerId, TEXT_ROOT};
+use crate::mailbox::Refusal;
 use crate::protocol;
 
 /// Longest a `PUT .../text` diff may search for a minimal edit script.
@@ -125,46 +125,6 @@ pub(crate) enum Outcome {
     Refused(Refusal),
     /// Not looked at: its sender was refused earlier in the batch.
     Skipped,
-}
-
-/// Why a change was refused; each maps to a close code and an HTTP status.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Refusal {
-    /// Not an update, bytes left over, too deep, or yrs rejected it.
-    #[error("invalid update: {0}")]
-    Malformed(String),
-    /// Over a pending-content cap.
-    #[error("{0}")]
-    Pending(String),
-    /// It would grow the document past `--max-doc-bytes`.
-    #[error("the document would grow to {size} bytes; at most {max} allowed")]
-    DocTooLarge {
-        /// The encoded size it would reach.
-        size: usize,
-        /// `--max-doc-bytes`.
-        max: usize,
-    },
-    /// It would grow the document past `--max-doc-items` item structs.
-    #[error("the document would hold {items} items; at most {max} allowed")]
-    TooManyItems {
-        /// The items it would hold.
-        items: usize,
-        /// `--max-doc-items`.
-        max: usize,
-    },
-    /// `PUT .../text` on a document whose root `content` is not text.
-    #[error("the document's root '{TEXT_ROOT}' is a {0}, not text")]
-    NotText(&'static str),
-}
-
-impl Refusal {
-    /// The close code a WebSocket sender gets.
-    pub(crate) fn close_code(&self) -> CloseCode {
-        match self {
-            Refusal::DocTooLarge { .. } | Refusal::TooManyItems { .. } => CloseCode::DocTooLarge,
-            _ => CloseCode::Malformed,
-        }
-    }
 }
 
 impl From<InspectError> for Refusal {

@@ -20,9 +20,9 @@ use crate::link::{PeerHealth, PeerId, PeerLink, TEXT_ROOT};
 use crate::mailbox::{Edit, EditError};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound};
-use crate::rooms::Rooms;
+use crate::room::Rooms;
 
-use super::Refusal;
+use crate::mailbox::Refusal;
 
 /// How long a test waits for something that should happen at once.
 const WAIT: Duration = Duration::from_secs(10);

@@ -21,7 +21,6 @@ use crate::config::Limits;
 use crate::link::PeerLink;
 use crate::mailbox::{Control, Edit, EditError, EditRequest};
 use crate::metrics::Metrics;
-use crate::room;
 
 /// Handle to the registry of open rooms. Cheap to clone.
 #[derive(Clone)]
@@ -180,7 +179,7 @@ impl Rooms {
         };
         tokio::spawn(
             async move {
-                room::run(doc, key, control_rx, shared, running).await;
+                super::run(doc, key, control_rx, shared, running).await;
                 drop(registered);
             }
             .instrument(span),
