@@ -198,7 +198,7 @@ fn edit_status(e: &EditError) -> StatusCode {
         EditError::Refused(_) => StatusCode::BAD_REQUEST,
         EditError::ReadOnly => StatusCode::FORBIDDEN,
         EditError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        EditError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EditError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -37,9 +37,10 @@ pub enum EditError {
     /// The caller may only read this document.
     #[error("permission denied: read-only")]
     ReadOnly,
-    /// The store failed to persist the change.
-    #[error("the store failed: {0}")]
-    Store(String),
+    /// The room failed (the store, or its document work); the change was
+    /// not acknowledged. Shared: one failure answers every edit of a batch.
+    #[error(transparent)]
+    Failed(std::sync::Arc<RoomError>),
     /// The room could not be opened (shutdown, capacity, load failure).
     #[error("document unavailable: {0}")]
     Unavailable(CloseCode),
@@ -95,6 +96,21 @@ impl Refusal {
             _ => CloseCode::Malformed,
         }
     }
+}
+
+/// Why a room could not go on with its document: typed, so a corrupt
+/// record reads as one and not as an I/O error.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The store failed (I/O, a corrupt record, a failed flush).
+    #[error("the store failed: {0}")]
+    Store(#[from] tandem_store::StoreError),
+    /// The stored document is not a readable update.
+    #[error("the stored document cannot be read: {0}")]
+    Unreadable(#[from] crate::inspect::InspectError),
+    /// yrs panicked while working on the document.
+    #[error("the room's document work failed: {0}")]
+    Panicked(#[from] crate::yrs_threads::Panicked),
 }
 
 /// Messages to the room that are not peer traffic.

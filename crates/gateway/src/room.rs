@@ -43,7 +43,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::close::CloseCode;
 use crate::link::{PeerHealth, PeerId, PeerLink};
-use crate::mailbox::{Control, EditError, EditRequest};
+use crate::mailbox::{Control, EditError, EditRequest, RoomError};
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
 
@@ -119,7 +119,7 @@ pub(crate) async fn run(
     };
     let (store, id) = (shared.store.clone(), doc_id.clone());
     let loaded = yrs_threads::run(move || DocState::load(store, id, caps)).await;
-    let state = match loaded.map_err(|e| e.to_string()).and_then(|r| r) {
+    let state = match loaded.map_err(RoomError::from).and_then(|r| r) {
         Ok(state) => state,
         Err(e) => {
             error!(error = %e, "loading document failed");

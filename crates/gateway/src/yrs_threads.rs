@@ -38,7 +38,7 @@ const THREADS: usize = 4;
 /// half-changed and must be discarded.
 #[derive(Debug, thiserror::Error)]
 #[error("yrs panicked")]
-pub(crate) struct Panicked;
+pub struct Panicked;
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();

@@ -8,6 +8,7 @@
 //! fails its HTTP edit; nothing of it is stored, and whatever the batch
 //! accepted before it is stored and sent as usual.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use super::{Outbox, PeerEvent, Room, Target};
 use crate::close::CloseCode;
 use crate::inspect::Encoding;
 use crate::link::PeerId;
-use crate::mailbox::{Edit, EditError};
+use crate::mailbox::{Edit, EditError, RoomError};
 use crate::protocol::{self, Inbound};
 use crate::yrs_threads;
 
@@ -60,22 +61,19 @@ impl Room {
                 let applied = state.apply(ops);
                 (state, applied)
             });
-            match job.await {
+            let failure = match job.await {
                 Ok((state, applied)) => {
                     self.state = Some(state);
-                    if let Some(e) = applied.store_failed {
-                        error!(error = %e, "store failed");
-                        self.fail();
-                        return;
-                    }
                     outcomes = applied.outcomes;
                     tickets = applied.tickets;
+                    applied.store_failed
                 }
-                Err(e) => {
-                    error!(error = %e, "document work panicked: closing the room");
-                    self.fail();
-                    return;
-                }
+                Err(panicked) => Some(RoomError::from(panicked)),
+            };
+            if let Some(e) = failure {
+                error!(error = %e, "document work failed: closing the room");
+                self.fail(steps, e);
+                return;
             }
         }
         let (outbox, acks) = self.walk(steps, outcomes);
@@ -84,10 +82,11 @@ impl Room {
             futures_util::future::join_all(tickets.into_iter().map(|t| t.durable())).await;
         if let Some(Err(e)) = durable.into_iter().find(|r| r.is_err()) {
             error!(error = %e, "store failed to persist updates");
+            let e = Arc::new(RoomError::from(e));
             for (reply, _) in acks {
-                let _ = reply.send(Err(EditError::Store(e.to_string())));
+                let _ = reply.send(Err(EditError::Failed(e.clone())));
             }
-            self.fail();
+            self.fail(Vec::new(), e);
             return;
         }
         self.dispatch(outbox);
@@ -279,8 +278,15 @@ impl Room {
     }
 
     /// The store failed or the document work panicked: every peer gets
-    /// 1011 and the room goes (the next join reloads from the store).
-    fn fail(&mut self) {
+    /// 1011, the batch's HTTP edits get the error, and the room goes (the
+    /// next join reloads from the store).
+    fn fail(&mut self, steps: Vec<Step>, error: impl Into<Arc<RoomError>>) {
+        let error = error.into();
+        for step in steps {
+            if let Step::Edit(reply) = step {
+                let _ = reply.send(Err(EditError::Failed(error.clone())));
+            }
+        }
         self.failed = true;
         self.state = None;
         self.close_all(CloseCode::Internal);

@@ -64,7 +64,7 @@ use yrs::{Doc, GetString, Out, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::inspect::{Depths, Encoding, InspectError, Shape, parent_in_doc};
 use crate::link::{PeerId, TEXT_ROOT};
-use crate::mailbox::Refusal;
+use crate::mailbox::{Refusal, RoomError};
 use crate::protocol;
 
 /// Longest a `PUT .../text` diff may search for a minimal edit script.
@@ -141,7 +141,7 @@ pub(crate) struct Applied {
     /// Store appends to await before anything is sent.
     pub tickets: Vec<Appended>,
     /// The store failed: the room must close its peers with 1011 and go.
-    pub store_failed: Option<String>,
+    pub store_failed: Option<RoomError>,
 }
 
 /// The live document and what the write path keeps about it.
@@ -171,8 +171,8 @@ pub(crate) struct DocState {
 
 impl DocState {
     /// Loads `doc_id` from the store (run it on a yrs thread).
-    pub(crate) fn load(store: Store, doc_id: DocId, caps: Caps) -> Result<DocState, String> {
-        let doc = store.load(&doc_id).map_err(|e| e.to_string())?;
+    pub(crate) fn load(store: Store, doc_id: DocId, caps: Caps) -> Result<DocState, RoomError> {
+        let doc = store.load(&doc_id)?;
         let (depths, doc_bytes, items) = measure(&doc)?;
         Ok(DocState {
             doc,
@@ -437,7 +437,7 @@ impl DocState {
         let updates: Vec<&[u8]> = unstored.iter().map(Vec::as_slice).collect();
         match self.store.append_batch(&self.doc_id, &updates) {
             Ok(ticket) => out.tickets.push(ticket),
-            Err(e) => out.store_failed = Some(e.to_string()),
+            Err(e) => out.store_failed = Some(e.into()),
         }
         unstored.clear();
     }
@@ -451,19 +451,18 @@ impl DocState {
         }
         match DocState::load(self.store.clone(), self.doc_id.clone(), self.caps.clone()) {
             Ok(fresh) => *self = fresh,
-            Err(e) => out.store_failed = Some(format!("reloading the document failed: {e}")),
+            Err(e) => out.store_failed = Some(e),
         }
     }
 }
 
 /// The nesting depths, encoded size and item structs of a document.
-fn measure(doc: &Doc) -> Result<(Depths, usize, usize), String> {
+fn measure(doc: &Doc) -> Result<(Depths, usize, usize), InspectError> {
     let txn = doc.transact();
     let state = txn.encode_state_as_update_v1(&StateVector::default());
-    let (mut depths, items) = Depths::of_state(&state).map_err(|e| e.to_string())?;
+    let (mut depths, items) = Depths::of_state(&state)?;
     if let Some(pending) = txn.store().pending_update() {
-        let (pending, _) =
-            Depths::of_state(&pending.update.encode_v1()).map_err(|e| e.to_string())?;
+        let (pending, _) = Depths::of_state(&pending.update.encode_v1())?;
         depths.merge(pending);
     }
     Ok((depths, state.len(), items))
