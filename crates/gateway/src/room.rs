@@ -298,6 +298,11 @@ impl Room {
         let Some(slot) = self.peers.remove(&peer) else {
             return;
         };
+        // What the rate limit held back still goes out (often the peer's own
+        // goodbye: its states set to null just before it closed).
+        if let Some(held) = slot.awareness_held.as_ref() {
+            outbox.push(Target::All, protocol::encode_awareness(held));
+        }
         if let Some(code) = code {
             let _ = slot.kill.try_send(code);
         }

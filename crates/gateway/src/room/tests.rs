@@ -616,3 +616,26 @@ async fn the_item_quota_counts_what_yrs_keeps_apart() {
     }
     assert_eq!(a.wait_close().await, CloseCode::DocTooLarge);
 }
+
+#[tokio::test]
+async fn a_goodbye_held_by_the_awareness_rate_still_goes_out_when_the_peer_leaves() {
+    let mut fx = Fixture::new(Limits::default());
+    let a = fx.join("bye", Mode::Write).await;
+    let mut b = fx.join("bye", Mode::Write).await;
+    // A state then, at once, its removal (as y-websocket does on close).
+    a.send(vec![awareness(44, 1, "{\"u\":1}")]).await;
+    a.send(vec![awareness(44, 2, "null")]).await;
+    drop(a);
+    loop {
+        let frame = b.next_frame().await.expect("the goodbye");
+        if frame[0] != 1 {
+            continue;
+        }
+        let Inbound::Awareness(update) = protocol::decode_frame(&frame).unwrap().remove(0) else {
+            panic!("not awareness");
+        };
+        if update.clients[&yrs::block::ClientID::new(44)].clock == 2 {
+            break;
+        }
+    }
+}
