@@ -138,11 +138,20 @@ pub(crate) async fn run(
         inbound: StreamMap::new(),
         empty_since: Some(Instant::now()),
         awareness_due: None,
-        failed: false,
         compacting: Arc::new(AtomicBool::new(false)),
         shared,
     };
     room.run(control).await;
+}
+
+/// Whether the room goes on after handling something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Carry on.
+    Go,
+    /// The store failed or the document work panicked: every peer was
+    /// closed with 1011; the room must unregister and end.
+    Failed,
 }
 
 /// Sleeps until `at`, or forever without one (a `select!` branch that is
@@ -175,8 +184,6 @@ struct Room {
     empty_since: Option<Instant>,
     /// The earliest time a held-back awareness change may go out.
     awareness_due: Option<Instant>,
-    /// The store failed: every peer was closed with 1011; the room must go.
-    failed: bool,
     /// A background compaction is running (at most one per document; the
     /// flag is shared with the blocking task that clears it).
     compacting: Arc<AtomicBool>,
@@ -197,18 +204,21 @@ impl Room {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let flow = tokio::select! {
                 biased;
                 ctl = control.recv() => match ctl {
-                    Some(Control::Join(link)) => self.join(link),
                     Some(Control::Edit(req)) => {
-                        self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await;
+                        self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await
                     }
                     #[cfg(test)]
                     Some(Control::Panic) => panic!("test: the room task panics"),
                     Some(Control::Shutdown) | None => {
                         self.shutdown(&mut control).await;
                         return;
+                    }
+                    Some(Control::Join(link)) => {
+                        self.join(link);
+                        Flow::Go
                     }
                 },
                 Some(first) = self.inbound.next(), if !self.inbound.is_empty() => {
@@ -219,12 +229,13 @@ impl Room {
                             _ => break,
                         }
                     }
-                    self.process(batch).await;
+                    self.process(batch).await
                 }
                 _ = sleep_until_or_never(self.awareness_due) => {
                     let mut outbox = Outbox::default();
                     self.release_awareness(&mut outbox);
                     self.dispatch(outbox);
+                    Flow::Go
                 }
                 _ = tick.tick() => {
                     self.maintain();
@@ -233,9 +244,10 @@ impl Room {
                         info!("room unloaded");
                         return;
                     }
+                    Flow::Go
                 }
-            }
-            if self.failed {
+            };
+            if flow == Flow::Failed {
                 self.shared
                     .close_room(&self.doc_id, self.key, &mut control, CloseCode::Internal);
                 return;

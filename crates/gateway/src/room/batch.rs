@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use super::doc_state::{DocOp, Outcome};
-use super::{Outbox, PeerEvent, Room, Target};
+use super::{Flow, Outbox, PeerEvent, Room, Target};
 use crate::close::CloseCode;
 use crate::inspect::Encoding;
 use crate::link::PeerId;
@@ -48,14 +48,13 @@ type Ack = (
 impl Room {
     /// Handles one batch (see the module docs); a store failure or a panic
     /// on the yrs thread closes every peer with 1011 and fails the room.
-    pub(super) async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) {
+    pub(super) async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) -> Flow {
         let (steps, ops) = self.plan(batch);
         let mut outcomes = Vec::new();
         let mut tickets = Vec::new();
         if !ops.is_empty() {
             let Some(mut state) = self.state.take() else {
-                self.failed = true;
-                return;
+                return Flow::Failed;
             };
             let job = yrs_threads::run(move || {
                 let applied = state.apply(ops);
@@ -72,8 +71,7 @@ impl Room {
             };
             if let Some(e) = failure {
                 error!(error = %e, "document work failed: closing the room");
-                self.fail(steps, e);
-                return;
+                return self.fail(steps, e);
             }
         }
         let (outbox, acks) = self.walk(steps, outcomes);
@@ -86,8 +84,7 @@ impl Room {
             for (reply, _) in acks {
                 let _ = reply.send(Err(EditError::Failed(e.clone())));
             }
-            self.fail(Vec::new(), e);
-            return;
+            return self.fail(Vec::new(), e);
         }
         self.dispatch(outbox);
         for (reply, result) in acks {
@@ -97,6 +94,7 @@ impl Room {
             self.empty_since = Some(Instant::now());
         }
         self.compact_in_background();
+        Flow::Go
     }
 
     /// Splits the batch into the document ops (for the yrs thread) and the
@@ -280,16 +278,16 @@ impl Room {
     /// The store failed or the document work panicked: every peer gets
     /// 1011, the batch's HTTP edits get the error, and the room goes (the
     /// next join reloads from the store).
-    fn fail(&mut self, steps: Vec<Step>, error: impl Into<Arc<RoomError>>) {
+    fn fail(&mut self, steps: Vec<Step>, error: impl Into<Arc<RoomError>>) -> Flow {
         let error = error.into();
         for step in steps {
             if let Step::Edit(reply) = step {
                 let _ = reply.send(Err(EditError::Failed(error.clone())));
             }
         }
-        self.failed = true;
         self.state = None;
         self.close_all(CloseCode::Internal);
+        Flow::Failed
     }
 
     /// Applies an awareness update and queues the changes for every peer;
