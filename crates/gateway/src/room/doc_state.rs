@@ -346,7 +346,6 @@ impl DocState {
         if !changed {
             return Outcome::Unchanged;
         }
-        self.doc_bytes += effective.len();
         self.full_state = None;
         Outcome::Changed(Bytes::from(effective))
     }
@@ -404,20 +403,28 @@ impl DocState {
     }
 
     /// Whether the applied `effective` change takes the document past its
-    /// size or item quota. Counts its items into `self.items` if not.
+    /// size or item quota; if not, counts it into `doc_bytes` and `items`.
     fn over_quota(&mut self, effective: &[u8]) -> Option<Refusal> {
-        let size = self.doc_bytes + effective.len();
-        if size > self.caps.max_doc_bytes {
-            return Some(Refusal::DocTooLarge {
-                size,
-                max: self.caps.max_doc_bytes,
-            });
+        if effective == Update::EMPTY_V1 {
+            return None;
         }
         let added = Shape::read(effective, Encoding::V1).map_or(0, |s| s.items());
+        let mut size = self.doc_bytes + effective.len();
         let mut items = self.items + added;
-        if items > self.caps.max_doc_items {
-            // The running count only grows: count exactly before refusing.
-            items = measure(&self.doc).map_or(items, |(_, _, exact)| exact);
+        if size > self.caps.max_doc_bytes || items > self.caps.max_doc_items {
+            // The running counts only grow (deletions and merges shrink the
+            // real ones): measure exactly before refusing. The document
+            // already holds the change, so the measure includes it.
+            if let Ok((_, exact_size, exact_items)) = measure(&self.doc) {
+                size = exact_size;
+                items = exact_items;
+            }
+            if size > self.caps.max_doc_bytes {
+                return Some(Refusal::DocTooLarge {
+                    size,
+                    max: self.caps.max_doc_bytes,
+                });
+            }
             if items > self.caps.max_doc_items {
                 return Some(Refusal::TooManyItems {
                     items,
@@ -425,6 +432,7 @@ impl DocState {
                 });
             }
         }
+        self.doc_bytes = size;
         self.items = items;
         None
     }

@@ -639,3 +639,25 @@ async fn a_goodbye_held_by_the_awareness_rate_still_goes_out_when_the_peer_leave
         }
     }
 }
+
+#[tokio::test]
+async fn the_size_quota_measures_exactly_before_refusing() {
+    let limits = Limits {
+        max_doc_bytes: 10_000,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("shrink", Mode::Write).await;
+    a.send_update(a.type_text(&"x".repeat(6_000))).await;
+    // Deleting it all leaves a small document (yrs drops deleted text).
+    let before = a.doc.transact().state_vector();
+    let text = a.doc.get_or_insert_text(TEXT_ROOT);
+    text.remove_range(&mut a.doc.transact_mut(), 0, 6_000);
+    a.send_update(a.doc.transact().encode_diff_v1(&before))
+        .await;
+    // The running count says 12,000+ bytes; the document holds ~6,000.
+    a.send_update(a.type_text(&"y".repeat(6_000))).await;
+    a.round_trip().await;
+    assert!(a.kill.try_recv().is_err(), "refused although it fits");
+    assert_eq!(fx.stored_updates("shrink"), 3);
+}
