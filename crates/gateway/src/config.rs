@@ -81,7 +81,8 @@ pub struct Limits {
 
     /// Outbound bytes queued for all peers of the server together; a peer
     /// whose frame would pass it (and that already has a backlog) is closed
-    /// with 4008.
+    /// with 4008. Counted per peer: a frame shared by several peers (the
+    /// state every joiner gets) counts once for each, an upper bound.
     #[arg(long, env = "TANDEM_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_queued_bytes: usize,
 
