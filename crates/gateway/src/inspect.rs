@@ -352,6 +352,11 @@ impl Shape {
         })
     }
 
+    /// Whether the update deletes anything.
+    pub(crate) fn deletes_anything(&self) -> bool {
+        self.deletes.iter().next().is_some()
+    }
+
     /// Whether every range the update deletes is within `deleted`.
     pub(crate) fn deletes_within(&self, deleted: &IdSet) -> bool {
         let have: HashMap<ClientID, Vec<std::ops::Range<u32>>> = deleted

@@ -266,17 +266,50 @@ async fn write_batch(
     outbound: &mut mpsc::Receiver<Bytes>,
     health: &PeerHealth,
 ) -> bool {
-    health.dequeued(first.len());
-    if sink.feed(Message::binary(first)).await.is_err() {
-        return false;
-    }
-    while let Ok(frame) = outbound.try_recv() {
+    let mut next = Some(first);
+    while let Some(frame) = next {
         health.dequeued(frame.len());
-        if sink.feed(Message::binary(frame)).await.is_err() {
+        if write_message(sink, frame).await.is_err() {
             return false;
         }
+        next = outbound.try_recv().ok();
     }
     sink.flush().await.is_ok()
+}
+
+/// Largest WebSocket frame the server writes; a bigger message goes out as
+/// several frames (fragments, RFC 6455 §5.4; every client reassembles them).
+///
+/// tungstenite copies each frame whole into the connection's write buffer
+/// (and drains that buffer with a memmove per socket write): a 15 MB
+/// document sent to 50 joiners as single frames cost 50 copies (~750 MB)
+/// and quadratic draining; as fragments each connection holds at most one.
+const FRAGMENT_BYTES: usize = 64 * 1024;
+
+/// Writes one binary message, fragmented if it is large (no copy: each
+/// fragment is a slice of the shared bytes).
+async fn write_message(
+    sink: &mut SplitSink<Socket, Message>,
+    message: Bytes,
+) -> Result<(), tungstenite::Error> {
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    if message.len() <= FRAGMENT_BYTES {
+        return sink.feed(Message::binary(message)).await;
+    }
+    let mut at = 0;
+    while at < message.len() {
+        let end = (at + FRAGMENT_BYTES).min(message.len());
+        let opcode = OpCode::Data(if at == 0 {
+            Data::Binary
+        } else {
+            Data::Continue
+        });
+        let fragment = Frame::message(message.slice(at..end), opcode, end == message.len());
+        sink.feed(Message::Frame(fragment)).await?;
+        at = end;
+    }
+    Ok(())
 }
 
 /// True when a read failed because the frame or message exceeded the size

@@ -497,8 +497,8 @@ fn adds_nothing<T: ReadTxn>(txn: &T, shape: &Shape) -> bool {
     if shape.adds_to(&state) {
         return false;
     }
-    let deleted = txn.snapshot().delete_set;
-    shape.deletes_within(&deleted)
+    // The document's whole delete set is computed only if needed.
+    !shape.deletes_anything() || shape.deletes_within(&txn.snapshot().delete_set)
 }
 
 /// The kind of the root `content`, if it exists and its kind is known.
