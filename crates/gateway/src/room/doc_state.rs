@@ -70,6 +70,9 @@ use crate::protocol;
 /// Longest a `PUT .../text` diff may search for a minimal edit script.
 const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// Largest old + new text diffed by character (see `replace_text`).
+const CHAR_DIFF_BYTES: usize = 2 * 1024 * 1024;
+
 /// The bounds the write path enforces (from [`crate::Limits`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Caps {
@@ -366,9 +369,16 @@ impl DocState {
             let mut txn = self.doc.transact_mut();
             let old = text.get_string(&txn);
             // Bounded: past the deadline the diff is coarser, never slower.
-            let diff = similar::TextDiff::configure()
-                .timeout(DIFF_TIMEOUT)
-                .diff_chars(old.as_str(), new);
+            let mut config = similar::TextDiff::configure();
+            config.timeout(DIFF_TIMEOUT);
+            // A char diff keeps ~16 bytes per character on each side: past
+            // CHAR_DIFF_BYTES, diff whole lines instead (still only the
+            // changed lines are replaced).
+            let diff = if old.len() + new.len() <= CHAR_DIFF_BYTES {
+                config.diff_chars(old.as_str(), new)
+            } else {
+                config.diff_lines(old.as_str(), new)
+            };
             // Offsets are in bytes (the store's documents use yrs' default
             // OffsetKind::Bytes); walk the old text while applying.
             let mut at: u32 = 0;

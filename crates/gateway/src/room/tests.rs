@@ -661,3 +661,26 @@ async fn the_size_quota_measures_exactly_before_refusing() {
     assert!(a.kill.try_recv().is_err(), "refused although it fits");
     assert_eq!(fx.stored_updates("shrink"), 3);
 }
+
+#[tokio::test]
+async fn put_text_on_a_large_text_replaces_only_the_changed_line() {
+    let mut fx = Fixture::new(Limits::default());
+    let old: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+    assert!(old.len() > 2 * 1024 * 1024);
+    fx.edit("big-diff", Edit::ReplaceText(old.clone()))
+        .await
+        .unwrap();
+    let mut a = fx.join("big-diff", Mode::Write).await;
+    assert_eq!(a.text().len(), old.len());
+    let new = old.replacen("line 1000\n", "line one thousand\n", 1);
+    fx.edit("big-diff", Edit::ReplaceText(new.clone()))
+        .await
+        .unwrap();
+    let frame = a.receive_update().await;
+    assert_eq!(a.text(), new);
+    assert!(
+        frame.len() < 200,
+        "{} bytes for one changed line",
+        frame.len()
+    );
+}
