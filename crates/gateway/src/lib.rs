@@ -61,7 +61,9 @@
 //!
 //! # Protocol
 //!
-//! One message per WebSocket frame (the JS client reads only the first). On
+//! One y-protocols message per WebSocket message (the JS client reads only
+//! the first); a message over 64 KiB goes out as several WebSocket frames
+//! (fragments), so no connection copies a large document whole. On
 //! join the server sends SyncStep1, then the current awareness states. A
 //! client's SyncStep1 gets a SyncStep2 with what it lacks; its SyncStep2 and
 //! Updates are applied, stored and sent to every *other* peer; awareness
