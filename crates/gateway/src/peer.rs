@@ -30,7 +30,7 @@ use crate::close::CloseCode;
 use crate::link::{PeerHealth, PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
-use crate::room::Rooms;
+use crate::room::{LivePeer, Rooms};
 use crate::upgrade::Socket;
 
 /// Inbound frames buffered per peer before its reader waits (backpressure).
@@ -71,12 +71,15 @@ pub(crate) fn serve(
         principal,
         inbound: inbound_rx,
     };
-    span.in_scope(|| {
-        if let Err(code) = rooms.join(&doc, link) {
-            warn!(code = code.code(), "join refused");
-            let _ = kill_tx.try_send(code);
-        }
+    let live = span.in_scope(|| {
         debug!("connected");
+        rooms
+            .join(&doc, link)
+            .inspect_err(|code| {
+                warn!(code = code.code(), "join refused");
+                let _ = kill_tx.try_send(*code);
+            })
+            .ok()
     });
     let io = PeerIo {
         sink,
@@ -88,6 +91,7 @@ pub(crate) fn serve(
         health,
         ping_every,
         metrics,
+        _live: live,
     };
     io.run().instrument(span)
 }
@@ -103,6 +107,8 @@ struct PeerIo {
     health: Arc<PeerHealth>,
     ping_every: Duration,
     metrics: Arc<Metrics>,
+    /// Keeps this connection findable by `Rooms::close_peers` while it runs.
+    _live: Option<LivePeer>,
 }
 
 impl PeerIo {
@@ -119,6 +125,7 @@ impl PeerIo {
             health,
             ping_every,
             metrics,
+            _live,
         } = self;
         let reader = read_loop(stream, inbound, kill_tx, &health, &metrics);
         let writer = write_loop(sink, outbound, kill, &health, ping_every, &metrics);

@@ -59,6 +59,7 @@ mod tests;
 pub(crate) use doc_state::root_kind;
 use doc_state::{Caps, DocState};
 use outbox::{Outbox, Target};
+pub(crate) use registry::LivePeer;
 pub use registry::Rooms;
 use registry::Shared;
 

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::config::Limits;
-use crate::link::PeerLink;
+use crate::link::{PeerId, PeerLink};
 use crate::mailbox::{Control, Edit, EditError, EditRequest};
 use crate::metrics::Metrics;
 
@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// The open rooms; joins are sent and rooms unregister under this lock,
     /// so a join is never lost to a room that is unloading.
     registry: Mutex<Registry>,
+    /// Every joined connection, for [`Rooms::close_peers`].
+    live: Mutex<HashMap<PeerId, Live>>,
     /// Resolves (returns `None`) once every room task has ended.
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
 }
@@ -86,6 +88,7 @@ impl Rooms {
                     shutting_down: false,
                     running: Some(running),
                 }),
+                live: Mutex::new(HashMap::new()),
                 all_stopped: tokio::sync::Mutex::new(all_stopped),
             }),
         }
@@ -108,8 +111,35 @@ impl Rooms {
 
     /// Hands `link` to the document's room, opening (and loading) it first if
     /// needed. Fails with 1001 during shutdown and 4013 at `max_open_rooms`.
-    pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<(), CloseCode> {
-        self.send(doc, Control::Join(link))
+    /// The returned guard keeps the connection findable by
+    /// [`Rooms::close_peers`] until it is dropped (when the connection ends).
+    pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<LivePeer, CloseCode> {
+        let entry = Live {
+            doc: doc.clone(),
+            principal: link.principal.clone(),
+            kill: link.kill.clone(),
+        };
+        let id = link.id;
+        self.send(doc, Control::Join(link))?;
+        self.shared.live_peers().insert(id, entry);
+        Ok(LivePeer {
+            shared: self.shared.clone(),
+            id,
+        })
+    }
+
+    /// Closes every live connection for which `close(doc, principal)` holds
+    /// with `code` (e.g. 4403 for a revoked token); returns how many.
+    pub fn close_peers(
+        &self,
+        close: impl Fn(&DocId, &Principal) -> bool,
+        code: CloseCode,
+    ) -> usize {
+        let live = self.shared.live_peers();
+        live.values()
+            .filter(|p| close(&p.doc, &p.principal))
+            .filter(|p| p.kill.try_send(code).is_ok())
+            .count()
     }
 
     /// Applies an edit through the document's room (opening it if needed), so
@@ -209,6 +239,31 @@ impl Rooms {
     }
 }
 
+/// A joined connection as [`Rooms::close_peers`] sees it.
+struct Live {
+    /// The document it joined.
+    doc: DocId,
+    /// Who it acts as.
+    principal: Principal,
+    /// Closes it with a code.
+    kill: mpsc::Sender<CloseCode>,
+}
+
+/// Keeps a connection in the registry's live list; dropped when the
+/// connection's task ends.
+pub(crate) struct LivePeer {
+    /// The registry.
+    shared: Arc<Shared>,
+    /// The connection.
+    id: PeerId,
+}
+
+impl Drop for LivePeer {
+    fn drop(&mut self) {
+        self.shared.live_peers().remove(&self.id);
+    }
+}
+
 /// Drop guard of a running room: however its task ends (return, failure,
 /// panic), the room is unregistered and its slot freed, so the next join
 /// opens a fresh room that reloads the document.
@@ -236,6 +291,12 @@ impl Drop for Registered {
 }
 
 impl Shared {
+    /// The live connections (a panic cannot leave the map inconsistent:
+    /// every critical section is one insert, remove or scan).
+    fn live_peers(&self) -> MutexGuard<'_, HashMap<PeerId, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every critical section is a single insert/remove), so recover.

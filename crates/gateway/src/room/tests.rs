@@ -37,6 +37,8 @@ struct Fixture {
 
 /// The test's end of one fake connection.
 struct FakePeer {
+    /// Keeps it in the registry's live list (for `close_peers`).
+    _live: super::LivePeer,
     inbound: mpsc::Sender<Vec<Inbound>>,
     outbound: mpsc::Receiver<Bytes>,
     kill: mpsc::Receiver<CloseCode>,
@@ -73,8 +75,9 @@ impl Fixture {
             },
             inbound: inbound_rx,
         };
-        self.rooms.join(&DocId::new(doc).unwrap(), link).unwrap();
+        let live = self.rooms.join(&DocId::new(doc).unwrap(), link).unwrap();
         let mut peer = FakePeer {
+            _live: live,
             inbound: inbound_tx,
             outbound: outbound_rx,
             kill: kill_rx,
@@ -682,5 +685,29 @@ async fn put_text_on_a_large_text_replaces_only_the_changed_line() {
         frame.len() < 200,
         "{} bytes for one changed line",
         frame.len()
+    );
+}
+
+#[tokio::test]
+async fn close_peers_closes_exactly_the_matching_connections() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut first = fx.join("revoke", Mode::Write).await; // principal "peer-1"
+    let mut second = fx.join("revoke", Mode::Write).await;
+    let mut elsewhere = fx.join("other", Mode::Write).await;
+    let closed = fx.rooms.close_peers(
+        |doc, p| doc.as_str() == "revoke" && p.sub == "peer-1",
+        CloseCode::Forbidden,
+    );
+    assert_eq!(closed, 1);
+    assert_eq!(first.wait_close().await, CloseCode::Forbidden);
+    second.round_trip().await;
+    elsewhere.round_trip().await;
+    assert!(second.kill.try_recv().is_err() && elsewhere.kill.try_recv().is_err());
+    // A connection that ended is no longer listed.
+    drop(first);
+    assert_eq!(
+        fx.rooms
+            .close_peers(|_, p| p.sub == "peer-1", CloseCode::Forbidden),
+        0
     );
 }
