@@ -7,6 +7,7 @@
 // built after `just web`, so that it embeds the editor.
 
 import { spawn } from 'node:child_process'
+import { createHmac } from 'node:crypto'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -39,7 +40,9 @@ export async function launchBrowser () {
 
 /** The real `tandem serve` on 127.0.0.1, a temp data dir, restartable on the same port. */
 export class TandemServer {
-  constructor () {
+  /** @param {string[]} extraArgs more `serve` flags (e.g. `--auth jwt ...`) */
+  constructor (extraArgs = []) {
+    this.extraArgs = extraArgs
     this.dataDir = mkdtempSync(path.join(tmpdir(), 'tandem-browser-'))
     this.listen = '127.0.0.1:0'
     this.child = null
@@ -51,7 +54,7 @@ export class TandemServer {
     if (!existsSync(BIN)) {
       throw new Error(`tandem binary not found at ${BIN}: run \`cargo build -p tandem\` or set TANDEM_BIN`)
     }
-    const child = spawn(BIN, ['serve', '--listen', this.listen, '--data-dir', this.dataDir], {
+    const child = spawn(BIN, ['serve', '--listen', this.listen, '--data-dir', this.dataDir, ...this.extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' }
     })
@@ -117,7 +120,7 @@ export async function assertEditorEmbedded (server) {
  * One person: a fresh browser context (own localStorage, no BroadcastChannel shortcut
  * to the others) with a name and colour, showing document `docId`.
  */
-export async function openEditor (browser, server, docId, { name, color, viewport = { width: 760, height: 560 } }) {
+export async function openEditor (browser, server, docId, { name, color, token, viewport = { width: 760, height: 560 } }) {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1 })
   await context.addInitScript(([n, c]) => {
     localStorage.setItem('tandem.name', n)
@@ -126,7 +129,7 @@ export async function openEditor (browser, server, docId, { name, color, viewpor
   const page = await context.newPage()
   page.errors = []
   page.on('pageerror', (err) => page.errors.push(err))
-  await page.goto(server.url('/d/' + docId))
+  await page.goto(server.url('/d/' + docId + (token ? `?token=${token}` : '')))
   await waitForStatus(page, { connection: 'connected' }, QUICK)
   await page.waitForFunction(() => window.tandem?.provider.synced, null, { timeout: QUICK })
   return { context, page, name, color }
@@ -203,4 +206,18 @@ export async function waitForPresence (page, count, timeout = SLOW) {
       [...document.querySelectorAll('#presence .person')].map((e) => e.title).join(', '))
     throw new Error(`presence never showed ${count} people; ${names} (${err.message.split('\n')[0]})`)
   }
+}
+
+/** A test HS256 secret for servers started with `--auth jwt`. */
+export const TEST_SECRET = 'tandem-browser-test-secret-0123456789abcdef'
+
+/**
+ * An HS256 JWT with `claims` (defaults: sub "tester", an hour of validity), signed with
+ * `secret`: what `tandem token` or an application's backend would hand out.
+ */
+export function mintToken (claims, secret = TEST_SECRET) {
+  const now = Math.floor(Date.now() / 1000)
+  const b64 = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url')
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: 'tester', iat: now, exp: now + 3600, ...claims })}`
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`
 }

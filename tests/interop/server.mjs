@@ -7,11 +7,13 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
-const bin = process.env.TANDEM_BIN || join(process.env.CARGO_TARGET_DIR || join(repo, 'target'), 'debug', 'tandem')
+export const bin = process.env.TANDEM_BIN || join(process.env.CARGO_TARGET_DIR || join(repo, 'target'), 'debug', 'tandem')
 
 /** A running tandem server on a temp data dir; restartable on the same port and dir. */
 export class TandemServer {
-  constructor () {
+  /** @param {string[]} extraArgs more `serve` flags (e.g. `--auth jwt ...`) */
+  constructor (extraArgs = []) {
+    this.extraArgs = extraArgs
     this.dataDir = mkdtempSync(join(tmpdir(), 'tandem-interop-'))
     this.listen = '127.0.0.1:0'
     this.child = null
@@ -20,7 +22,7 @@ export class TandemServer {
 
   /** Starts the process and resolves once it prints its listening address. */
   async start () {
-    const child = spawn(bin, ['serve', '--listen', this.listen, '--data-dir', this.dataDir], {
+    const child = spawn(bin, ['serve', '--listen', this.listen, '--data-dir', this.dataDir, ...this.extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' }
     })

@@ -13,13 +13,15 @@ export async function waitFor (what, predicate, timeoutMs = 10000) {
 }
 
 /** A stock WebsocketProvider (unchanged y-websocket) on a fresh Y.Doc. */
-export function connect (wsUrl, docId, { user } = {}) {
+export function connect (wsUrl, docId, { user, params } = {}) {
   const doc = new Y.Doc()
   const provider = new WebsocketProvider(wsUrl, docId, doc, {
     WebSocketPolyfill: WebSocket,
     // Clients in one process would otherwise also sync through an in-process
     // BroadcastChannel and hide what the server does (or fails to do).
-    disableBc: true
+    disableBc: true,
+    // y-websocket appends these to the URL: `{ token }` becomes `?token=...`.
+    params: params || {}
   })
   if (user) provider.awareness.setLocalStateField('user', user)
   const text = doc.getText('content')

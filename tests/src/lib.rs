@@ -4,6 +4,8 @@
 //! - [`server`]: [`TestServer`] spawns `tandem serve` on a free port with a
 //!   temporary data directory, waits for `/healthz`, stops it with SIGTERM
 //!   or SIGKILL, and restarts it on the same data.
+//! - [`tokens`]: test tokens (the gateway's own signing code), HTTP
+//!   requests with headers, WebSocket handshakes whose refusal can be read.
 //! - [`client`]: [`Peer`], a small Yjs client (yrs + tokio-tungstenite)
 //!   editing the root `Y.Text` "content" and sending awareness, and
 //!   [`RawSocket`] for sending hand-made (bad) frames.
@@ -13,6 +15,7 @@
 
 pub mod client;
 pub mod server;
+pub mod tokens;
 
 pub use client::{Peer, RawSocket};
 pub use server::TestServer;

@@ -11,6 +11,7 @@ import { searchKeymap, highlightSelectionMatches } from '@codemirror/search'
 import { markdownLanguage, markdownKeymap } from '@codemirror/lang-markdown'
 import { syntaxHighlighting } from '@codemirror/language'
 
+import { takeToken, forgetToken, tokenMode, refusalMessage } from './access.js'
 import { isValidDocId, rememberDoc } from './docid.js'
 import { loadIdentity, saveIdentity, awarenessUser, initials, PALETTE } from './identity.js'
 import { showPresence, safeColor } from './presence.js'
@@ -57,7 +58,10 @@ function start () {
   const ydoc = new Y.Doc()
   const ytext = ydoc.getText(TEXT_NAME)
   const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`
-  const provider = new WebsocketProvider(wsBase, docId, ydoc)
+  const token = takeToken(docId)
+  const readOnly = tokenMode(token) === 'read'
+  $('access-badge').hidden = !readOnly
+  const provider = new WebsocketProvider(wsBase, docId, ydoc, { params: token ? { token } : {} })
   const awareness = provider.awareness
 
   let identity = loadIdentity()
@@ -75,6 +79,9 @@ function start () {
         dropCursor(),
         highlightSelectionMatches(),
         EditorView.lineWrapping,
+        // A read token: the server applies none of our edits, so offer none.
+        EditorState.readOnly.of(readOnly),
+        EditorView.editable.of(!readOnly),
         EditorView.contentAttributes.of({ 'aria-label': `Document ${docId}`, spellcheck: 'true' }),
         placeholder('Start writing… Markdown works: # heading, **bold**, - list'),
         // The language alone: markdown() would also bundle an HTML parser (+140 KiB).
@@ -85,6 +92,18 @@ function start () {
         relabelRenamedCarets
       ]
     })
+  })
+
+  // 4401/4403 are final (y-websocket stops reconnecting on 4400-4499): say why.
+  provider.on('closed', ({ code }) => {
+    const message = refusalMessage(code)
+    if (!message) return
+    forgetToken(docId)
+    document.body.dataset.access = code === 4401 ? 'expired' : 'forbidden'
+    // Nothing is loading or present any more: only the reason remains.
+    $('sync').hidden = true
+    $('presence').style.display = 'none'
+    fail(message)
   })
 
   const status = trackStatus(provider, ({ connection, sync, closeReason, stopped }) => {
@@ -134,9 +153,9 @@ function start () {
     if (status.hasUnsyncedEdits() && !provider.wsconnected) event.preventDefault()
   })
 
-  view.focus()
+  if (!readOnly) view.focus()
   // For tests and for poking around in the console.
-  window.tandem = { docId, ydoc, ytext, provider, awareness, view, undoManager }
+  window.tandem = { docId, ydoc, ytext, provider, awareness, view, undoManager, readOnly }
 }
 
 /**

@@ -94,13 +94,14 @@ pub(crate) fn routes(
     let r = rooms.clone();
     let put_text = warp::path!("api" / "docs" / String / "text")
         .and(warp::put())
+        .and(warp::ext::optional::<Principal>())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(move |id, body: Bytes| {
+        .then(move |id, who: Option<Principal>, body: Bytes| {
             let rooms = r.clone();
             async move {
                 match String::from_utf8(body.to_vec()) {
-                    Ok(text) => write_doc(rooms, id, Edit::ReplaceText(text)).await,
+                    Ok(text) => write_doc(rooms, id, who, Edit::ReplaceText(text)).await,
                     Err(_) => error(StatusCode::BAD_REQUEST, "body is not UTF-8 text"),
                 }
             }
@@ -109,17 +110,22 @@ pub(crate) fn routes(
     let post_update = warp::path!("api" / "docs" / String / "update")
         .and(warp::post())
         .and(warp::query::<FormatQuery>())
+        .and(warp::ext::optional::<Principal>())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(move |id, q: FormatQuery, bytes: Bytes| {
-            let rooms = r.clone();
-            async move {
-                match q.encoding() {
-                    Ok(encoding) => write_doc(rooms, id, Edit::Update { bytes, encoding }).await,
-                    Err(r) => r,
+        .then(
+            move |id, q: FormatQuery, who: Option<Principal>, bytes: Bytes| {
+                let rooms = r.clone();
+                async move {
+                    match q.encoding() {
+                        Ok(encoding) => {
+                            write_doc(rooms, id, who, Edit::Update { bytes, encoding }).await
+                        }
+                        Err(r) => r,
+                    }
                 }
-            }
-        });
+            },
+        );
     healthz
         .or(metrics)
         .unify()
@@ -176,13 +182,17 @@ async fn list_docs(store: Store) -> Response {
 }
 
 /// Applies an edit through the room, so connected peers see it at once.
-async fn write_doc(rooms: Rooms, id: String, edit: Edit) -> Response {
+///
+/// `who` is the principal the edge admitted (the room applies the same
+/// read-only rule as for peers); routes served without the edge (tests
+/// driving `routes` directly) act as the server itself.
+async fn write_doc(rooms: Rooms, id: String, who: Option<Principal>, edit: Edit) -> Response {
     let doc = match DocId::new(id) {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    // No auth at the HTTP edge yet: every caller is anonymous (admin).
-    match rooms.edit(&doc, Principal::anonymous(), edit).await {
+    let who = who.unwrap_or_else(Principal::server);
+    match rooms.edit(&doc, who, edit).await {
         Ok(()) => Box::new(StatusCode::NO_CONTENT),
         Err(e) => error(edit_status(&e), e.to_string()),
     }

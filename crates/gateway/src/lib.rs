@@ -26,8 +26,12 @@
 //!   each connection gets small socket buffers (2 KiB) instead of 2 × 128 KiB.
 //! - `peer`: one WebSocket connection: read, decode frames, write, heartbeat.
 //! - `api`: `/healthz`, `/metrics`, `/api/docs...` (list, read, write).
-//! - `server`: routes, the TCP_NODELAY listener, graceful shutdown
-//!   ([`bind`], [`serve`]).
+//! - [`edge`]: limits at the edge: origins, connection caps, handshake
+//!   rates, request bodies (`--allowed-origins`, `--max-connections`, ...).
+//! - [`auth`]: tokens (JWT verification, `docs` scopes, revocation) and the
+//!   route policy table; hands the room a [`Principal`], never a token.
+//! - `server`: the accept loop (our own, over hyper), the per-request edge
+//!   checks, routes, graceful shutdown ([`bind`], [`serve`]). Start here.
 //!
 //! # Concurrency model: one task per room (an actor)
 //!
@@ -69,9 +73,11 @@
 //! Updates are applied, stored and sent to every *other* peer; awareness
 //! changes go to every peer *including* the sender (a lone JS client
 //! otherwise hears nothing and reconnects every 30 s). Query-awareness is
-//! answered. Auth messages (type 2) are accepted and ignored: there is no
-//! auth yet. Awareness states are removed when their connection ends and
-//! expire after 30 s without renewal. Peers are pinged every 10 s and
+//! answered. Auth messages (type 2) from clients are accepted and ignored:
+//! the token is checked at the upgrade ([`server`]); a refused connection
+//! gets an auth *permission denied* message, then 4401 or 4403. Awareness
+//! states are removed when their connection ends and expire after 30 s
+//! without renewal. Peers are pinged every 10 s and
 //! dropped after two silent intervals.
 //!
 //! Awareness ownership: the connection that first sets a client id's state
@@ -103,6 +109,9 @@
 //! | 4009 | awareness that advances a client id owned by another live connection |
 //! | 4013 | capacity: room full or server at max open rooms (try later) |
 //! | 4413 | the update would grow the document past `--max-doc-bytes` or `--max-doc-items` (not stored) |
+//! | 4401 | no valid token (after an auth *permission denied* message) |
+//! | 4403 | the token does not admit this document, or was revoked (likewise) |
+//! | 4429 | reserved: per-connection inbound rate limit |
 //!
 //! Each bad input closes only the offending connection, with a warning log.
 //! A frame whose message framing fails to decode is rejected whole, so none
@@ -124,8 +133,10 @@
 
 pub mod access;
 mod api;
+pub mod auth;
 pub mod close;
 mod config;
+pub mod edge;
 mod inspect;
 mod link;
 mod mailbox;
@@ -135,9 +146,6 @@ mod presence;
 mod protocol;
 mod room;
 mod server;
-// upgrade.rs is being reworked by the auth/edge work at the same time; its
-// `pub` items become `pub(crate)` once that lands.
-#[allow(unreachable_pub)]
 mod upgrade;
 mod web;
 mod yrs_threads;
@@ -151,5 +159,5 @@ pub use mailbox::Refusal;
 pub use mailbox::{Edit, EditError, RoomError};
 pub use metrics::Metrics;
 pub use room::Rooms;
-pub use server::{GatewayError, bind, routes, serve};
+pub use server::{Edge, GatewayError, bind, routes, serve};
 pub use yrs_threads::{Panicked, STACK_BYTES};

@@ -12,6 +12,7 @@
 //! ~138 KiB with warp's defaults.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -51,6 +52,7 @@ pub(crate) fn serve(
     ws: Socket,
     doc: DocId,
     principal: Principal,
+    ends: Ends,
     rooms: &Rooms,
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = ()> + Send + use<> {
@@ -91,10 +93,16 @@ pub(crate) fn serve(
         health,
         ping_every,
         metrics,
+        ends,
         _live: live,
     };
     io.run().instrument(span)
 }
+
+/// Resolves when the connection must end, with the close code (e.g. the
+/// auth session's 4401 at the token's `exp`, 4403 at a revocation); never,
+/// without auth.
+pub(crate) type Ends = Pin<Box<dyn Future<Output = CloseCode> + Send>>;
 
 /// Everything a connection's task owns once it has joined its room.
 struct PeerIo {
@@ -107,6 +115,8 @@ struct PeerIo {
     health: Arc<PeerHealth>,
     ping_every: Duration,
     metrics: Arc<Metrics>,
+    /// When the connection must end regardless of traffic (see [`Ends`]).
+    ends: Ends,
     /// Keeps this connection findable by `Rooms::close_peers` while it runs.
     _live: Option<LivePeer>,
 }
@@ -125,18 +135,32 @@ impl PeerIo {
             health,
             ping_every,
             metrics,
+            ends,
             _live,
         } = self;
+        let end_kill = kill_tx.clone();
         let reader = read_loop(stream, inbound, kill_tx, &health, &metrics);
         let writer = write_loop(sink, outbound, kill, &health, ping_every, &metrics);
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await; }
-            code = &mut writer => {
-                if let Some(code) = code {
-                    info!(code = code.code(), reason = code.reason(), "closed by server");
+        tokio::pin!(reader, writer, ends);
+        let mut ending = false;
+        loop {
+            tokio::select! {
+                _ = &mut reader => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
+                    break;
                 }
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+                code = &mut writer => {
+                    if let Some(code) = code {
+                        info!(code = code.code(), reason = code.reason(), "closed by server");
+                    }
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+                    break;
+                }
+                // The writer sends the close frame; the reader then ends.
+                code = &mut ends, if !ending => {
+                    ending = true;
+                    let _ = end_kill.try_send(code);
+                }
             }
         }
         debug!("disconnected");

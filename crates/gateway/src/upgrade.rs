@@ -17,30 +17,39 @@
 //! it in a tokio-tungstenite stream on a spawned task. Connections upgraded
 //! here, like warp's, leave hyper's graceful shutdown: the server closes them
 //! through their rooms (1001) at shutdown.
+//!
+//! Refusing after the upgrade: a browser cannot read an HTTP status of a
+//! failed WebSocket handshake, so an unauthorized or forbidden connection
+//! is upgraded and then gets [`deny`]: the y-protocols auth message
+//! *permission denied* with a reason (its own frame), then close 4401/4403.
 
 use std::convert::Infallible;
 use std::future::Future;
 
+use futures_util::SinkExt;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::debug;
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use crate::auth::Denial;
 use crate::config::Limits;
 
 /// An upgraded WebSocket connection.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// The tungstenite settings of every connection: `--socket-buffer-bytes`
 /// for the read buffer and the write-coalescing target (tungstenite's
 /// defaults are 128 KiB each), and frames or messages over
 /// `--max-message-bytes` fail with a capacity error (closed with 1009).
-pub fn socket_config(limits: &Limits) -> WebSocketConfig {
+pub(crate) fn socket_config(limits: &Limits) -> WebSocketConfig {
     let buffer = limits.socket_buffer_bytes.max(MIN_SOCKET_BUFFER);
     WebSocketConfig::default()
         .read_buffer_size(buffer)
@@ -53,7 +62,7 @@ pub fn socket_config(limits: &Limits) -> WebSocketConfig {
 const MIN_SOCKET_BUFFER: usize = 256;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
 }
@@ -63,7 +72,7 @@ pub struct Upgrade {
 /// a `sec-websocket-key`, and a connection hyper can upgrade), else `None`.
 ///
 /// Never rejects, so the route can answer a plain request with a helpful 400.
-pub fn request() -> impl Filter<Extract = (Option<Upgrade>,), Error = Infallible> + Clone {
+pub(crate) fn request() -> impl Filter<Extract = (Option<Upgrade>,), Error = Infallible> + Clone {
     warp::method()
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
@@ -82,7 +91,7 @@ impl Upgrade {
 
     /// Answers 101 Switching Protocols and runs `serve` on the upgraded
     /// connection (on its own task) once hyper hands it over.
-    pub fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> impl Reply
+    pub(crate) fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> impl Reply
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -112,6 +121,44 @@ impl Upgrade {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         response
+    }
+}
+
+/// y-protocols message type `auth` (y-websocket's `messageAuth`).
+const MESSAGE_AUTH: u32 = 2;
+/// y-protocols auth sub-type *permission denied* (`auth.js`'s `messagePermissionDenied`).
+const PERMISSION_DENIED: u32 = 0;
+/// How long a refused socket gets to take its close frame.
+const DENY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The y-protocols *permission denied* message: `varUint(2)` (auth),
+/// `varUint(0)` (permission denied), `varString(reason)`.
+pub(crate) fn permission_denied(reason: &str) -> Vec<u8> {
+    use yrs::encoding::write::Write;
+    let mut frame = Vec::with_capacity(reason.len() + 4);
+    frame.write_var(MESSAGE_AUTH);
+    frame.write_var(PERMISSION_DENIED);
+    frame.write_string(reason);
+    frame
+}
+
+/// Refuses an upgraded connection: *permission denied* with the reason,
+/// then the close code (4401 or 4403). Nothing the client sent is read.
+pub(crate) async fn deny(mut socket: Socket, denial: Denial) {
+    let reason = denial.to_string();
+    let code = denial.close_code();
+    let close = Message::Close(Some(CloseFrame {
+        code: code.code().into(),
+        reason: code.reason().into(),
+    }));
+    let send = async {
+        socket
+            .send(Message::binary(permission_denied(&reason)))
+            .await?;
+        socket.send(close).await
+    };
+    if let Err(e) = tokio::time::timeout(DENY_TIMEOUT, send).await {
+        debug!(error = %e, "refused socket did not take its close frame");
     }
 }
 
@@ -154,6 +201,12 @@ mod tests {
         ("sec-websocket-version", "13"),
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ];
+
+    #[test]
+    fn permission_denied_is_the_y_protocols_layout() {
+        // messageAuth, messagePermissionDenied, varString("no"): length then UTF-8.
+        assert_eq!(permission_denied("no"), vec![2, 0, 2, b'n', b'o']);
+    }
 
     #[test]
     fn accepts_a_browser_upgrade() {

@@ -4,12 +4,13 @@
 //! HTTP API while it runs: sled allows one process per data directory).
 //!
 //! Modules: [`serve`] (the server's `Config` and startup), [`ops`] (the
-//! operator subcommands), [`store_args`] (flags shared by every command
-//! that opens the store).
+//! operator subcommands), [`token`] (`tandem token`: mint an access token),
+//! [`store_args`] (flags shared by every command that opens the store).
 
 mod ops;
 mod serve;
 mod store_args;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -24,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: WebSocket rooms at /ws/<doc-id>, HTTP API, web editor.
-    Serve(serve::Config),
+    Serve(Box<serve::Config>),
     /// List stored documents.
     List(ops::ListArgs),
     /// Export one document as text, JSON or a binary Yjs update (`--lossy`:
@@ -34,15 +35,18 @@ enum Command {
     Import(ops::ImportArgs),
     /// Compact one document, or every document.
     Compact(ops::CompactArgs),
+    /// Mint an access token (HS256, the server's secret) and optionally an editor link.
+    Token(token::TokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve::run(config),
+        Command::Serve(config) => serve::run(*config),
         Command::List(args) => ops::list(args),
         Command::Export(args) => ops::export(args),
         Command::Import(args) => ops::import(args),
         Command::Compact(args) => ops::compact(args),
+        Command::Token(args) => token::run(args),
     }
 }

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use tandem_gateway::Limits;
+use tandem_gateway::auth::AuthArgs;
+use tandem_gateway::edge::EdgeLimits;
+use tandem_gateway::{Edge, Limits};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +26,12 @@ pub struct Config {
     #[command(flatten)]
     pub limits: Limits,
 
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub edge: EdgeLimits,
+
     /// Log filter (tracing EnvFilter syntax, e.g. `info`, `tandem_gateway=debug`).
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
     pub log: String,
@@ -40,16 +48,25 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Secure by default: refuses a non-loopback address without --auth, before opening anything.
+    let auth = config
+        .auth
+        .build(config.listen, &config.store.data_dir)
+        .context("configuring authentication")?;
     runtime.block_on(async move {
         let store_args = config.store.clone();
         let store = tokio::task::spawn_blocking(move || store_args.open()).await??;
         let listener = tandem_gateway::bind(config.listen)?;
         let addr = listener.local_addr()?;
-        info!(%addr, data_dir = %config.store.data_dir.display(), "tandem listening");
+        info!(%addr, data_dir = %config.store.data_dir.display(), auth = auth.is_on(), "tandem listening");
         // Tests and scripts parse this line.
         println!("tandem listening on http://{addr}");
         std::io::stdout().flush()?;
-        tandem_gateway::serve(listener, store, config.limits, shutdown_signal()).await?;
+        let edge = Edge {
+            auth,
+            limits: config.edge,
+        };
+        tandem_gateway::serve(listener, store, config.limits, edge, shutdown_signal()).await?;
         info!("stopped");
         Ok(())
     })
