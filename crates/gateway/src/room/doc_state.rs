@@ -201,7 +201,7 @@ impl DocState {
             tickets: Vec::new(),
             store_failed: None,
         };
-        let mut unstored: Vec<Vec<u8>> = Vec::new();
+        let mut unstored: Vec<Bytes> = Vec::new();
         let mut refused: HashSet<PeerId> = HashSet::new();
         for op in ops {
             if out.store_failed.is_some() {
@@ -253,7 +253,7 @@ impl DocState {
         bytes: &[u8],
         encoding: Encoding,
         may_write: bool,
-        unstored: &mut Vec<Vec<u8>>,
+        unstored: &mut Vec<Bytes>,
         out: &mut Applied,
     ) -> Outcome {
         let shape = match Shape::read(bytes, encoding) {
@@ -282,7 +282,12 @@ impl DocState {
             let already = pending_delete_ranges(&txn);
             (
                 depths,
-                already + shape.unknown_delete_ranges(&txn.state_vector()),
+                already
+                    + if shape.deletes_anything() {
+                        shape.unknown_delete_ranges(&txn.state_vector())
+                    } else {
+                        0
+                    },
             )
         };
         if pending_deletes > self.caps.max_pending_deletes {
@@ -311,7 +316,7 @@ impl DocState {
                         "the update leaves {pending} bytes of content waiting for updates this document does not have; at most {} allowed",
                         self.caps.max_pending_bytes
                     )))
-                } else if let Some(refusal) = self.over_quota(&effective) {
+                } else if let Some(refusal) = self.over_quota(&effective, Some(shape.items())) {
                     Some(refusal)
                 } else {
                     self.depths.extend(added_depths);
@@ -334,13 +339,16 @@ impl DocState {
         pending: bool,
         received: &[u8],
         encoding: Encoding,
-        unstored: &mut Vec<Vec<u8>>,
+        unstored: &mut Vec<Bytes>,
     ) -> Outcome {
         let changed = effective.as_slice() != Update::EMPTY_V1;
+        let effective = Bytes::from(effective);
         if pending {
             let as_v1 = match encoding {
-                Encoding::V1 => Some(received.to_vec()),
-                Encoding::V2 => Update::decode_v2(received).ok().map(|u| u.encode_v1()),
+                Encoding::V1 => Some(Bytes::copy_from_slice(received)),
+                Encoding::V2 => Update::decode_v2(received)
+                    .ok()
+                    .map(|u| Bytes::from(u.encode_v1())),
             };
             unstored.extend(as_v1);
         } else if changed {
@@ -350,17 +358,12 @@ impl DocState {
             return Outcome::Unchanged;
         }
         self.full_state = None;
-        Outcome::Changed(Bytes::from(effective))
+        Outcome::Changed(effective)
     }
 
     /// `PUT .../text`: a minimal character diff from the current text to
     /// `new`, so unchanged text keeps its identity (remote cursors stay put).
-    fn replace_text(
-        &mut self,
-        new: &str,
-        unstored: &mut Vec<Vec<u8>>,
-        out: &mut Applied,
-    ) -> Outcome {
+    fn replace_text(&mut self, new: &str, unstored: &mut Vec<Bytes>, out: &mut Applied) -> Outcome {
         if let Some(kind) = root_kind(&self.doc).filter(|k| *k != "text") {
             return Outcome::Refused(Refusal::NotText(kind));
         }
@@ -405,7 +408,7 @@ impl DocState {
             }
             txn.encode_update_v1()
         };
-        if let Some(refusal) = self.over_quota(&effective) {
+        if let Some(refusal) = self.over_quota(&effective, None) {
             self.reload(unstored, out);
             return Outcome::Refused(refusal);
         }
@@ -414,11 +417,15 @@ impl DocState {
 
     /// Whether the applied `effective` change takes the document past its
     /// size or item quota; if not, counts it into `doc_bytes` and `items`.
-    fn over_quota(&mut self, effective: &[u8]) -> Option<Refusal> {
+    ///
+    /// `items` is the change's item count if known (the received update's,
+    /// an upper bound), else the effective change is read to count them.
+    fn over_quota(&mut self, effective: &[u8], items: Option<usize>) -> Option<Refusal> {
         if effective == Update::EMPTY_V1 {
             return None;
         }
-        let added = Shape::read(effective, Encoding::V1).map_or(0, |s| s.items());
+        let added =
+            items.unwrap_or_else(|| Shape::read(effective, Encoding::V1).map_or(0, |s| s.items()));
         let mut size = self.doc_bytes + effective.len();
         let mut items = self.items + added;
         if size > self.caps.max_doc_bytes || items > self.caps.max_doc_items {
@@ -448,11 +455,11 @@ impl DocState {
     }
 
     /// Appends the accepted changes not yet stored as one record.
-    fn flush(&mut self, unstored: &mut Vec<Vec<u8>>, out: &mut Applied) {
+    fn flush(&mut self, unstored: &mut Vec<Bytes>, out: &mut Applied) {
         if unstored.is_empty() || out.store_failed.is_some() {
             return;
         }
-        let updates: Vec<&[u8]> = unstored.iter().map(Vec::as_slice).collect();
+        let updates: Vec<&[u8]> = unstored.iter().map(|u| &u[..]).collect();
         match self.store.append_batch(&self.doc_id, &updates) {
             Ok(ticket) => out.tickets.push(ticket),
             Err(e) => out.store_failed = Some(e.into()),
@@ -462,7 +469,7 @@ impl DocState {
 
     /// After a refusal yrs may have half-applied: stores what was accepted,
     /// then reloads the document from the store.
-    fn reload(&mut self, unstored: &mut Vec<Vec<u8>>, out: &mut Applied) {
+    fn reload(&mut self, unstored: &mut Vec<Bytes>, out: &mut Applied) {
         self.flush(unstored, out);
         if out.store_failed.is_some() {
             return;
