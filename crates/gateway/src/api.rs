@@ -16,22 +16,52 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::{Reply, with_header, with_status};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
 use yrs::{GetString, Transact};
 
+use crate::access::Principal;
 use crate::backup::Backups;
+use crate::inspect::Encoding;
+use crate::link::TEXT_ROOT;
+use crate::mailbox::Refusal;
 use crate::mailbox::{Edit, EditError};
 use crate::metrics::Metrics;
-use crate::rooms::Rooms;
+use crate::room::Rooms;
+use crate::room::root_kind;
+use crate::yrs_threads;
 
-/// Name of the root `Y.Text` the web editor edits.
-pub const TEXT_ROOT: &str = "content";
+/// `?format=v1|v2` on the update endpoints (default v1).
+#[derive(Debug, serde::Deserialize)]
+struct FormatQuery {
+    /// `v1` or `v2`.
+    format: Option<String>,
+}
+
+impl FormatQuery {
+    /// The encoding asked for, or a 400 response.
+    fn encoding(&self) -> Result<Encoding, Response> {
+        match self.format.as_deref() {
+            None | Some("v1") => Ok(Encoding::V1),
+            Some("v2") => Ok(Encoding::V2),
+            Some(other) => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format '{other}': use v1 or v2"),
+            )),
+        }
+    }
+}
 
 type Response = Box<dyn Reply>;
 
 /// `GET|HEAD /healthz`, `GET /metrics`, `GET /api/docs`, `GET /api/backup`,
 /// `GET|PUT /api/docs/<id>/text`,
 /// `GET|POST /api/docs/<id>/update`.
-pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<(Response,)> {
+pub(crate) fn routes(
+    store: Store,
+    rooms: Rooms,
+    metrics: Arc<Metrics>,
+) -> BoxedFilter<(Response,)> {
     let max_body = rooms.limits().max_message_bytes as u64;
     let s = store.clone();
     let healthz = warp::path!("healthz")
@@ -60,17 +90,27 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
     let s = store;
     let update = warp::path!("api" / "docs" / String / "update")
         .and(warp::get())
-        .then(move |id| read_doc(s.clone(), id, Format::Update));
+        .and(warp::query::<FormatQuery>())
+        .then(move |id, q: FormatQuery| {
+            let s = s.clone();
+            async move {
+                match q.encoding() {
+                    Ok(e) => read_doc(s, id, Format::Update(e)).await,
+                    Err(r) => r,
+                }
+            }
+        });
     let r = rooms.clone();
     let put_text = warp::path!("api" / "docs" / String / "text")
         .and(warp::put())
+        .and(warp::ext::optional::<Principal>())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(move |id, body: Bytes| {
+        .then(move |id, who: Option<Principal>, body: Bytes| {
             let rooms = r.clone();
             async move {
                 match String::from_utf8(body.to_vec()) {
-                    Ok(text) => write_doc(rooms, id, Edit::ReplaceText(text)).await,
+                    Ok(text) => write_doc(rooms, id, who, Edit::ReplaceText(text)).await,
                     Err(_) => error(StatusCode::BAD_REQUEST, "body is not UTF-8 text"),
                 }
             }
@@ -78,9 +118,23 @@ pub fn routes(store: Store, rooms: Rooms, metrics: Arc<Metrics>) -> BoxedFilter<
     let r = rooms;
     let post_update = warp::path!("api" / "docs" / String / "update")
         .and(warp::post())
+        .and(warp::query::<FormatQuery>())
+        .and(warp::ext::optional::<Principal>())
         .and(warp::body::content_length_limit(max_body))
         .and(warp::body::bytes())
-        .then(move |id, body: Bytes| write_doc(r.clone(), id, Edit::Update(body)));
+        .then(
+            move |id, q: FormatQuery, who: Option<Principal>, bytes: Bytes| {
+                let rooms = r.clone();
+                async move {
+                    match q.encoding() {
+                        Ok(encoding) => {
+                            write_doc(rooms, id, who, Edit::Update { bytes, encoding }).await
+                        }
+                        Err(r) => r,
+                    }
+                }
+            },
+        );
     healthz
         .or(metrics)
         .unify()
@@ -197,22 +251,42 @@ async fn list_docs(store: Store, query: ListQuery) -> Response {
 }
 
 /// Applies an edit through the room, so connected peers see it at once.
-async fn write_doc(rooms: Rooms, id: String, edit: Edit) -> Response {
+///
+/// `who` is the principal the edge admitted (the room applies the same
+/// read-only rule as for peers); routes served without the edge (tests
+/// driving `routes` directly) act as the server itself.
+async fn write_doc(rooms: Rooms, id: String, who: Option<Principal>, edit: Edit) -> Response {
     let doc = match DocId::new(id) {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match rooms.edit(&doc, edit).await {
+    let who = who.unwrap_or_else(Principal::server);
+    match rooms.edit(&doc, who, edit).await {
         Ok(()) => Box::new(StatusCode::NO_CONTENT),
-        Err(e @ EditError::Malformed(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ EditError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        Err(e @ EditError::Store(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(edit_status(&e), e.to_string()),
     }
 }
 
+/// The HTTP status of a refused edit.
+fn edit_status(e: &EditError) -> StatusCode {
+    match e {
+        EditError::Refused(Refusal::DocTooLarge { .. } | Refusal::TooManyItems { .. }) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        EditError::Refused(Refusal::NotText(_)) => StatusCode::CONFLICT,
+        EditError::Refused(_) => StatusCode::BAD_REQUEST,
+        EditError::ReadOnly => StatusCode::FORBIDDEN,
+        EditError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        EditError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// What the document endpoints read.
 enum Format {
+    /// The root text.
     Text,
-    Update,
+    /// The whole document as one update in this encoding.
+    Update(Encoding),
 }
 
 async fn read_doc(store: Store, id: String, format: Format) -> Response {
@@ -231,22 +305,39 @@ async fn read_doc(store: Store, id: String, format: Format) -> Response {
         }
         Err(r) => return r,
     }
-    match format {
-        Format::Text => match blocking(move || store.load(&doc)).await {
-            Ok(ydoc) => {
+    let content_type = match &format {
+        Format::Text => "text/plain; charset=utf-8",
+        Format::Update(_) => "application/octet-stream",
+    };
+    // Loading and encoding are yrs work: on a yrs thread.
+    let read = yrs_threads::run(move || -> Result<Result<Vec<u8>, Response>, String> {
+        match format {
+            Format::Text => {
+                let ydoc = store.load(&doc).map_err(|e| e.to_string())?;
+                if let Some(kind) = root_kind(&ydoc).filter(|k| *k != "text") {
+                    return Ok(Err(error(
+                        StatusCode::CONFLICT,
+                        format!("the document's root '{TEXT_ROOT}' is a {kind}, not text"),
+                    )));
+                }
                 let text = ydoc.get_or_insert_text(TEXT_ROOT);
-                let s = text.get_string(&ydoc.transact());
-                Box::new(with_header(s, "content-type", "text/plain; charset=utf-8"))
+                Ok(Ok(text.get_string(&ydoc.transact()).into_bytes()))
             }
-            Err(r) => r,
-        },
-        Format::Update => match blocking(move || store.export(&doc)).await {
-            Ok(bytes) => Box::new(with_header(
-                bytes,
-                "content-type",
-                "application/octet-stream",
-            )),
-            Err(r) => r,
-        },
+            Format::Update(encoding) => {
+                let v1 = store.export(&doc).map_err(|e| e.to_string())?;
+                Ok(Ok(match encoding {
+                    Encoding::V1 => v1,
+                    Encoding::V2 => yrs::Update::decode_v1(&v1)
+                        .map_err(|e| e.to_string())?
+                        .encode_v2(),
+                }))
+            }
+        }
+    });
+    match read.await {
+        Ok(Ok(Ok(bytes))) => Box::new(with_header(bytes, "content-type", content_type)),
+        Ok(Ok(Err(response))) => response,
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

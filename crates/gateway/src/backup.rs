@@ -17,17 +17,17 @@ use warp::Reply;
 use warp::http::StatusCode;
 
 /// Backups allowed to run at the same time.
-pub const MAX_CONCURRENT_BACKUPS: usize = 1;
+pub(crate) const MAX_CONCURRENT_BACKUPS: usize = 1;
 
 /// Chunks queued between the archive writer and the socket.
-pub const CHUNKS_IN_FLIGHT: usize = 8;
+pub(crate) const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Bytes per chunk sent to the socket.
-pub const CHUNK_BYTES: usize = 64 * 1024;
+pub(crate) const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Limits concurrent backups (one per server by default).
 #[derive(Clone)]
-pub struct Backups {
+pub(crate) struct Backups {
     running: Arc<Semaphore>,
 }
 
@@ -81,7 +81,7 @@ impl Backups {
     /// another runs). A failure mid-way ends the stream with an error, so
     /// the client sees a cut-short archive (no manifest), never a
     /// complete-looking one.
-    pub fn start(&self, store: Store) -> Box<dyn Reply> {
+    pub(crate) fn start(&self, store: Store) -> Box<dyn Reply> {
         let Ok(permit) = Arc::clone(&self.running).try_acquire_owned() else {
             return Box::new(warp::reply::with_status(
                 "a backup is already running; try again when it has finished\n",

@@ -28,6 +28,9 @@ pub enum CloseCode {
     SlowPeer,
     /// 4009: awareness for a client id owned by another connection.
     NotOwner,
+    /// 4413: the update would grow the document past `--max-doc-bytes`
+    /// (nothing of it was stored; HTTP answers 413).
+    DocTooLarge,
     /// 4013: capacity: room full (max peers) or server at max open rooms.
     Capacity,
     /// 4401: no valid token (missing, malformed, bad signature, wrong
@@ -41,7 +44,7 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every code, for metrics.
-    pub const ALL: [CloseCode; 13] = [
+    pub const ALL: [CloseCode; 14] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::TextFrame,
@@ -52,6 +55,7 @@ impl CloseCode {
         CloseCode::SlowPeer,
         CloseCode::NotOwner,
         CloseCode::Capacity,
+        CloseCode::DocTooLarge,
         CloseCode::Unauthorized,
         CloseCode::Forbidden,
         CloseCode::RateLimited,
@@ -70,6 +74,7 @@ impl CloseCode {
             CloseCode::SlowPeer => 4008,
             CloseCode::NotOwner => 4009,
             CloseCode::Capacity => 4013,
+            CloseCode::DocTooLarge => 4413,
             CloseCode::Unauthorized => 4401,
             CloseCode::Forbidden => 4403,
             CloseCode::RateLimited => 4429,
@@ -89,6 +94,7 @@ impl CloseCode {
             CloseCode::SlowPeer => "too slow: outbound queue overflowed, reconnect to resync",
             CloseCode::NotOwner => "awareness for a client id owned by another connection",
             CloseCode::Capacity => "server at capacity, try later",
+            CloseCode::DocTooLarge => "document too large: the update was not stored",
             CloseCode::Unauthorized => "unauthorized: no valid token",
             CloseCode::Forbidden => "forbidden: the token does not admit this document",
             CloseCode::RateLimited => "too many messages: inbound rate limit exceeded",

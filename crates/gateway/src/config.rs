@@ -47,7 +47,60 @@ pub struct Limits {
     /// connections cheap: this is allocated for every connection.
     #[arg(long, env = "TANDEM_SOCKET_BUFFER_BYTES", default_value_t = 2048)]
     pub socket_buffer_bytes: usize,
+
+    /// Deepest nesting of types (maps in maps...) an update may create;
+    /// deeper is refused whole (1007 / HTTP 400). At most 10,000: yrs work
+    /// runs on threads whose stack holds ~40,000 levels.
+    #[arg(long, env = "TANDEM_MAX_NESTING_DEPTH", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_NESTING_DEPTH_CAP as i64))]
+    pub max_nesting_depth: u32,
+
+    /// Most content a document may hold pending (waiting for updates it has
+    /// not seen), in encoded bytes; an update past it is refused (1007 / 400).
+    #[arg(long, env = "TANDEM_MAX_PENDING_BYTES", default_value_t = 64 * 1024)]
+    pub max_pending_bytes: usize,
+
+    /// Most deleted ranges a document may hold pending (deletions of content
+    /// it does not have); an update past it is refused (1007 / 400).
+    #[arg(long, env = "TANDEM_MAX_PENDING_DELETES", default_value_t = 10_000)]
+    pub max_pending_deletes: usize,
+
+    /// Largest encoded document, in bytes; an update that would grow one past
+    /// it is refused (4413 / HTTP 413) and nothing of it stored.
+    #[arg(long, env = "TANDEM_MAX_DOC_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_doc_bytes: usize,
+
+    /// Most item structs (insertions yrs keeps apart) in one document; an
+    /// update past it is refused like one past `--max-doc-bytes` (4413 /
+    /// 413). Encoded size is not resident size: an item costs ~220-430
+    /// bytes of memory however small its encoding (a 1,000,000-key map is
+    /// 16 MB encoded and ~430 MB resident), so this bounds a document's
+    /// memory where `--max-doc-bytes` cannot.
+    #[arg(long, env = "TANDEM_MAX_DOC_ITEMS", default_value_t = 500_000)]
+    pub max_doc_items: usize,
+
+    /// Outbound bytes queued for all peers of the server together; a peer
+    /// whose frame would pass it (and that already has a backlog) is closed
+    /// with 4008. Counted per peer: a frame shared by several peers (the
+    /// state every joiner gets) counts once for each, an upper bound.
+    #[arg(long, env = "TANDEM_MAX_QUEUED_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_queued_bytes: usize,
+
+    /// Largest awareness state (one client id's JSON), in bytes; a bigger
+    /// one closes the sender with 1009.
+    #[arg(long, env = "TANDEM_MAX_AWARENESS_BYTES", default_value_t = 16 * 1024)]
+    pub max_awareness_bytes: usize,
+
+    /// Most awareness broadcasts per second per connection; faster changes
+    /// are coalesced to the latest state (none is lost, the last always goes
+    /// out). Awareness egress is then at most this × state size × room size.
+    #[arg(long, env = "TANDEM_AWARENESS_PER_SEC", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub awareness_per_sec: u32,
 }
+
+/// Largest `--max-nesting-depth` accepted (see `yrs_threads::STACK_BYTES`).
+pub const MAX_NESTING_DEPTH_CAP: u32 = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -61,6 +114,14 @@ impl Default for Limits {
             ping_interval_ms: 10_000,
             awareness_timeout_ms: 30_000,
             socket_buffer_bytes: 2048,
+            max_nesting_depth: 1000,
+            max_pending_bytes: 64 * 1024,
+            max_pending_deletes: 10_000,
+            max_doc_bytes: 64 * 1024 * 1024,
+            max_doc_items: 500_000,
+            max_queued_bytes: 1024 * 1024 * 1024,
+            max_awareness_bytes: 16 * 1024,
+            awareness_per_sec: 10,
         }
     }
 }
@@ -73,6 +134,10 @@ impl Limits {
     /// Heartbeat interval.
     pub fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.ping_interval_ms.max(1))
+    }
+    /// Shortest time between two awareness broadcasts of one connection.
+    pub fn awareness_interval(&self) -> Duration {
+        Duration::from_secs(1) / self.awareness_per_sec.max(1)
     }
     /// Awareness expiry.
     pub fn awareness_timeout(&self) -> Duration {

@@ -3,32 +3,36 @@
 //! keeps one *room* per open document, speaks the y-protocols sync and
 //! awareness messages, and hands every update to `tandem-store`.
 //!
-//! # Layout
+//! # Layout (bottom-up: each module uses only those above it)
 //!
-//! - [`server`]: the accept loop (our own, over hyper), the per-request edge
-//!   checks, routes, graceful shutdown. Start here.
-//! - [`edge`]: limits at the edge: origins, connection caps, handshake rates,
-//!   request bodies (`--allowed-origins`, `--max-connections`, ...).
-//! - [`auth`]: tokens (JWT verification, `docs` scopes, revocation) and the
-//!   route policy table; hands the room a [`access::Principal`], never a token.
-//! - [`rooms`]: the registry: finds or opens (single-flight) a document's room.
-//! - [`room`]: the room task that owns a document, its awareness and its peers.
-//!   Its lifecycle is in `room.rs`; applying a batch (apply → store → await
-//!   durable → fan out) in `room/batch.rs`, merging a sender's consecutive
-//!   updates in `room/run.rs`, HTTP edits in `room/edit.rs`.
-//! - [`mailbox`]: what connections and the HTTP API send to a room.
-//! - [`upgrade`]: the WebSocket handshake, ours rather than `warp::ws()` so
-//!   each connection gets small socket buffers (2 KiB) instead of 2 × 128 KiB.
-//! - [`peer`]: one WebSocket connection: read, decode, write, heartbeat.
-//! - [`protocol`]: the wire format, sans I/O (frames in, typed messages out).
-//! - [`presence`]: the awareness table with per-connection ownership and expiry.
-//! - [`access`]: who a connection acts as ([`access::Principal`], [`access::Mode`]), never a token.
+//! - [`access`]: who a connection acts as ([`Principal`], [`Mode`]), never a token.
 //! - [`close`]: the close codes the server sends, and why.
-//! - [`config`]: limits and timings (`tandem serve` flags).
-//! - [`api`]: `/healthz`, `/metrics`, `/api/docs...` (list, read, write).
-//! - [`backup`]: `GET /api/backup`, the streamed backup archive.
-//! - [`metrics`]: counters for `/metrics`.
-//! - [`web`]: the browser editor's static files.
+//! - `config`: limits and timings ([`Limits`], the `tandem serve` flags).
+//! - `inspect`: reading an update before yrs applies it (nesting depth,
+//!   deleted ranges, bytes left over), recursion-free.
+//! - `yrs_threads`: the big-stack threads all yrs work runs on.
+//! - `web`: the browser editor's static files.
+//! - `protocol`: the wire format, sans I/O (frames in, typed messages out).
+//! - `metrics`: counters for `/metrics`.
+//! - `link`: the leaf types rooms and connections share (peer ids, the
+//!   link a connection hands its room, its health, [`TEXT_ROOT`]).
+//! - `presence`: the awareness table with per-connection ownership and expiry.
+//! - `mailbox`: what is sent to a room and what comes back ([`Edit`],
+//!   [`EditError`], [`Refusal`]).
+//! - `room`: the room task (an actor) that owns a document, its awareness
+//!   and its peers, and the registry ([`Rooms`]) that finds or opens rooms.
+//!   Start at `room.rs`; the one write path is `room/doc_state.rs`.
+//! - `upgrade`: the WebSocket handshake, ours rather than `warp::ws()` so
+//!   each connection gets small socket buffers (2 KiB) instead of 2 × 128 KiB.
+//! - `peer`: one WebSocket connection: read, decode frames, write, heartbeat.
+//! - `backup`: `GET /api/backup`, the streamed backup archive.
+//! - `api`: `/healthz`, `/metrics`, `/api/docs...` (list, read, write), `/api/backup`.
+//! - [`edge`]: limits at the edge: origins, connection caps, handshake
+//!   rates, request bodies (`--allowed-origins`, `--max-connections`, ...).
+//! - [`auth`]: tokens (JWT verification, `docs` scopes, revocation) and the
+//!   route policy table; hands the room a [`Principal`], never a token.
+//! - `server`: the accept loop (our own, over hyper), the per-request edge
+//!   checks, routes, graceful shutdown ([`bind`], [`serve`]). Start here.
 //!
 //! # Concurrency model: one task per room (an actor)
 //!
@@ -39,28 +43,32 @@
 //! receive frames over a bounded per-peer outbound queue. The room handles
 //! everything that is ready as one batch, in arrival order per peer. The
 //! first join opens the room and loads the document from the store on a
-//! blocking thread while later joins queue behind it (single-flight). When
+//! yrs thread while later joins queue behind it (single-flight). When
 //! the last peer has left and the grace period passed, the room compacts
 //! the document and unloads.
 //!
 //! # Durability contract
 //!
 //! **An update is broadcast only after it is durable in the store.** The
-//! room applies each update of a batch (everything ready at once, up to 256
-//! frames), appends the batch's updates to the store as one atomic record
-//! (`Store::append_batch`), then waits once for it to be durable (group
-//! commit: batches of all rooms in flight together share one flush), and
-//! only then sends anything (updates to other peers, SyncStep2 replies), in
-//! arrival order. Consecutive updates from one sender within a batch are
-//! sent to the others as one merged update (yrs `merge_updates_v1`; the
-//! store keeps them as received). So any edit a peer has received survives
+//! room hands the document work of a batch (everything ready at once, up to
+//! 256 frames, and HTTP edits) to a yrs thread, which inspects, authorizes
+//! and applies each change and appends the batch's *effective* changes (what
+//! each actually added; nothing for a no-op) to the store as one atomic
+//! record (`Store::append_batch`); the room then waits once for it to be
+//! durable (group commit: batches of all rooms in flight share one flush),
+//! and only then sends anything (updates to other peers, SyncStep2 replies,
+//! HTTP answers), in arrival order. Consecutive updates from one sender
+//! within a batch are sent to the others as one merged update (yrs
+//! `merge_updates_v1`). So any edit a peer has received survives
 //! a crash (with `--durability relaxed`, "durable" means within the flush
 //! interval). If the store fails, the room closes every peer with 1011 and
 //! unloads; clients reconnect and resend what the store lacks.
 //!
 //! # Protocol
 //!
-//! One message per WebSocket frame (the JS client reads only the first). On
+//! One y-protocols message per WebSocket message (the JS client reads only
+//! the first); a message over 64 KiB goes out as several WebSocket frames
+//! (fragments), so no connection copies a large document whole. On
 //! join the server sends SyncStep1, then the current awareness states. A
 //! client's SyncStep1 gets a SyncStep2 with what it lacks; its SyncStep2 and
 //! Updates are applied, stored and sent to every *other* peer; awareness
@@ -94,42 +102,64 @@
 //! | 1000 | normal close |
 //! | 1001 | server shutting down |
 //! | 1003 | text frame (the protocol is binary only) |
-//! | 1007 | malformed message: garbage, truncated varint, unknown sync sub-type, invalid awareness JSON, update yrs rejects |
-//! | 1009 | frame larger than `--max-message-bytes` |
-//! | 1011 | internal error (e.g. the store failed: the update was not acknowledged) |
+//! | 1007 | malformed message: garbage, truncated varint, unknown sync sub-type, invalid awareness JSON, update yrs rejects, bytes left over after an update, types nested past `--max-nesting-depth`, pending content or deletions past `--max-pending-bytes` / `--max-pending-deletes` |
+//! | 1009 | frame larger than `--max-message-bytes`, or an awareness state larger than `--max-awareness-bytes` |
+//! | 1011 | internal error: the store failed (the update was not acknowledged) or the room failed (a panic); reconnect |
 //! | 4003 | unknown top-level message type |
-//! | 4008 | slow peer: outbound queue overflowed, by count (`--peer-queue`) or bytes (`--peer-queue-bytes`); reconnect to resync |
+//! | 4008 | slow peer: outbound queue overflowed, by count (`--peer-queue`) or bytes (`--peer-queue-bytes`), or the server's queued bytes passed `--max-queued-bytes`; reconnect to resync |
 //! | 4009 | awareness that advances a client id owned by another live connection |
 //! | 4013 | capacity: room full or server at max open rooms (try later) |
+//! | 4413 | the update would grow the document past `--max-doc-bytes` or `--max-doc-items` (not stored) |
 //! | 4401 | no valid token (after an auth *permission denied* message) |
 //! | 4403 | the token does not admit this document, or was revoked (likewise) |
 //! | 4429 | reserved: per-connection inbound rate limit |
 //!
 //! Each bad input closes only the offending connection, with a warning log.
-//! A frame that fails to decode is rejected whole, so none of it reaches the
-//! room or the store; an update yrs rejects (or panics on) is not stored, and
-//! the room reloads its document from the store in case yrs left partial state,
-//! after storing the updates it had already accepted (even from the same
-//! frame), which are then broadcast as usual.
+//! A frame whose message framing fails to decode is rejected whole, so none
+//! of it reaches the room or the store. An update's content is read by the
+//! room (on a yrs thread, not the runtime's workers): a refused update is
+//! not stored, the updates the batch accepted before it (even from the same
+//! frame) are stored and broadcast as usual, and if yrs had already applied
+//! it the room reloads its document from the store.
+//!
+//! # Containment
+//!
+//! No input can end the process or a room silently. yrs work runs on
+//! threads with a 64 MiB stack and the nesting depth an update may create is
+//! bounded before yrs sees it (a stack overflow cannot be caught); a panic
+//! in yrs fails only its room (peers 1011); a panic in the room task drops
+//! it, and a drop guard unregisters it and frees its slot; the next join
+//! reloads from the store. The measured costs behind each default are in
+//! `room/doc_state.rs` and `yrs_threads.rs`.
 
 pub mod access;
-pub mod api;
+mod api;
 pub mod auth;
-pub mod backup;
+mod backup;
 pub mod close;
-pub mod config;
+mod config;
 pub mod edge;
-pub mod mailbox;
-pub mod metrics;
-pub mod peer;
-pub mod presence;
-pub mod protocol;
-pub mod room;
-pub mod rooms;
-pub mod server;
-pub mod upgrade;
-pub mod web;
+mod inspect;
+mod link;
+mod mailbox;
+mod metrics;
+mod peer;
+mod presence;
+mod protocol;
+mod room;
+mod server;
+mod upgrade;
+mod web;
+mod yrs_threads;
 
+pub use access::{Mode, Principal};
 pub use close::CloseCode;
-pub use config::Limits;
+pub use config::{Limits, MAX_NESTING_DEPTH_CAP};
+pub use inspect::{Encoding, InspectError};
+pub use link::TEXT_ROOT;
+pub use mailbox::Refusal;
+pub use mailbox::{Edit, EditError, RoomError};
+pub use metrics::Metrics;
+pub use room::Rooms;
 pub use server::{Edge, GatewayError, bind, routes, serve};
+pub use yrs_threads::{Panicked, STACK_BYTES};

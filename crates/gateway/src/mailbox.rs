@@ -1,71 +1,116 @@
-//! What can be sent to a room: a joining connection (`PeerLink`), an HTTP
+//! What can be sent to a room: a joining connection ([`PeerLink`]), an HTTP
 //! [`Edit`], or the order to shut down (`Control`). Peer traffic itself
 //! flows over each link's own channels.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::access::Principal;
 use crate::close::CloseCode;
-use crate::peer::PeerHealth;
-use crate::protocol::Inbound;
+use crate::inspect::Encoding;
+use crate::link::PeerLink;
+use crate::link::TEXT_ROOT;
 
-/// Identifies one WebSocket connection for the lifetime of the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerId(pub u64);
-
-impl std::fmt::Display for PeerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// What a connection hands the room when it joins.
-pub(crate) struct PeerLink {
-    /// The connection.
-    pub id: PeerId,
-    /// Its liveness and outbound backlog (shared with the connection task).
-    pub health: Arc<PeerHealth>,
-    /// Bounded queue of frames to write to the socket; overflow means 4008.
-    pub outbound: mpsc::Sender<Bytes>,
-    /// Tells the connection to close with a code (bypasses the outbound queue).
-    pub kill: mpsc::Sender<CloseCode>,
-    /// Decoded frames from the socket, in order.
-    pub inbound: mpsc::Receiver<Vec<Inbound>>,
-}
-
-/// A change made without a WebSocket (the HTTP API), applied by the room
-/// exactly like a peer's update: stored durably, then broadcast to every peer.
+/// A change made without a WebSocket (the HTTP API). It enters the room as
+/// an inbound change from a server-side sender and takes exactly the path a
+/// peer's update takes: inspect → authorize → apply → store → durable → fan
+/// out to every peer → reply.
 #[derive(Debug)]
 pub enum Edit {
-    /// Merge a binary v1 Yjs update.
-    Update(Bytes),
-    /// Replace the whole root text `content` with this string.
+    /// Merge an encoded Yjs update.
+    Update {
+        /// The update.
+        bytes: Bytes,
+        /// Its encoding (`?format=v2` asks for v2).
+        encoding: Encoding,
+    },
+    /// Make the root text `content` this string (a minimal character diff).
     ReplaceText(String),
 }
 
-/// Why an [`Edit`] was not applied.
+/// Why an [`Edit`] was not applied (nothing of it was stored).
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
-    /// The update could not be decoded or applied.
-    #[error("invalid update: {0}")]
-    Malformed(String),
-    /// The store failed to persist the change.
-    #[error("the store failed: {0}")]
-    Store(String),
+    /// The write path refused it (bad update, a cap, quota, non-text root).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The caller may only read this document.
+    #[error("permission denied: read-only")]
+    ReadOnly,
+    /// The room failed (the store, or its document work); the change was
+    /// not acknowledged. Shared: one failure answers every edit of a batch.
+    #[error(transparent)]
+    Failed(std::sync::Arc<RoomError>),
     /// The room could not be opened (shutdown, capacity, load failure).
     #[error("document unavailable: {0}")]
     Unavailable(CloseCode),
 }
 
-/// An edit and where to report its outcome.
+/// An edit, who makes it, and where to report its outcome.
 pub(crate) struct EditRequest {
     /// The change to apply.
     pub edit: Edit,
+    /// Who makes it (already checked at the edge; the room applies the same
+    /// read-only rule as for peers).
+    pub principal: Principal,
     /// Answered once the edit is durable (or refused), so the HTTP response
     /// makes the same promise as a broadcast.
     pub reply: oneshot::Sender<Result<(), EditError>>,
+}
+
+/// Why a change was refused; each maps to a close code and an HTTP status.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// Not an update, bytes left over, too deep, or yrs rejected it.
+    #[error("invalid update: {0}")]
+    Malformed(String),
+    /// Over a pending-content cap.
+    #[error("{0}")]
+    Pending(String),
+    /// It would grow the document past `--max-doc-bytes`.
+    #[error("the document would grow to {size} bytes; at most {max} allowed")]
+    DocTooLarge {
+        /// The encoded size it would reach.
+        size: usize,
+        /// `--max-doc-bytes`.
+        max: usize,
+    },
+    /// It would grow the document past `--max-doc-items` item structs.
+    #[error("the document would hold {items} items; at most {max} allowed")]
+    TooManyItems {
+        /// The items it would hold.
+        items: usize,
+        /// `--max-doc-items`.
+        max: usize,
+    },
+    /// `PUT .../text` on a document whose root `content` is not text.
+    #[error("the document's root '{TEXT_ROOT}' is a {0}, not text")]
+    NotText(&'static str),
+}
+
+impl Refusal {
+    /// The close code a WebSocket sender gets.
+    pub(crate) fn close_code(&self) -> CloseCode {
+        match self {
+            Refusal::DocTooLarge { .. } | Refusal::TooManyItems { .. } => CloseCode::DocTooLarge,
+            _ => CloseCode::Malformed,
+        }
+    }
+}
+
+/// Why a room could not go on with its document: typed, so a corrupt
+/// record reads as one and not as an I/O error.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The store failed (I/O, a corrupt record, a failed flush).
+    #[error("the store failed: {0}")]
+    Store(#[from] tandem_store::StoreError),
+    /// The stored document is not a readable update.
+    #[error("the stored document cannot be read: {0}")]
+    Unreadable(#[from] crate::inspect::InspectError),
+    /// yrs panicked while working on the document.
+    #[error("the room's document work failed: {0}")]
+    Panicked(#[from] crate::yrs_threads::Panicked),
 }
 
 /// Messages to the room that are not peer traffic.
@@ -76,4 +121,7 @@ pub(crate) enum Control {
     Edit(EditRequest),
     /// The server is stopping: close peers with 1001, compact, exit.
     Shutdown,
+    /// Tests only: make the room task panic (to test its containment).
+    #[cfg(test)]
+    Panic,
 }

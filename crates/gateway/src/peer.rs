@@ -12,9 +12,10 @@
 //! ~138 KiB with warp's defaults.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -25,11 +26,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{Instrument, debug, info, warn};
 
+use crate::access::Principal;
 use crate::close::CloseCode;
-use crate::mailbox::{PeerId, PeerLink};
+use crate::link::{PeerHealth, PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
-use crate::rooms::Rooms;
+use crate::room::{LivePeer, Rooms};
 use crate::upgrade::Socket;
 
 /// Inbound frames buffered per peer before its reader waits (backpressure).
@@ -38,51 +40,6 @@ const INBOUND_QUEUE: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
-
-/// Liveness and backlog of one connection, shared by its task and its room.
-#[derive(Debug)]
-pub(crate) struct PeerHealth {
-    started: Instant,
-    /// When the last frame (of any kind, pongs included) arrived, in ms since `started`.
-    last_seen_ms: AtomicU64,
-    /// Bytes queued for this peer but not yet handed to the socket.
-    queued_bytes: AtomicUsize,
-}
-
-impl PeerHealth {
-    fn new() -> Self {
-        PeerHealth {
-            started: Instant::now(),
-            last_seen_ms: AtomicU64::new(0),
-            queued_bytes: AtomicUsize::new(0),
-        }
-    }
-
-    fn saw_frame(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_seen_ms.store(now, Ordering::Relaxed);
-    }
-
-    /// How long the peer has sent nothing (a live peer answers every ping).
-    pub(crate) fn silent_for(&self) -> Duration {
-        let seen = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(seen)
-    }
-
-    /// Bytes waiting in the outbound queue.
-    pub(crate) fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Accounts for a frame put in the outbound queue.
-    pub(crate) fn enqueued(&self, len: usize) {
-        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-    }
-
-    fn dequeued(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-    }
-}
 
 /// Joins `ws` to the room of `doc` and returns the future that serves the
 /// connection until it ends (the caller spawns or awaits it).
@@ -94,6 +51,8 @@ impl PeerHealth {
 pub(crate) fn serve(
     ws: Socket,
     doc: DocId,
+    principal: Principal,
+    ends: Ends,
     rooms: &Rooms,
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = ()> + Send + use<> {
@@ -105,20 +64,24 @@ pub(crate) fn serve(
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let ping_every = limits.ping_interval();
     let (sink, stream) = ws.split();
-    let health = Arc::new(PeerHealth::new());
+    let health = Arc::new(PeerHealth::new(rooms.queued_bytes()));
     let link = PeerLink {
         id,
         health: health.clone(),
         outbound: outbound_tx,
         kill: kill_tx.clone(),
+        principal,
         inbound: inbound_rx,
     };
-    span.in_scope(|| {
-        if let Err(code) = rooms.join(&doc, link) {
-            warn!(code = code.code(), "join refused");
-            let _ = kill_tx.try_send(code);
-        }
+    let live = span.in_scope(|| {
         debug!("connected");
+        rooms
+            .join(&doc, link)
+            .inspect_err(|code| {
+                warn!(code = code.code(), "join refused");
+                let _ = kill_tx.try_send(*code);
+            })
+            .ok()
     });
     let io = PeerIo {
         sink,
@@ -130,9 +93,16 @@ pub(crate) fn serve(
         health,
         ping_every,
         metrics,
+        ends,
+        _live: live,
     };
     io.run().instrument(span)
 }
+
+/// Resolves when the connection must end, with the close code (e.g. the
+/// auth session's 4401 at the token's `exp`, 4403 at a revocation); never,
+/// without auth.
+pub(crate) type Ends = Pin<Box<dyn Future<Output = CloseCode> + Send>>;
 
 /// Everything a connection's task owns once it has joined its room.
 struct PeerIo {
@@ -145,6 +115,10 @@ struct PeerIo {
     health: Arc<PeerHealth>,
     ping_every: Duration,
     metrics: Arc<Metrics>,
+    /// When the connection must end regardless of traffic (see [`Ends`]).
+    ends: Ends,
+    /// Keeps this connection findable by `Rooms::close_peers` while it runs.
+    _live: Option<LivePeer>,
 }
 
 impl PeerIo {
@@ -161,17 +135,32 @@ impl PeerIo {
             health,
             ping_every,
             metrics,
+            ends,
+            _live,
         } = self;
+        let end_kill = kill_tx.clone();
         let reader = read_loop(stream, inbound, kill_tx, &health, &metrics);
         let writer = write_loop(sink, outbound, kill, &health, ping_every, &metrics);
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            _ = &mut reader => { let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await; }
-            code = &mut writer => {
-                if let Some(code) = code {
-                    info!(code = code.code(), reason = code.reason(), "closed by server");
+        tokio::pin!(reader, writer, ends);
+        let mut ending = false;
+        loop {
+            tokio::select! {
+                _ = &mut reader => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
+                    break;
                 }
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+                code = &mut writer => {
+                    if let Some(code) = code {
+                        info!(code = code.code(), reason = code.reason(), "closed by server");
+                    }
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+                    break;
+                }
+                // The writer sends the close frame; the reader then ends.
+                code = &mut ends, if !ending => {
+                    ending = true;
+                    let _ = end_kill.try_send(code);
+                }
             }
         }
         debug!("disconnected");
@@ -259,8 +248,9 @@ async fn write_loop(
             code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
             frame = outbound.recv() => {
                 let Some(frame) = frame else {
-                    // The room let go of this peer without a close code: it ended.
-                    break CloseCode::GoingAway;
+                    // The room let go of this peer without a close code: it
+                    // failed (a panic dropped it; see `room`'s containment docs).
+                    break CloseCode::Internal;
                 };
                 tokio::select! {
                     biased;
@@ -307,17 +297,50 @@ async fn write_batch(
     outbound: &mut mpsc::Receiver<Bytes>,
     health: &PeerHealth,
 ) -> bool {
-    health.dequeued(first.len());
-    if sink.feed(Message::binary(first)).await.is_err() {
-        return false;
-    }
-    while let Ok(frame) = outbound.try_recv() {
+    let mut next = Some(first);
+    while let Some(frame) = next {
         health.dequeued(frame.len());
-        if sink.feed(Message::binary(frame)).await.is_err() {
+        if write_message(sink, frame).await.is_err() {
             return false;
         }
+        next = outbound.try_recv().ok();
     }
     sink.flush().await.is_ok()
+}
+
+/// Largest WebSocket frame the server writes; a bigger message goes out as
+/// several frames (fragments, RFC 6455 §5.4; every client reassembles them).
+///
+/// tungstenite copies each frame whole into the connection's write buffer
+/// (and drains that buffer with a memmove per socket write): a 15 MB
+/// document sent to 50 joiners as single frames cost 50 copies (~750 MB)
+/// and quadratic draining; as fragments each connection holds at most one.
+const FRAGMENT_BYTES: usize = 64 * 1024;
+
+/// Writes one binary message, fragmented if it is large (no copy: each
+/// fragment is a slice of the shared bytes).
+async fn write_message(
+    sink: &mut SplitSink<Socket, Message>,
+    message: Bytes,
+) -> Result<(), tungstenite::Error> {
+    use tungstenite::protocol::frame::Frame;
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    if message.len() <= FRAGMENT_BYTES {
+        return sink.feed(Message::binary(message)).await;
+    }
+    let mut at = 0;
+    while at < message.len() {
+        let end = (at + FRAGMENT_BYTES).min(message.len());
+        let opcode = OpCode::Data(if at == 0 {
+            Data::Binary
+        } else {
+            Data::Continue
+        });
+        let fragment = Frame::message(message.slice(at..end), opcode, end == message.len());
+        sink.feed(Message::Frame(fragment)).await?;
+        at = end;
+    }
+    Ok(())
 }
 
 /// True when a read failed because the frame or message exceeded the size

@@ -25,14 +25,14 @@ use yrs::block::ClientID;
 use yrs::sync::AwarenessUpdate;
 use yrs::sync::awareness::AwarenessUpdateEntry;
 
-use crate::mailbox::PeerId;
+use crate::link::PeerId;
 
 const NULL_STATE: &str = "null";
 
 /// A connection tried to change a client id that another connection owns.
 #[derive(Debug, thiserror::Error)]
 #[error("awareness client id {client} is owned by another connection")]
-pub struct NotOwner {
+pub(crate) struct NotOwner {
     /// The contested client id.
     pub client: u64,
 }
@@ -50,7 +50,7 @@ struct Entry {
 
 /// The awareness table of one room.
 #[derive(Debug)]
-pub struct Presence {
+pub(crate) struct Presence {
     entries: HashMap<ClientID, Entry>,
     /// States not renewed within this long are removed (awareness.js: 30 s).
     timeout: Duration,
@@ -58,7 +58,7 @@ pub struct Presence {
 
 impl Presence {
     /// An empty table expiring states after `timeout` without renewal.
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         Presence {
             entries: HashMap::new(),
             timeout,
@@ -69,7 +69,7 @@ impl Presence {
     /// broadcast to every peer, the sender included), or `NotOwner` without
     /// applying anything. `owner_alive` says whether another owning
     /// connection is still live; a dead owner's ids may be taken over.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         peer: PeerId,
         update: AwarenessUpdate,
@@ -142,7 +142,7 @@ impl Presence {
     }
 
     /// Forgets `peer`: removes the states it controls. Returns the removals to broadcast.
-    pub fn remove_peer(&mut self, peer: PeerId) -> Option<AwarenessUpdate> {
+    pub(crate) fn remove_peer(&mut self, peer: PeerId) -> Option<AwarenessUpdate> {
         let mut removed = HashMap::new();
         for (client, e) in self.entries.iter_mut() {
             if e.owner != Some(peer) {
@@ -158,7 +158,7 @@ impl Presence {
 
     /// Removes states not renewed within the timeout and drops long-dead
     /// entries. Returns the removals to broadcast.
-    pub fn sweep(&mut self, now: Instant) -> Option<AwarenessUpdate> {
+    pub(crate) fn sweep(&mut self, now: Instant) -> Option<AwarenessUpdate> {
         let mut removed = HashMap::new();
         let timeout = self.timeout;
         self.entries.retain(|client, e| {
@@ -175,7 +175,7 @@ impl Presence {
     }
 
     /// Every live state (sent to a joining peer and in reply to a query).
-    pub fn snapshot(&self) -> Option<AwarenessUpdate> {
+    pub(crate) fn snapshot(&self) -> Option<AwarenessUpdate> {
         let clients: HashMap<_, _> = self
             .entries
             .iter()
@@ -195,12 +195,14 @@ impl Presence {
     }
 
     /// Number of live states.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.values().filter(|e| e.state.is_some()).count()
     }
 
     /// True when nobody has a live state.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -10,12 +10,12 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
+use yrs::StateVector;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::sync::AwarenessUpdate;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{StateVector, Update};
 
 use crate::close::CloseCode;
 
@@ -29,16 +29,13 @@ const SYNC_UPDATE: u8 = 2;
 
 /// One decoded client message.
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// The client's state vector: answer with what it lacks (SyncStep2).
     SyncStep1(StateVector),
-    /// A document change (from SyncStep2 or Update): apply, store, broadcast.
-    Update {
-        /// The v1 update bytes exactly as received (stored and broadcast as-is).
-        raw: Bytes,
-        /// The decoded update, ready to apply.
-        update: Update,
-    },
+    /// A document change (from SyncStep2 or Update), v1-encoded, as received.
+    /// Its content is read by the room on a yrs thread (`inspect`), not here:
+    /// decoding is yrs work and must not run on the runtime's workers.
+    Update(Bytes),
     /// Cursor/presence states of one or more client ids.
     Awareness(AwarenessUpdate),
     /// The client asks for every current awareness state.
@@ -49,7 +46,7 @@ pub enum Inbound {
 
 /// Why a frame was rejected; maps to a close code.
 #[derive(Debug, thiserror::Error)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// Truncated varint or buffer, bad UTF-8, undecodable payload.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -63,7 +60,7 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The close code the offending connection gets.
-    pub fn close_code(&self) -> CloseCode {
+    pub(crate) fn close_code(&self) -> CloseCode {
         match self {
             ProtocolError::UnknownType(_) => CloseCode::UnknownMessageType,
             _ => CloseCode::Malformed,
@@ -77,7 +74,7 @@ fn malformed(e: impl std::fmt::Display) -> ProtocolError {
 
 /// Decodes every message of one binary frame. `frame` is shared so updates
 /// keep referring to it without a copy.
-pub fn decode_frame(frame: &Bytes) -> Result<Vec<Inbound>, ProtocolError> {
+pub(crate) fn decode_frame(frame: &Bytes) -> Result<Vec<Inbound>, ProtocolError> {
     let mut cursor = Cursor::new(frame);
     let mut out = Vec::new();
     while cursor.has_content() {
@@ -98,10 +95,7 @@ fn decode_message(frame: &Bytes, cursor: &mut Cursor<'_>) -> Result<Inbound, Pro
                     let sv = guarded(|| StateVector::decode_v1(&raw))?.map_err(malformed)?;
                     Ok(Inbound::SyncStep1(sv))
                 }
-                s if s == SYNC_STEP2 as u64 || s == SYNC_UPDATE as u64 => {
-                    let update = guarded(|| Update::decode_v1(&raw))?.map_err(malformed)?;
-                    Ok(Inbound::Update { raw, update })
-                }
+                s if s == SYNC_STEP2 as u64 || s == SYNC_UPDATE as u64 => Ok(Inbound::Update(raw)),
                 s => Err(ProtocolError::UnknownSyncType(s)),
             }
         }
@@ -143,22 +137,32 @@ fn frame_with(tag: u8, sub: Option<u8>, body: &[u8]) -> Bytes {
 }
 
 /// SyncStep1 frame carrying the server's state vector.
-pub fn encode_sync_step1(sv: &StateVector) -> Bytes {
+pub(crate) fn encode_sync_step1(sv: &StateVector) -> Bytes {
     frame_with(MSG_SYNC, Some(SYNC_STEP1), &sv.encode_v1())
 }
 
 /// SyncStep2 frame carrying what the client lacks.
-pub fn encode_sync_step2(diff: &[u8]) -> Bytes {
+pub(crate) fn encode_sync_step2(diff: &[u8]) -> Bytes {
     frame_with(MSG_SYNC, Some(SYNC_STEP2), diff)
 }
 
 /// Update frame carrying one v1 update.
-pub fn encode_update(update: &[u8]) -> Bytes {
+pub(crate) fn encode_update(update: &[u8]) -> Bytes {
     frame_with(MSG_SYNC, Some(SYNC_UPDATE), update)
 }
 
+/// Auth frame "permission denied" with `reason` (y-protocols auth.js:
+/// message type 2, then varUint 0, then varString reason).
+pub(crate) fn encode_permission_denied(reason: &str) -> Bytes {
+    let mut out = Vec::with_capacity(reason.len() + 4);
+    out.write_var(MSG_AUTH);
+    out.write_var(0u8);
+    out.write_string(reason);
+    Bytes::from(out)
+}
+
 /// Awareness frame.
-pub fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
+pub(crate) fn encode_awareness(update: &AwarenessUpdate) -> Bytes {
     frame_with(MSG_AWARENESS, None, &update.encode_v1())
 }
 
@@ -184,9 +188,10 @@ mod tests {
         let mut msgs = decode_frame(&Bytes::from(frame)).unwrap();
         assert_eq!(msgs.len(), 3);
         match msgs.remove(0) {
-            Inbound::Update { raw, update } => {
+            Inbound::Update(raw) => {
                 assert_eq!(&raw[..], &u[..]);
                 let doc = Doc::new();
+                let update = yrs::Update::decode_v1(&raw).unwrap();
                 doc.transact_mut().apply_update(update).unwrap();
                 let t = doc.get_or_insert_text("content");
                 assert_eq!(t.get_string(&doc.transact()), "hi");
@@ -209,11 +214,5 @@ mod tests {
         assert_eq!(err.close_code(), CloseCode::UnknownMessageType);
         let err = decode_frame(&Bytes::from_static(&[0, 9, 0])).unwrap_err();
         assert_eq!(err.close_code(), CloseCode::Malformed);
-    }
-
-    #[test]
-    fn garbage_update_is_malformed() {
-        let frame = encode_update(&[0xff, 0xff, 0xff, 0x01, 0x02]);
-        assert!(decode_frame(&frame).is_err());
     }
 }

@@ -12,16 +12,21 @@
 //! fan-out to the peers' queues, awareness expiry, compaction, unload and
 //! shutdown. The rest, one concept per file:
 //!
-//! - `batch`: applying one batch: decode → apply → `append_batch` → await
-//!   durable → fan out; a rejected update stores what the batch already
-//!   accepted, then reloads the document.
-//! - `run`: consecutive updates of a batch from one sender go out as one
-//!   merged update frame, so a fast typist costs each receiver one frame
-//!   per batch, not per keystroke.
-//! - `edit`: an HTTP edit (the `/api/docs` write path), applied, stored and
-//!   broadcast like a peer's update.
+//! - `batch`: one batch of peer traffic and HTTP edits: the document work
+//!   goes to a yrs thread in one job, then await durable → fan out → reply.
+//! - `doc_state`: the document and the one write path (inspect → authorize →
+//!   apply → caps → store), synchronous and sans I/O.
+//! - `outbox`: the frames a batch sends, in order, with a sender's
+//!   consecutive updates merged into one frame.
+//!
+//! Containment: all yrs work runs on [`crate::yrs_threads`]; a panic there
+//! fails only this room. A panic in the room task itself drops the room:
+//! the registry entry is removed by a drop guard (`registry::Registered`) and
+//! every peer's outbound channel closes, which its connection answers with
+//! 1011 (a room never lets go of a live peer without a close code
+//! otherwise). The next join opens a fresh room that reloads from the store.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,24 +34,34 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tandem_store::{DocId, Store};
+use tandem_store::DocId;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tracing::{debug, error, info, warn};
-use yrs::{Doc, ReadTxn, Transact};
 
 use crate::close::CloseCode;
-use crate::mailbox::{Control, EditError, PeerId, PeerLink};
-use crate::peer::PeerHealth;
+use crate::link::{PeerHealth, PeerId, PeerLink};
+use crate::mailbox::{Control, EditError, EditRequest, RoomError};
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
-use crate::rooms::Shared;
+
+use crate::yrs_threads;
 
 mod batch;
-mod edit;
-mod run;
+mod doc_state;
+mod outbox;
+mod registry;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use doc_state::root_kind;
+use doc_state::{Caps, DocState};
+use outbox::{Outbox, Target};
+pub(crate) use registry::LivePeer;
+pub use registry::Rooms;
+use registry::Shared;
 
 /// Most inbound frames handled as one batch (one durability wait).
 const MAX_BATCH: usize = 256;
@@ -59,6 +74,8 @@ enum PeerEvent {
     /// The connection ended (its inbound channel closed): the room drops the
     /// peer and its awareness states, after everything it sent before.
     Left,
+    /// An HTTP edit (never from a peer stream: the room makes a batch of it).
+    Edit(EditRequest),
 }
 
 /// A peer's inbound frames followed by `Left`, so the room learns of a
@@ -76,17 +93,14 @@ struct PeerSlot {
     /// Closes the connection with a code, bypassing a possibly full
     /// `outbound` queue.
     kill: mpsc::Sender<CloseCode>,
-}
-
-/// Who receives an outgoing frame.
-enum Target {
-    /// A reply to the sender (SyncStep2, awareness query).
-    One(PeerId),
-    /// An update, to everyone but the peer it came from.
-    AllBut(PeerId),
-    /// Awareness changes (the sender too: a lone JS client otherwise hears
-    /// nothing) and HTTP edits.
-    All,
+    /// The connection's principal may change the document (else its
+    /// changes are refused with a y-protocols "permission denied").
+    may_write: bool,
+    /// Awareness rate limit: when this peer's next awareness broadcast may go.
+    awareness_next: Instant,
+    /// Awareness changes held back by the rate limit, merged (latest state
+    /// per client id), sent at `awareness_next`.
+    awareness_held: Option<yrs::sync::AwarenessUpdate>,
 }
 
 /// Runs the room for `doc` until it unloads, fails or the server stops.
@@ -97,8 +111,17 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     _running: mpsc::Sender<()>,
 ) {
-    let doc = match load(&shared.store, &doc_id).await {
-        Ok(doc) => doc,
+    let caps = Caps {
+        max_depth: shared.limits.max_nesting_depth,
+        max_pending_bytes: shared.limits.max_pending_bytes,
+        max_pending_deletes: shared.limits.max_pending_deletes,
+        max_doc_bytes: shared.limits.max_doc_bytes,
+        max_doc_items: shared.limits.max_doc_items,
+    };
+    let (store, id) = (shared.store.clone(), doc_id.clone());
+    let loaded = yrs_threads::run(move || DocState::load(store, id, caps)).await;
+    let state = match loaded.map_err(RoomError::from).and_then(|r| r) {
+        Ok(state) => state,
         Err(e) => {
             error!(error = %e, "loading document failed");
             shared.close_room(&doc_id, key, &mut control, CloseCode::Internal);
@@ -111,26 +134,34 @@ pub(crate) async fn run(
         presence: Presence::new(shared.limits.awareness_timeout()),
         doc_id,
         key,
-        doc,
+        state: Some(state),
         peers: HashMap::new(),
         inbound: StreamMap::new(),
         empty_since: Some(Instant::now()),
-        failed: false,
+        awareness_due: None,
         compacting: Arc::new(AtomicBool::new(false)),
         shared,
     };
     room.run(control).await;
 }
 
-/// Loads `doc_id` from the store on a blocking thread (sled reads and yrs
-/// decoding must not stall the runtime).
-async fn load(store: &Store, doc_id: &DocId) -> Result<Doc, String> {
-    let store = store.clone();
-    let id = doc_id.clone();
-    tokio::task::spawn_blocking(move || store.load(&id))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+/// Whether the room goes on after handling something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Carry on.
+    Go,
+    /// The store failed or the document work panicked: every peer was
+    /// closed with 1011; the room must unregister and end.
+    Failed,
+}
+
+/// Sleeps until `at`, or forever without one (a `select!` branch that is
+/// only ready when there is something to wait for).
+async fn sleep_until_or_never(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The actor's state: owned by the room task alone, so nothing is locked.
@@ -140,10 +171,9 @@ struct Room {
     /// Registry key of this room instance (a reopened document gets a new one),
     /// so a stale room never unregisters its successor.
     key: u64,
-    /// The live document: what every peer's SyncStep1 is answered from and
-    /// updates are applied to; always equal to what the store holds plus the
-    /// current batch's accepted updates.
-    doc: Doc,
+    /// The live document and its write path; moved to a yrs thread for each
+    /// batch and back (`None` only while a job runs or after it panicked).
+    state: Option<DocState>,
     /// Awareness states with their owning connection and expiry.
     presence: Presence,
     /// The joined peers, to fan frames out to and to close.
@@ -153,8 +183,8 @@ struct Room {
     inbound: StreamMap<PeerId, PeerStream>,
     /// When the last peer left (unload after the grace period).
     empty_since: Option<Instant>,
-    /// The store failed: every peer was closed with 1011; the room must go.
-    failed: bool,
+    /// The earliest time a held-back awareness change may go out.
+    awareness_due: Option<Instant>,
     /// A background compaction is running (at most one per document; the
     /// flag is shared with the blocking task that clears it).
     compacting: Arc<AtomicBool>,
@@ -175,17 +205,21 @@ impl Room {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let flow = tokio::select! {
                 biased;
                 ctl = control.recv() => match ctl {
-                    Some(Control::Join(link)) => self.join(link),
                     Some(Control::Edit(req)) => {
-                        let result = self.edit(req.edit).await;
-                        let _ = req.reply.send(result);
+                        self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await
                     }
+                    #[cfg(test)]
+                    Some(Control::Panic) => panic!("test: the room task panics"),
                     Some(Control::Shutdown) | None => {
                         self.shutdown(&mut control).await;
                         return;
+                    }
+                    Some(Control::Join(link)) => {
+                        self.join(link);
+                        Flow::Go
                     }
                 },
                 Some(first) = self.inbound.next(), if !self.inbound.is_empty() => {
@@ -196,7 +230,13 @@ impl Room {
                             _ => break,
                         }
                     }
-                    self.process(batch).await;
+                    self.process(batch).await
+                }
+                _ = sleep_until_or_never(self.awareness_due) => {
+                    let mut outbox = Outbox::default();
+                    self.release_awareness(&mut outbox);
+                    self.dispatch(outbox);
+                    Flow::Go
                 }
                 _ = tick.tick() => {
                     self.maintain();
@@ -205,9 +245,10 @@ impl Room {
                         info!("room unloaded");
                         return;
                     }
+                    Flow::Go
                 }
-            }
-            if self.failed {
+            };
+            if flow == Flow::Failed {
                 self.shared
                     .close_room(&self.doc_id, self.key, &mut control, CloseCode::Internal);
                 return;
@@ -223,14 +264,21 @@ impl Room {
             let _ = link.kill.try_send(CloseCode::Capacity);
             return;
         }
+        let Some(state) = &self.state else {
+            let _ = link.kill.try_send(CloseCode::Internal);
+            return;
+        };
         // Two frames: the JS client reads only the first message of a frame.
-        let step1 = protocol::encode_sync_step1(&self.doc.transact().state_vector());
-        link.health.enqueued(step1.len());
-        let _ = link.outbound.try_send(step1);
-        if let Some(states) = self.presence.snapshot() {
-            let frame = protocol::encode_awareness(&states);
-            link.health.enqueued(frame.len());
-            let _ = link.outbound.try_send(frame);
+        let step1 = protocol::encode_sync_step1(&state.state_vector());
+        let awareness = self
+            .presence
+            .snapshot()
+            .map(|s| protocol::encode_awareness(&s));
+        for frame in std::iter::once(step1).chain(awareness) {
+            let len = frame.len();
+            if link.outbound.try_send(frame).is_ok() {
+                link.health.enqueued(len);
+            }
         }
         let stream: PeerStream = Box::pin(
             ReceiverStream::new(link.inbound)
@@ -244,6 +292,9 @@ impl Room {
                 health: link.health,
                 outbound: link.outbound,
                 kill: link.kill,
+                may_write: link.principal.mode.can_write(),
+                awareness_next: Instant::now(),
+                awareness_held: None,
             },
         );
         self.empty_since = None;
@@ -256,15 +307,15 @@ impl Room {
 
     /// Removes a peer (closing it with `code` if the room ends it) and queues
     /// the removal of its awareness states.
-    fn remove_peer(
-        &mut self,
-        peer: PeerId,
-        code: Option<CloseCode>,
-        outbox: &mut VecDeque<(Target, Bytes)>,
-    ) {
+    fn remove_peer(&mut self, peer: PeerId, code: Option<CloseCode>, outbox: &mut Outbox) {
         let Some(slot) = self.peers.remove(&peer) else {
             return;
         };
+        // What the rate limit held back still goes out (often the peer's own
+        // goodbye: its states set to null just before it closed).
+        if let Some(held) = slot.awareness_held.as_ref() {
+            outbox.push(Target::All, protocol::encode_awareness(held));
+        }
         if let Some(code) = code {
             let _ = slot.kill.try_send(code);
         }
@@ -273,7 +324,7 @@ impl Room {
             .peers_connected
             .fetch_sub(1, Ordering::Relaxed);
         if let Some(removed) = self.presence.remove_peer(peer) {
-            outbox.push_back((Target::All, protocol::encode_awareness(&removed)));
+            outbox.push(Target::All, protocol::encode_awareness(&removed));
         }
         if self.peers.is_empty() {
             self.empty_since = Some(Instant::now());
@@ -282,8 +333,8 @@ impl Room {
     }
 
     /// Queues frames to peers; a full queue closes that peer with 4008.
-    fn dispatch(&mut self, mut outbox: VecDeque<(Target, Bytes)>) {
-        while let Some((target, frame)) = outbox.pop_front() {
+    fn dispatch(&mut self, mut outbox: Outbox) {
+        while let Some((target, frame)) = outbox.pop() {
             let ids: Vec<PeerId> = match target {
                 Target::One(id) => vec![id],
                 Target::AllBut(skip) => self.peers.keys().copied().filter(|p| *p != skip).collect(),
@@ -295,7 +346,11 @@ impl Room {
                     continue;
                 };
                 let backlog = slot.health.queued_bytes();
-                if backlog > 0 && backlog + frame.len() > self.shared.limits.peer_queue_bytes {
+                let limits = &self.shared.limits;
+                if backlog > 0
+                    && (backlog + frame.len() > limits.peer_queue_bytes
+                        || slot.health.server_queued() + frame.len() > limits.max_queued_bytes)
+                {
                     slow.push(id);
                     continue;
                 }
@@ -321,8 +376,8 @@ impl Room {
     /// Periodic work: expire awareness states.
     fn maintain(&mut self) {
         if let Some(expired) = self.presence.sweep(Instant::now()) {
-            let mut outbox = VecDeque::new();
-            outbox.push_back((Target::All, protocol::encode_awareness(&expired)));
+            let mut outbox = Outbox::default();
+            outbox.push(Target::All, protocol::encode_awareness(&expired));
             self.dispatch(outbox);
         }
     }
@@ -338,7 +393,7 @@ impl Room {
 
     /// Closes every peer with `code` (store failure, shutdown).
     fn close_all(&mut self, code: CloseCode) {
-        let mut outbox = VecDeque::new();
+        let mut outbox = Outbox::default();
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
             self.remove_peer(id, Some(code), &mut outbox);
@@ -360,6 +415,8 @@ impl Room {
                         .send(Err(EditError::Unavailable(CloseCode::GoingAway)));
                 }
                 Control::Shutdown => {}
+                #[cfg(test)]
+                Control::Panic => {}
             }
         }
         self.compact().await;
@@ -379,9 +436,14 @@ impl Room {
             self.doc_id.clone(),
             self.compacting.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        let job = yrs_threads::run(move || {
             if let Err(e) = store.compact(&id) {
                 warn!(doc = %id.as_str(), error = %e, "compaction failed");
+            }
+        });
+        tokio::spawn(async move {
+            if job.await.is_err() {
+                warn!("compaction panicked");
             }
             flag.store(false, Ordering::Relaxed);
         });
@@ -391,7 +453,7 @@ impl Room {
     async fn compact(&self) {
         let store = self.shared.store.clone();
         let id = self.doc_id.clone();
-        match tokio::task::spawn_blocking(move || store.compact(&id)).await {
+        match yrs_threads::run(move || store.compact(&id)).await {
             Ok(Ok(stats)) => {
                 debug!(
                     merged = stats.merged_updates,

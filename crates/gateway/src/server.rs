@@ -34,7 +34,7 @@ use crate::config::Limits;
 use crate::edge::gate::{Admission, Gate, Held};
 use crate::edge::{AllowedOrigins, BodyBudget, ClientAddr, Clients, EdgeLimits};
 use crate::metrics::Metrics;
-use crate::rooms::Rooms;
+use crate::room::Rooms;
 use crate::{api, peer, upgrade, web};
 
 /// What can stop the gateway.
@@ -128,12 +128,14 @@ pub fn routes(
                 }
                 let (rooms, metrics, held) = (rooms.clone(), m.clone(), held.unwrap_or_default());
                 Box::new(ws.accept(socket_config, move |socket| {
-                    // Wired at merge: the room-core branch adds `principal` to
-                    // `peer::serve` (read-only filtering in the room), and the
-                    // peer races `session.ended()` to close with 4401/4403 at
-                    // `exp` or at a revocation (see `auth::session`).
-                    let (_principal, _session) = (principal, session);
-                    let connection = peer::serve(socket, doc, &rooms, metrics);
+                    // The room filters by the principal's mode; the session
+                    // (with auth on) ends the connection with 4401 at `exp`
+                    // or 4403 at a matching revocation.
+                    let ends: peer::Ends = match session {
+                        Some(session) => Box::pin(async move { session.ended().await }),
+                        None => Box::pin(std::future::pending()),
+                    };
+                    let connection = peer::serve(socket, doc, principal, ends, &rooms, metrics);
                     async move {
                         let _held = held;
                         connection.await

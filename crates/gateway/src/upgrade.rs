@@ -43,13 +43,13 @@ use crate::auth::Denial;
 use crate::config::Limits;
 
 /// An upgraded WebSocket connection.
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// The tungstenite settings of every connection: `--socket-buffer-bytes`
 /// for the read buffer and the write-coalescing target (tungstenite's
 /// defaults are 128 KiB each), and frames or messages over
 /// `--max-message-bytes` fail with a capacity error (closed with 1009).
-pub fn socket_config(limits: &Limits) -> WebSocketConfig {
+pub(crate) fn socket_config(limits: &Limits) -> WebSocketConfig {
     let buffer = limits.socket_buffer_bytes.max(MIN_SOCKET_BUFFER);
     WebSocketConfig::default()
         .read_buffer_size(buffer)
@@ -62,7 +62,7 @@ pub fn socket_config(limits: &Limits) -> WebSocketConfig {
 const MIN_SOCKET_BUFFER: usize = 256;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
 }
@@ -72,7 +72,7 @@ pub struct Upgrade {
 /// a `sec-websocket-key`, and a connection hyper can upgrade), else `None`.
 ///
 /// Never rejects, so the route can answer a plain request with a helpful 400.
-pub fn request() -> impl Filter<Extract = (Option<Upgrade>,), Error = Infallible> + Clone {
+pub(crate) fn request() -> impl Filter<Extract = (Option<Upgrade>,), Error = Infallible> + Clone {
     warp::method()
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
@@ -91,7 +91,7 @@ impl Upgrade {
 
     /// Answers 101 Switching Protocols and runs `serve` on the upgraded
     /// connection (on its own task) once hyper hands it over.
-    pub fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> impl Reply
+    pub(crate) fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> impl Reply
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -133,7 +133,7 @@ const DENY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The y-protocols *permission denied* message: `varUint(2)` (auth),
 /// `varUint(0)` (permission denied), `varString(reason)`.
-pub fn permission_denied(reason: &str) -> Vec<u8> {
+pub(crate) fn permission_denied(reason: &str) -> Vec<u8> {
     use yrs::encoding::write::Write;
     let mut frame = Vec::with_capacity(reason.len() + 4);
     frame.write_var(MESSAGE_AUTH);
@@ -144,7 +144,7 @@ pub fn permission_denied(reason: &str) -> Vec<u8> {
 
 /// Refuses an upgraded connection: *permission denied* with the reason,
 /// then the close code (4401 or 4403). Nothing the client sent is read.
-pub async fn deny(mut socket: Socket, denial: Denial) {
+pub(crate) async fn deny(mut socket: Socket, denial: Denial) {
     let reason = denial.to_string();
     let code = denial.close_code();
     let close = Message::Close(Some(CloseFrame {

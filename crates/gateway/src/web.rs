@@ -45,7 +45,7 @@ but this binary was built without the browser editor.</p><p>To include it, build
 </body></html>";
 
 /// Routes serving the editor: `GET /`, `GET /d/<doc-id>` and the bundle's assets.
-pub fn routes() -> BoxedFilter<(Box<dyn warp::Reply>,)> {
+pub(crate) fn routes() -> BoxedFilter<(Box<dyn warp::Reply>,)> {
     let start_page = warp::path::end().map(|| Page::Start);
     let editor_page = warp::path("d")
         .and(warp::path::param::<String>())

@@ -11,10 +11,9 @@ use tandem_store::{DocId, StoreError};
 use yrs::types::ToJson;
 use yrs::{GetString, ReadTxn, StateVector, Transact};
 
-use crate::store_args::StoreArgs;
+use tandem_gateway::TEXT_ROOT;
 
-/// Root `Y.Text` the web editor edits.
-const TEXT_ROOT: &str = "content";
+use crate::store_args::StoreArgs;
 
 /// `tandem list`.
 #[derive(Debug, clap::Args)]

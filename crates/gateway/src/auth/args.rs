@@ -73,6 +73,7 @@ pub struct AuthArgs {
     #[arg(long = "auth", env = "TANDEM_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
 
+    /// The HMAC secret, if tokens are signed with one (see [`SecretArgs`]).
     #[command(flatten)]
     pub secret: SecretArgs,
 

@@ -145,8 +145,12 @@ impl Gate {
             }
             None => {
                 let need = auth::policy::need(req.method(), req.uri().path());
-                if let Err(denial) = self.auth.admit(token, &need) {
-                    return unauthorized(denial);
+                match self.auth.admit(token, &need) {
+                    // The room applies the same read-only rule to HTTP edits.
+                    Ok(principal) => {
+                        req.extensions_mut().insert(principal);
+                    }
+                    Err(denial) => return unauthorized(denial),
                 }
             }
         }

@@ -1,230 +1,325 @@
-//! Applying one batch of peer traffic: decode (already done by the
-//! connection) → apply to the `Doc` → `append_batch` → await durable → fan
-//! out. Nothing of a batch is sent before all of its updates are durable.
+//! One batch of peer traffic and HTTP edits: the document work of the whole
+//! batch goes to a yrs thread as one job ([`DocState::apply`]), then the room
+//! awaits the batch's store appends once (group commit), then fans the frames
+//! out in arrival order and answers the HTTP edits. Nothing of a batch is
+//! sent before all of its changes are durable.
 //!
-//! An update yrs rejects (or panics on) closes its sender with 1007 and is
-//! not stored. Since yrs may have left partial state, the room then appends
-//! the updates this batch has already accepted (from anyone, including the
-//! offender's earlier messages in the same frame) and reloads the `Doc` from
-//! the store; those accepted updates are still broadcast once durable. The
-//! rest of the batch is applied to the reloaded document.
+//! A refused change closes its sender (1007, or 4413 past the size quota) or
+//! fails its HTTP edit; nothing of it is stored, and whatever the batch
+//! accepted before it is stored and sent as usual.
 
-use std::collections::VecDeque;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
+use tokio::sync::oneshot;
 use tracing::{error, warn};
-use yrs::{ReadTxn, Transact};
 
-use super::run::Run;
-use super::{PeerEvent, Room, Target, load};
+use super::doc_state::{DocOp, Outcome};
+use super::{Flow, Outbox, PeerEvent, Room, Target};
 use crate::close::CloseCode;
-use crate::mailbox::PeerId;
+use crate::inspect::Encoding;
+use crate::link::PeerId;
+use crate::mailbox::{Edit, EditError, RoomError};
 use crate::protocol::{self, Inbound};
+use crate::yrs_threads;
 
-/// Where handling a message puts its results.
-struct Out<'a> {
-    /// Frames to send once the batch is durable, in order.
-    outbox: &'a mut VecDeque<(Target, Bytes)>,
-    /// Updates waiting to join `outbox` as one frame.
-    run: &'a mut Run,
-    /// Applied updates not yet handed to the store.
-    unstored: &'a mut Vec<Bytes>,
-    /// Set when yrs rejected an update: the document must be reloaded.
-    reload: &'a mut bool,
+/// What the room does with one item of the batch once the document work is
+/// done, in arrival order.
+enum Step {
+    /// The peer left.
+    Left(PeerId),
+    /// The outcome of the next document op, from this peer.
+    Doc(PeerId),
+    /// The outcome of the next document op, for this HTTP edit.
+    Edit(oneshot::Sender<Result<(), EditError>>),
+    /// An awareness update.
+    Awareness(PeerId, yrs::sync::AwarenessUpdate),
+    /// A query for every awareness state.
+    Query(PeerId),
 }
 
+/// Result to send to an HTTP edit once the batch is durable.
+type Ack = (
+    oneshot::Sender<Result<(), EditError>>,
+    Result<(), EditError>,
+);
+
 impl Room {
-    /// Handles one batch (see the module docs); a store failure closes
-    /// every peer with 1011 and marks the room failed.
-    pub(super) async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) {
-        let mut outbox = VecDeque::new();
+    /// Handles one batch (see the module docs); a store failure or a panic
+    /// on the yrs thread closes every peer with 1011 and fails the room.
+    pub(super) async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) -> Flow {
+        let (steps, ops) = self.plan(batch);
+        let mut outcomes = Vec::new();
         let mut tickets = Vec::new();
-        // Applied updates not yet handed to the store (one record per batch).
-        let mut unstored = Vec::new();
-        // Consecutive updates from one sender, broadcast as one merged frame.
-        let mut run = Run::default();
-        let mut reload = false;
-        for (peer, event) in batch {
-            match event {
-                PeerEvent::Left => {
-                    run.flush(&mut outbox);
-                    self.remove_peer(peer, None, &mut outbox);
+        if !ops.is_empty() {
+            let Some(mut state) = self.state.take() else {
+                return Flow::Failed;
+            };
+            let job = yrs_threads::run(move || {
+                let applied = state.apply(ops);
+                (state, applied)
+            });
+            let failure = match job.await {
+                Ok((state, applied)) => {
+                    self.state = Some(state);
+                    outcomes = applied.outcomes;
+                    tickets = applied.tickets;
+                    applied.store_failed
                 }
-                PeerEvent::Frame(messages) => {
-                    for message in messages {
-                        if self.failed || !self.peers.contains_key(&peer) {
-                            break;
-                        }
-                        let mut out = Out {
-                            outbox: &mut outbox,
-                            run: &mut run,
-                            unstored: &mut unstored,
-                            reload: &mut reload,
-                        };
-                        if let Err(code) = self.handle(peer, message, &mut out) {
-                            run.flush(&mut outbox);
-                            self.remove_peer(peer, Some(code), &mut outbox);
-                        }
-                        if reload {
-                            // A rejected or panicking update may have left partial
-                            // state: the store holds exactly what was accepted
-                            // (once the accepted updates of this batch are in it).
-                            reload = false;
-                            self.store(&mut unstored, &mut tickets);
-                            if self.failed {
-                                break;
-                            }
-                            match load(&self.shared.store, &self.doc_id).await {
-                                Ok(doc) => self.doc = doc,
-                                Err(e) => {
-                                    error!(error = %e, "reloading document failed");
-                                    self.failed = true;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            if self.failed {
-                break;
+                Err(panicked) => Some(RoomError::from(panicked)),
+            };
+            if let Some(e) = failure {
+                error!(error = %e, "document work failed: closing the room");
+                return self.fail(steps, e);
             }
         }
-        run.flush(&mut outbox);
-        self.store(&mut unstored, &mut tickets);
+        let (outbox, acks) = self.walk(steps, outcomes);
         // Group commit: one durability wait for the whole batch, before anything is sent.
         let durable =
             futures_util::future::join_all(tickets.into_iter().map(|t| t.durable())).await;
         if let Some(Err(e)) = durable.into_iter().find(|r| r.is_err()) {
             error!(error = %e, "store failed to persist updates");
-            self.failed = true;
-        }
-        if self.failed {
-            self.close_all(CloseCode::Internal);
-            return;
+            let e = Arc::new(RoomError::from(e));
+            for (reply, _) in acks {
+                let _ = reply.send(Err(EditError::Failed(e.clone())));
+            }
+            return self.fail(Vec::new(), e);
         }
         self.dispatch(outbox);
+        for (reply, result) in acks {
+            let _ = reply.send(result);
+        }
+        if self.peers.is_empty() && self.empty_since.is_none() {
+            self.empty_since = Some(Instant::now());
+        }
         self.compact_in_background();
+        Flow::Go
     }
 
-    /// Appends the applied updates in `unstored` to the store as one batch
-    /// record (one sled write) and keeps its ticket; a store error fails the
-    /// room.
-    fn store(&mut self, unstored: &mut Vec<Bytes>, tickets: &mut Vec<tandem_store::Appended>) {
-        if unstored.is_empty() || self.failed {
-            return;
-        }
-        let updates: Vec<&[u8]> = unstored.iter().map(|u| &u[..]).collect();
-        match self.shared.store.append_batch(&self.doc_id, &updates) {
-            Ok(ticket) => tickets.push(ticket),
-            Err(e) => {
-                error!(error = %e, "store append failed");
-                self.failed = true;
-            }
-        }
-        unstored.clear();
-    }
-
-    /// Applies one update; on success it joins `out.unstored` (for the
-    /// caller to store) and `out.run` (for the broadcast). If yrs rejects
-    /// it (or panics), sets `out.reload`.
-    fn handle_update(
-        &mut self,
-        peer: PeerId,
-        raw: Bytes,
-        update: yrs::Update,
-        out: &mut Out<'_>,
-    ) -> Result<(), CloseCode> {
-        if update.is_empty() {
-            return Ok(());
-        }
-        let applied = catch_unwind(AssertUnwindSafe(|| {
-            self.doc.transact_mut().apply_update(update)
-        }));
-        match applied {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(peer = %peer, error = %e, "update rejected");
-                *out.reload = true;
-                return Err(CloseCode::Malformed);
-            }
-            Err(_) => {
-                warn!(peer = %peer, "update made yrs panic");
-                *out.reload = true;
-                return Err(CloseCode::Malformed);
-            }
-        }
-        self.shared
-            .metrics
-            .updates_applied
-            .fetch_add(1, Ordering::Relaxed);
-        out.run.push(peer, raw.clone(), out.outbox);
-        out.unstored.push(raw);
-        Ok(())
-    }
-
-    /// Handles one message; `Err` closes the peer with that code.
-    fn handle(
-        &mut self,
-        peer: PeerId,
-        message: Inbound,
-        out: &mut Out<'_>,
-    ) -> Result<(), CloseCode> {
-        if !matches!(message, Inbound::Update { .. }) {
-            // Anything else is queued after the updates before it.
-            out.run.flush(out.outbox);
-        }
-        let outbox = &mut *out.outbox;
-        match message {
-            Inbound::SyncStep1(sv) => {
-                let diff = self.doc.transact().encode_diff_v1(&sv);
-                outbox.push_back((Target::One(peer), protocol::encode_sync_step2(&diff)));
-            }
-            Inbound::Update { raw, update } => {
-                return self.handle_update(peer, raw, update, out);
-            }
-            Inbound::Awareness(update) => {
-                // An owner silent past a ping round trip is presumed gone (the
-                // half-open socket of a client that has already reconnected).
-                let peers = &self.peers;
-                let alive_within = self.shared.limits.ping_interval() * 3 / 2;
-                let owner_alive = |o: PeerId| {
-                    peers
-                        .get(&o)
-                        .is_some_and(|p| p.health.silent_for() < alive_within)
-                };
-                let applied = self
-                    .presence
-                    .apply(peer, update, Instant::now(), owner_alive);
-                self.after_awareness(peer, applied, outbox)?;
-            }
-            Inbound::QueryAwareness => {
-                if let Some(states) = self.presence.snapshot() {
-                    outbox.push_back((Target::One(peer), protocol::encode_awareness(&states)));
+    /// Splits the batch into the document ops (for the yrs thread) and the
+    /// steps to take afterwards, in arrival order.
+    fn plan(&mut self, batch: Vec<(PeerId, PeerEvent)>) -> (Vec<Step>, Vec<DocOp>) {
+        let mut steps = Vec::new();
+        let mut ops = Vec::new();
+        for (peer, event) in batch {
+            match event {
+                PeerEvent::Left => steps.push(Step::Left(peer)),
+                PeerEvent::Edit(req) => {
+                    ops.push(match req.edit {
+                        Edit::Update { bytes, encoding } => DocOp::Update {
+                            sender: None,
+                            bytes,
+                            encoding,
+                            may_write: req.principal.mode.can_write(),
+                        },
+                        Edit::ReplaceText(_) if !req.principal.mode.can_write() => {
+                            let _ = req.reply.send(Err(EditError::ReadOnly));
+                            continue;
+                        }
+                        Edit::ReplaceText(text) => DocOp::ReplaceText(text),
+                    });
+                    steps.push(Step::Edit(req.reply));
+                }
+                PeerEvent::Frame(messages) => {
+                    let Some(may_write) = self.peers.get(&peer).map(|p| p.may_write) else {
+                        continue; // closed by the room earlier: ignore the rest
+                    };
+                    for message in messages {
+                        match message {
+                            Inbound::SyncStep1(state) => {
+                                ops.push(DocOp::SyncStep1 {
+                                    sender: peer,
+                                    state,
+                                });
+                                steps.push(Step::Doc(peer));
+                            }
+                            Inbound::Update(bytes) => {
+                                ops.push(DocOp::Update {
+                                    sender: Some(peer),
+                                    bytes,
+                                    encoding: Encoding::V1,
+                                    may_write,
+                                });
+                                steps.push(Step::Doc(peer));
+                            }
+                            Inbound::Awareness(update) => steps.push(Step::Awareness(peer, update)),
+                            Inbound::QueryAwareness => steps.push(Step::Query(peer)),
+                            // Auth messages from clients carry nothing the server needs.
+                            Inbound::Auth => {}
+                        }
+                    }
                 }
             }
-            // No auth yet: auth messages are accepted and ignored.
-            Inbound::Auth => {}
         }
-        Ok(())
+        (steps, ops)
     }
 
-    /// Queues the awareness changes for every peer, or refuses the sender.
-    fn after_awareness(
-        &self,
+    /// Turns the outcomes into frames (and closes refused senders), in
+    /// arrival order; returns the frames and the HTTP answers.
+    fn walk(&mut self, steps: Vec<Step>, outcomes: Vec<Outcome>) -> (Outbox, Vec<Ack>) {
+        let mut outbox = Outbox::default();
+        let mut acks = Vec::new();
+        let mut outcomes = outcomes.into_iter();
+        for step in steps {
+            match step {
+                Step::Left(peer) => self.remove_peer(peer, None, &mut outbox),
+                Step::Doc(peer) => match outcomes.next() {
+                    // Stored, so it is sent even if its sender is gone by now.
+                    Some(Outcome::Changed(update)) => {
+                        self.shared
+                            .metrics
+                            .updates_applied
+                            .fetch_add(1, Ordering::Relaxed);
+                        outbox.update(peer, update);
+                    }
+                    Some(Outcome::Reply(frame)) if self.peers.contains_key(&peer) => {
+                        outbox.push(Target::One(peer), frame);
+                    }
+                    Some(Outcome::Denied) if self.peers.contains_key(&peer) => {
+                        warn!(peer = %peer, "read-only peer tried to write");
+                        outbox.push(
+                            Target::One(peer),
+                            protocol::encode_permission_denied("read-only"),
+                        );
+                    }
+                    Some(Outcome::Refused(refusal)) => {
+                        warn!(peer = %peer, error = %refusal, "update rejected");
+                        self.remove_peer(peer, Some(refusal.close_code()), &mut outbox);
+                    }
+                    _ => {}
+                },
+                Step::Edit(reply) => {
+                    let result = match outcomes.next() {
+                        Some(Outcome::Changed(update)) => {
+                            self.shared
+                                .metrics
+                                .updates_applied
+                                .fetch_add(1, Ordering::Relaxed);
+                            outbox.update(PeerId::SERVER, update);
+                            Ok(())
+                        }
+                        Some(Outcome::Denied) => Err(EditError::ReadOnly),
+                        Some(Outcome::Refused(refusal)) => {
+                            warn!(error = %refusal, "HTTP edit rejected");
+                            Err(EditError::Refused(refusal))
+                        }
+                        Some(_) => Ok(()),
+                        None => Err(EditError::Unavailable(CloseCode::Internal)),
+                    };
+                    acks.push((reply, result));
+                }
+                Step::Awareness(peer, update) => {
+                    if self.peers.contains_key(&peer)
+                        && let Err(code) = self.awareness(peer, update, &mut outbox)
+                    {
+                        self.remove_peer(peer, Some(code), &mut outbox);
+                    }
+                }
+                Step::Query(peer) => {
+                    if let Some(states) = self.presence.snapshot() {
+                        outbox.push(Target::One(peer), protocol::encode_awareness(&states));
+                    }
+                }
+            }
+        }
+        (outbox, acks)
+    }
+
+    /// Sends a peer's awareness changes now if its rate allows, else holds
+    /// them (merged with what is already held) until its next slot.
+    fn hold_or_send_awareness(
+        &mut self,
         peer: PeerId,
-        applied: Result<Option<yrs::sync::AwarenessUpdate>, crate::presence::NotOwner>,
-        outbox: &mut VecDeque<(Target, Bytes)>,
+        changed: yrs::sync::AwarenessUpdate,
+        now: Instant,
+        outbox: &mut Outbox,
+    ) {
+        let interval = self.shared.limits.awareness_interval();
+        let Some(slot) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        match &mut slot.awareness_held {
+            Some(held) => held.clients.extend(changed.clients),
+            None if now >= slot.awareness_next => {
+                slot.awareness_next = now + interval;
+                outbox.push(Target::All, protocol::encode_awareness(&changed));
+            }
+            None => {
+                slot.awareness_held = Some(changed);
+                let due = slot.awareness_next;
+                self.awareness_due = Some(self.awareness_due.map_or(due, |d| d.min(due)));
+            }
+        }
+    }
+
+    /// Sends every held awareness change whose slot has come.
+    pub(super) fn release_awareness(&mut self, outbox: &mut Outbox) {
+        let now = Instant::now();
+        let interval = self.shared.limits.awareness_interval();
+        let mut due: Option<Instant> = None;
+        for slot in self.peers.values_mut() {
+            if slot.awareness_held.is_none() {
+                continue;
+            }
+            if slot.awareness_next <= now {
+                if let Some(held) = slot.awareness_held.take() {
+                    outbox.push(Target::All, protocol::encode_awareness(&held));
+                }
+                slot.awareness_next = now + interval;
+            } else {
+                let next = slot.awareness_next;
+                due = Some(due.map_or(next, |d| d.min(next)));
+            }
+        }
+        self.awareness_due = due;
+    }
+
+    /// The store failed or the document work panicked: every peer gets
+    /// 1011, the batch's HTTP edits get the error, and the room goes (the
+    /// next join reloads from the store).
+    fn fail(&mut self, steps: Vec<Step>, error: impl Into<Arc<RoomError>>) -> Flow {
+        let error = error.into();
+        for step in steps {
+            if let Step::Edit(reply) = step {
+                let _ = reply.send(Err(EditError::Failed(error.clone())));
+            }
+        }
+        self.state = None;
+        self.close_all(CloseCode::Internal);
+        Flow::Failed
+    }
+
+    /// Applies an awareness update and queues the changes for every peer;
+    /// `Err` closes the sender.
+    fn awareness(
+        &mut self,
+        peer: PeerId,
+        update: yrs::sync::AwarenessUpdate,
+        outbox: &mut Outbox,
     ) -> Result<(), CloseCode> {
-        match applied {
+        // An owner silent past a ping round trip is presumed gone (the
+        // half-open socket of a client that has already reconnected).
+        let peers = &self.peers;
+        let alive_within = self.shared.limits.ping_interval() * 3 / 2;
+        let owner_alive = |o: PeerId| {
+            peers
+                .get(&o)
+                .is_some_and(|p| p.health.silent_for() < alive_within)
+        };
+        let max = self.shared.limits.max_awareness_bytes;
+        if let Some(big) = update.clients.values().find(|e| e.json.len() > max) {
+            warn!(peer = %peer, bytes = big.json.len(), max, "awareness state too large");
+            return Err(CloseCode::TooLarge);
+        }
+        let now = Instant::now();
+        match self.presence.apply(peer, update, now, owner_alive) {
             Ok(Some(changed)) => {
                 self.shared
                     .metrics
                     .awareness_updates
                     .fetch_add(1, Ordering::Relaxed);
-                outbox.push_back((Target::All, protocol::encode_awareness(&changed)));
+                self.hold_or_send_awareness(peer, changed, now, outbox);
                 Ok(())
             }
             Ok(None) => Ok(()),

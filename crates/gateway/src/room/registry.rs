@@ -8,18 +8,19 @@
 //! or finds no room and opens a fresh one: it is never lost in between.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tandem_store::{DocId, Store};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::config::Limits;
-use crate::mailbox::{Control, Edit, EditError, EditRequest, PeerLink};
+use crate::link::{PeerId, PeerLink};
+use crate::mailbox::{Control, Edit, EditError, EditRequest};
 use crate::metrics::Metrics;
-use crate::room;
 
 /// Handle to the registry of open rooms. Cheap to clone.
 #[derive(Clone)]
@@ -35,9 +36,14 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Outbound bytes queued for all peers together (each peer's
+    /// `PeerHealth` adds and removes its share).
+    queued_bytes: Arc<AtomicUsize>,
     /// The open rooms; joins are sent and rooms unregister under this lock,
     /// so a join is never lost to a room that is unloading.
     registry: Mutex<Registry>,
+    /// Every joined connection, for [`Rooms::close_peers`].
+    live: Mutex<HashMap<PeerId, Live>>,
     /// Resolves (returns `None`) once every room task has ended.
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
 }
@@ -75,12 +81,14 @@ impl Rooms {
                 store,
                 limits,
                 metrics,
+                queued_bytes: Arc::new(AtomicUsize::new(0)),
                 registry: Mutex::new(Registry {
                     rooms: HashMap::new(),
                     next_key: 0,
                     shutting_down: false,
                     running: Some(running),
                 }),
+                live: Mutex::new(HashMap::new()),
                 all_stopped: tokio::sync::Mutex::new(all_stopped),
             }),
         }
@@ -91,6 +99,11 @@ impl Rooms {
         &self.shared.limits
     }
 
+    /// Bytes queued for every peer of the server (`--max-queued-bytes`).
+    pub(crate) fn queued_bytes(&self) -> Arc<AtomicUsize> {
+        self.shared.queued_bytes.clone()
+    }
+
     /// Number of open rooms.
     pub fn open_rooms(&self) -> usize {
         self.shared.lock().rooms.len()
@@ -98,16 +111,55 @@ impl Rooms {
 
     /// Hands `link` to the document's room, opening (and loading) it first if
     /// needed. Fails with 1001 during shutdown and 4013 at `max_open_rooms`.
-    pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<(), CloseCode> {
-        self.send(doc, Control::Join(link))
+    /// The returned guard keeps the connection findable by
+    /// [`Rooms::close_peers`] until it is dropped (when the connection ends).
+    pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<LivePeer, CloseCode> {
+        let entry = Live {
+            doc: doc.clone(),
+            principal: link.principal.clone(),
+            kill: link.kill.clone(),
+        };
+        let id = link.id;
+        self.send(doc, Control::Join(link))?;
+        self.shared.live_peers().insert(id, entry);
+        Ok(LivePeer {
+            shared: self.shared.clone(),
+            id,
+        })
+    }
+
+    /// Closes every live connection for which `close(doc, principal)` holds
+    /// with `code` (e.g. 4403 for a revoked token); returns how many.
+    pub fn close_peers(
+        &self,
+        close: impl Fn(&DocId, &Principal) -> bool,
+        code: CloseCode,
+    ) -> usize {
+        let live = self.shared.live_peers();
+        live.values()
+            .filter(|p| close(&p.doc, &p.principal))
+            .filter(|p| p.kill.try_send(code).is_ok())
+            .count()
     }
 
     /// Applies an edit through the document's room (opening it if needed), so
     /// connected peers receive it; returns once it is durable.
-    pub async fn edit(&self, doc: &DocId, edit: Edit) -> Result<(), EditError> {
+    pub async fn edit(
+        &self,
+        doc: &DocId,
+        principal: Principal,
+        edit: Edit,
+    ) -> Result<(), EditError> {
         let (reply, outcome) = oneshot::channel();
-        self.send(doc, Control::Edit(EditRequest { edit, reply }))
-            .map_err(EditError::Unavailable)?;
+        self.send(
+            doc,
+            Control::Edit(EditRequest {
+                edit,
+                principal,
+                reply,
+            }),
+        )
+        .map_err(EditError::Unavailable)?;
         outcome
             .await
             .unwrap_or(Err(EditError::Unavailable(CloseCode::Internal)))
@@ -150,14 +202,25 @@ impl Rooms {
         let shared = self.shared.clone();
         let doc = doc.clone();
         let span = tracing::info_span!("room", doc = %doc.as_str());
+        let registered = Registered {
+            shared: shared.clone(),
+            doc: doc.clone(),
+            key,
+        };
         tokio::spawn(
             async move {
-                room::run(doc, key, control_rx, shared.clone(), running).await;
-                shared.metrics.rooms_open.fetch_sub(1, Ordering::Relaxed);
+                super::run(doc, key, control_rx, shared, running).await;
+                drop(registered);
             }
             .instrument(span),
         );
         Ok(())
+    }
+
+    /// Tests only: makes the document's room task panic.
+    #[cfg(test)]
+    pub(crate) fn panic_room(&self, doc: &DocId) {
+        let _ = self.send(doc, Control::Panic);
     }
 
     /// Stops every room: peers get 1001, rooms compact; returns when all ended.
@@ -176,7 +239,64 @@ impl Rooms {
     }
 }
 
+/// A joined connection as [`Rooms::close_peers`] sees it.
+struct Live {
+    /// The document it joined.
+    doc: DocId,
+    /// Who it acts as.
+    principal: Principal,
+    /// Closes it with a code.
+    kill: mpsc::Sender<CloseCode>,
+}
+
+/// Keeps a connection in the registry's live list; dropped when the
+/// connection's task ends.
+pub(crate) struct LivePeer {
+    /// The registry.
+    shared: Arc<Shared>,
+    /// The connection.
+    id: PeerId,
+}
+
+impl Drop for LivePeer {
+    fn drop(&mut self) {
+        self.shared.live_peers().remove(&self.id);
+    }
+}
+
+/// Drop guard of a running room: however its task ends (return, failure,
+/// panic), the room is unregistered and its slot freed, so the next join
+/// opens a fresh room that reloads the document.
+struct Registered {
+    /// The registry.
+    shared: Arc<Shared>,
+    /// The room's document.
+    doc: DocId,
+    /// The room instance (a successor for the same document is left alone).
+    key: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut reg = self.shared.lock();
+        if reg.rooms.get(&self.doc).is_some_and(|e| e.key == self.key) {
+            reg.rooms.remove(&self.doc);
+        }
+        drop(reg);
+        self.shared
+            .metrics
+            .rooms_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
+    /// The live connections (a panic cannot leave the map inconsistent:
+    /// every critical section is one insert, remove or scan).
+    fn live_peers(&self) -> MutexGuard<'_, HashMap<PeerId, Live>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every critical section is a single insert/remove), so recover.
@@ -225,6 +345,8 @@ impl Shared {
                     let _ = req.reply.send(Err(EditError::Unavailable(code)));
                 }
                 Control::Shutdown => {}
+                #[cfg(test)]
+                Control::Panic => {}
             }
         }
     }

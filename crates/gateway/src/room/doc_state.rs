@@ -1,0 +1,722 @@
+//! The room's document and everything yrs does with it, sans I/O and
+//! synchronous: the room moves a [`DocState`] to a yrs thread
+//! ([`crate::yrs_threads`]) with a batch of [`DocOp`]s and gets it back with
+//! one [`Outcome`] per op and the store tickets to await.
+//!
+//! One write path for every change, from a WebSocket peer or HTTP:
+//! inspect (decode, nesting depth, deleted ranges it does not have) →
+//! authorize (a read-only sender may not change the document) → apply (one
+//! yrs transaction; its *effective* change is what is stored and fanned out:
+//! an update that adds nothing is acknowledged but neither stored nor sent)
+//! → check the caps yrs can only tell after applying (pending content, size
+//! quota) → append to the store. A refusal after yrs applied (a cap, a yrs
+//! error or panic) stores what the batch accepted before, then reloads the
+//! document from the store, so the live `Doc` never holds what was refused.
+//!
+//! Pending content (structs whose causal predecessors have not arrived) is
+//! kept durable by storing the update *as received* while the document has
+//! pending content: replaying it at load rebuilds the same pending state.
+//! Otherwise only the effective change is stored. Pending content is capped
+//! (`--max-pending-bytes`, `--max-pending-deletes`) because yrs retries all
+//! of it on every later apply.
+//!
+//! The defaults, measured (debug build on this 2-core machine, so an upper
+//! bound; `cargo test -p tandem-gateway caps_cost -- --ignored --nocapture`):
+//!
+//! | flood (one update) | its apply | each later keystroke |
+//! |---|---|---|
+//! | 1,000 pending structs (10 KB) | 7 ms | 3 ms |
+//! | 5,000 pending structs (50 KB) | 54 ms | 10 ms |
+//! | 10,000 pending structs (100 KB) | 128 ms | 24 ms |
+//! | 10,000 unknown deleted ranges (32 KB) | 2 ms | 9 ms |
+//! | 100,000 unknown deleted ranges (390 KB) | 29 ms | 14 ms |
+//!
+//! So `--max-pending-bytes` 64 KiB (~6,500 one-character structs: ~75 ms
+//! for the worst accepted update, ~12 ms added to every later apply) and
+//! `--max-pending-deletes` 10,000 (~2 ms, ~9 ms) keep the worst accepted
+//! update under 100 ms. Deleted ranges of content the same update carries
+//! (a client's history in its SyncStep2) are not pending and not counted.
+//!
+//! Encoded size is not resident size. Measured RSS growth of loading one
+//! update into a `Doc` (`resident::rss_per_encoded_byte`, fresh process per
+//! kind):
+//!
+//! | content | encoded | resident | per encoded byte | per item |
+//! |---|---|---|---|---|
+//! | one 10 MB text insert | 10.0 MB | 12.2 MB | 1.2 | - |
+//! | 100,000 unmergeable keystrokes | 0.68 MB | 22.3 MB | 33 | ~220 B |
+//! | 1,000,000-key map | 15.9 MB | 431 MB | 27 | ~430 B |
+//! | 100,000 array inserts | 0.98 MB | 33.4 MB | 34 | ~330 B |
+//!
+//! So `--max-doc-bytes` (64 MiB) alone would let one document cost ~2 GB;
+//! `--max-doc-items` (500,000, ~215 MB at the worst ~430 B an item) bounds
+//! it. One document then costs at most ~215 MB resident (items) or
+//! ~77 MB (64 MiB of bulk text), plus one shared encoded copy for joiners.
+
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+use tandem_store::{Appended, DocId, Store};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, Out, ReadTxn, StateVector, Text, Transact, Update};
+
+use crate::inspect::{Depths, Encoding, InspectError, Shape, parent_in_doc};
+use crate::link::{PeerId, TEXT_ROOT};
+use crate::mailbox::{Refusal, RoomError};
+use crate::protocol;
+
+/// Longest a `PUT .../text` diff may search for a minimal edit script.
+const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Largest old + new text diffed by character (see `replace_text`).
+const CHAR_DIFF_BYTES: usize = 2 * 1024 * 1024;
+
+/// The bounds the write path enforces (from [`crate::Limits`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Caps {
+    /// Deepest nesting of types (`--max-nesting-depth`).
+    pub max_depth: u32,
+    /// Most pending (not yet integrable) content, in encoded bytes.
+    pub max_pending_bytes: usize,
+    /// Most pending deleted ranges (ranges the document does not have).
+    pub max_pending_deletes: usize,
+    /// Largest encoded document (`--max-doc-bytes`).
+    pub max_doc_bytes: usize,
+    /// Most item structs in a document (`--max-doc-items`).
+    pub max_doc_items: usize,
+}
+
+/// One thing to do with the document.
+#[derive(Debug)]
+pub(crate) enum DocOp {
+    /// A change (an Update or SyncStep2 from a peer, or an HTTP update).
+    Update {
+        /// Who sent it (`None`: HTTP; a refused peer's later ops are skipped).
+        sender: Option<PeerId>,
+        /// The encoded update.
+        bytes: Bytes,
+        /// Its encoding.
+        encoding: Encoding,
+        /// The sender may change the document.
+        may_write: bool,
+    },
+    /// Replace the root text with this string (HTTP `PUT .../text`).
+    ReplaceText(String),
+    /// A peer's state vector: answer with what it lacks.
+    SyncStep1 {
+        /// Who asked.
+        sender: PeerId,
+        /// What it has.
+        state: StateVector,
+    },
+}
+
+/// What became of one [`DocOp`].
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Applied; this effective change (v1) goes to the other peers.
+    Changed(Bytes),
+    /// Applied but it added nothing: acknowledged, not stored, not sent.
+    Unchanged,
+    /// The SyncStep2 frame answering a SyncStep1.
+    Reply(Bytes),
+    /// A read-only sender tried to change the document: nothing applied.
+    Denied,
+    /// Refused: nothing of it applied or stored.
+    Refused(Refusal),
+    /// Not looked at: its sender was refused earlier in the batch.
+    Skipped,
+}
+
+impl From<InspectError> for Refusal {
+    fn from(e: InspectError) -> Self {
+        Refusal::Malformed(e.to_string())
+    }
+}
+
+/// What a batch of ops produced.
+#[derive(Debug)]
+pub(crate) struct Applied {
+    /// One per op, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Store appends to await before anything is sent.
+    pub tickets: Vec<Appended>,
+    /// The store failed: the room must close its peers with 1011 and go.
+    pub store_failed: Option<RoomError>,
+}
+
+/// The live document and what the write path keeps about it.
+pub(crate) struct DocState {
+    /// The live document; equal to what the store holds plus what this
+    /// batch accepted.
+    doc: Doc,
+    /// Depth of each nested type (for the nesting bound).
+    depths: Depths,
+    /// Encoded size of the document, as last measured plus what was stored
+    /// since (for `--max-doc-bytes`).
+    doc_bytes: usize,
+    /// Item structs in the document, as last counted plus those stored
+    /// since (an upper bound: yrs merges consecutive items; recounted
+    /// exactly before refusing anything on `--max-doc-items`).
+    items: usize,
+    /// The SyncStep2 frame for a joiner with an empty state vector, encoded
+    /// once per document state and shared by every such joiner.
+    full_state: Option<Bytes>,
+    /// Where the document lives.
+    store: Store,
+    /// Its id.
+    doc_id: DocId,
+    /// The bounds.
+    caps: Caps,
+}
+
+impl DocState {
+    /// Loads `doc_id` from the store (run it on a yrs thread).
+    pub(crate) fn load(store: Store, doc_id: DocId, caps: Caps) -> Result<DocState, RoomError> {
+        let doc = store.load(&doc_id)?;
+        let (depths, doc_bytes, items) = measure(&doc)?;
+        Ok(DocState {
+            doc,
+            depths,
+            doc_bytes,
+            items,
+            full_state: None,
+            store,
+            doc_id,
+            caps,
+        })
+    }
+
+    /// The live document's state vector (for SyncStep1 to joiners).
+    pub(crate) fn state_vector(&self) -> StateVector {
+        self.doc.transact().state_vector()
+    }
+
+    /// Runs `ops` in order (see the module docs).
+    pub(crate) fn apply(&mut self, ops: Vec<DocOp>) -> Applied {
+        let mut out = Applied {
+            outcomes: Vec::with_capacity(ops.len()),
+            tickets: Vec::new(),
+            store_failed: None,
+        };
+        let mut unstored: Vec<Bytes> = Vec::new();
+        let mut refused: HashSet<PeerId> = HashSet::new();
+        for op in ops {
+            if out.store_failed.is_some() {
+                out.outcomes.push(Outcome::Skipped);
+                continue;
+            }
+            let outcome = match op {
+                DocOp::SyncStep1 { sender, .. } if refused.contains(&sender) => Outcome::Skipped,
+                DocOp::SyncStep1 { state, .. } => Outcome::Reply(self.sync_step2(&state)),
+                DocOp::Update { sender, .. } if sender.is_some_and(|s| refused.contains(&s)) => {
+                    Outcome::Skipped
+                }
+                DocOp::Update {
+                    sender,
+                    bytes,
+                    encoding,
+                    may_write,
+                } => {
+                    let outcome = self.update(&bytes, encoding, may_write, &mut unstored, &mut out);
+                    if let (Outcome::Refused(_), Some(s)) = (&outcome, sender) {
+                        refused.insert(s);
+                    }
+                    outcome
+                }
+                DocOp::ReplaceText(text) => self.replace_text(&text, &mut unstored, &mut out),
+            };
+            out.outcomes.push(outcome);
+        }
+        self.flush(&mut unstored, &mut out);
+        out
+    }
+
+    /// SyncStep2 for `state`; the empty-state answer is encoded once.
+    fn sync_step2(&mut self, state: &StateVector) -> Bytes {
+        if state.is_empty() {
+            if let Some(frame) = &self.full_state {
+                return frame.clone();
+            }
+            let frame = protocol::encode_sync_step2(&self.doc.transact().encode_diff_v1(state));
+            self.full_state = Some(frame.clone());
+            return frame;
+        }
+        protocol::encode_sync_step2(&self.doc.transact().encode_diff_v1(state))
+    }
+
+    /// The write path for one encoded update.
+    fn update(
+        &mut self,
+        bytes: &[u8],
+        encoding: Encoding,
+        may_write: bool,
+        unstored: &mut Vec<Bytes>,
+        out: &mut Applied,
+    ) -> Outcome {
+        let shape = match Shape::read(bytes, encoding) {
+            Ok(shape) => shape,
+            Err(e) => return Outcome::Refused(e.into()),
+        };
+        if shape.is_empty() {
+            return Outcome::Unchanged;
+        }
+        let (added_depths, pending_deletes) = {
+            let txn = self.doc.transact();
+            if !may_write {
+                return if adds_nothing(&txn, &shape) {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Denied
+                };
+            }
+            let depths = shape.type_depths(&self.depths, self.caps.max_depth, |id| {
+                parent_in_doc(&txn, id)
+            });
+            let depths = match depths {
+                Ok(d) => d,
+                Err(e) => return Outcome::Refused(e.into()),
+            };
+            let already = pending_delete_ranges(&txn);
+            (
+                depths,
+                already
+                    + if shape.deletes_anything() {
+                        shape.unknown_delete_ranges(&txn.state_vector())
+                    } else {
+                        0
+                    },
+            )
+        };
+        if pending_deletes > self.caps.max_pending_deletes {
+            return Outcome::Refused(Refusal::Pending(format!(
+                "the update deletes ranges this document does not have: {pending_deletes} pending, at most {} allowed",
+                self.caps.max_pending_deletes
+            )));
+        }
+        let decoded = match encoding {
+            Encoding::V1 => Update::decode_v1(bytes),
+            Encoding::V2 => Update::decode_v2(bytes),
+        };
+        let update = match decoded {
+            Ok(u) => u,
+            Err(e) => return Outcome::Refused(Refusal::Malformed(e.to_string())),
+        };
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = self.doc.transact_mut();
+            txn.apply_update(update)
+                .map(|()| (txn.encode_update_v1(), pending_bytes(&txn)))
+        }));
+        let refusal = match applied {
+            Ok(Ok((effective, pending))) => {
+                if pending > self.caps.max_pending_bytes {
+                    Some(Refusal::Pending(format!(
+                        "the update leaves {pending} bytes of content waiting for updates this document does not have; at most {} allowed",
+                        self.caps.max_pending_bytes
+                    )))
+                } else if let Some(refusal) = self.over_quota(&effective, Some(shape.items())) {
+                    Some(refusal)
+                } else {
+                    self.depths.extend(added_depths);
+                    return self.accept(effective, pending > 0, bytes, encoding, unstored);
+                }
+            }
+            Ok(Err(e)) => Some(Refusal::Malformed(format!("yrs rejected the update: {e}"))),
+            Err(_) => Some(Refusal::Malformed("yrs could not apply the update".into())),
+        };
+        let refusal = refusal.unwrap_or_else(|| Refusal::Malformed("refused".into()));
+        self.reload(unstored, out);
+        Outcome::Refused(refusal)
+    }
+
+    /// Records an applied change: stores it (see the module docs for what is
+    /// stored while content is pending) and returns what to fan out.
+    fn accept(
+        &mut self,
+        effective: Vec<u8>,
+        pending: bool,
+        received: &[u8],
+        encoding: Encoding,
+        unstored: &mut Vec<Bytes>,
+    ) -> Outcome {
+        let changed = effective.as_slice() != Update::EMPTY_V1;
+        let effective = Bytes::from(effective);
+        if pending {
+            let as_v1 = match encoding {
+                Encoding::V1 => Some(Bytes::copy_from_slice(received)),
+                Encoding::V2 => Update::decode_v2(received)
+                    .ok()
+                    .map(|u| Bytes::from(u.encode_v1())),
+            };
+            unstored.extend(as_v1);
+        } else if changed {
+            unstored.push(effective.clone());
+        }
+        if !changed {
+            return Outcome::Unchanged;
+        }
+        self.full_state = None;
+        Outcome::Changed(effective)
+    }
+
+    /// `PUT .../text`: a minimal character diff from the current text to
+    /// `new`, so unchanged text keeps its identity (remote cursors stay put).
+    fn replace_text(&mut self, new: &str, unstored: &mut Vec<Bytes>, out: &mut Applied) -> Outcome {
+        if let Some(kind) = root_kind(&self.doc).filter(|k| *k != "text") {
+            return Outcome::Refused(Refusal::NotText(kind));
+        }
+        let text = self.doc.get_or_insert_text(TEXT_ROOT);
+        let effective = {
+            let mut txn = self.doc.transact_mut();
+            let old = text.get_string(&txn);
+            // Bounded: past the deadline the diff is coarser, never slower.
+            let mut config = similar::TextDiff::configure();
+            config.timeout(DIFF_TIMEOUT);
+            // A char diff keeps ~16 bytes per character on each side: past
+            // CHAR_DIFF_BYTES, diff whole lines instead (still only the
+            // changed lines are replaced).
+            let diff = if old.len() + new.len() <= CHAR_DIFF_BYTES {
+                config.diff_chars(old.as_str(), new)
+            } else {
+                config.diff_lines(old.as_str(), new)
+            };
+            // Offsets are in bytes (the store's documents use yrs' default
+            // OffsetKind::Bytes); walk the old text while applying.
+            let mut at: u32 = 0;
+            for op in diff.ops() {
+                let old_part: usize = op
+                    .old_range()
+                    .filter_map(|i| diff.old_slice(i))
+                    .map(|s: &str| s.len())
+                    .sum();
+                let new_part: String = op.new_range().filter_map(|i| diff.new_slice(i)).collect();
+                match op.tag() {
+                    similar::DiffTag::Equal => at += old_part as u32,
+                    similar::DiffTag::Delete => text.remove_range(&mut txn, at, old_part as u32),
+                    similar::DiffTag::Insert => {
+                        text.insert(&mut txn, at, &new_part);
+                        at += new_part.len() as u32;
+                    }
+                    similar::DiffTag::Replace => {
+                        text.remove_range(&mut txn, at, old_part as u32);
+                        text.insert(&mut txn, at, &new_part);
+                        at += new_part.len() as u32;
+                    }
+                }
+            }
+            txn.encode_update_v1()
+        };
+        if let Some(refusal) = self.over_quota(&effective, None) {
+            self.reload(unstored, out);
+            return Outcome::Refused(refusal);
+        }
+        self.accept(effective, false, &[], Encoding::V1, unstored)
+    }
+
+    /// Whether the applied `effective` change takes the document past its
+    /// size or item quota; if not, counts it into `doc_bytes` and `items`.
+    ///
+    /// `items` is the change's item count if known (the received update's,
+    /// an upper bound), else the effective change is read to count them.
+    fn over_quota(&mut self, effective: &[u8], items: Option<usize>) -> Option<Refusal> {
+        if effective == Update::EMPTY_V1 {
+            return None;
+        }
+        let added =
+            items.unwrap_or_else(|| Shape::read(effective, Encoding::V1).map_or(0, |s| s.items()));
+        let mut size = self.doc_bytes + effective.len();
+        let mut items = self.items + added;
+        if size > self.caps.max_doc_bytes || items > self.caps.max_doc_items {
+            // The running counts only grow (deletions and merges shrink the
+            // real ones): measure exactly before refusing. The document
+            // already holds the change, so the measure includes it.
+            if let Ok((_, exact_size, exact_items)) = measure(&self.doc) {
+                size = exact_size;
+                items = exact_items;
+            }
+            if size > self.caps.max_doc_bytes {
+                return Some(Refusal::DocTooLarge {
+                    size,
+                    max: self.caps.max_doc_bytes,
+                });
+            }
+            if items > self.caps.max_doc_items {
+                return Some(Refusal::TooManyItems {
+                    items,
+                    max: self.caps.max_doc_items,
+                });
+            }
+        }
+        self.doc_bytes = size;
+        self.items = items;
+        None
+    }
+
+    /// Appends the accepted changes not yet stored as one record.
+    fn flush(&mut self, unstored: &mut Vec<Bytes>, out: &mut Applied) {
+        if unstored.is_empty() || out.store_failed.is_some() {
+            return;
+        }
+        let updates: Vec<&[u8]> = unstored.iter().map(|u| &u[..]).collect();
+        match self.store.append_batch(&self.doc_id, &updates) {
+            Ok(ticket) => out.tickets.push(ticket),
+            Err(e) => out.store_failed = Some(e.into()),
+        }
+        unstored.clear();
+    }
+
+    /// After a refusal yrs may have half-applied: stores what was accepted,
+    /// then reloads the document from the store.
+    fn reload(&mut self, unstored: &mut Vec<Bytes>, out: &mut Applied) {
+        self.flush(unstored, out);
+        if out.store_failed.is_some() {
+            return;
+        }
+        match DocState::load(self.store.clone(), self.doc_id.clone(), self.caps.clone()) {
+            Ok(fresh) => *self = fresh,
+            Err(e) => out.store_failed = Some(e),
+        }
+    }
+}
+
+/// The nesting depths, encoded size and item structs of a document.
+fn measure(doc: &Doc) -> Result<(Depths, usize, usize), InspectError> {
+    let txn = doc.transact();
+    let state = txn.encode_state_as_update_v1(&StateVector::default());
+    let (mut depths, items) = Depths::of_state(&state)?;
+    if let Some(pending) = txn.store().pending_update() {
+        let (pending, _) = Depths::of_state(&pending.update.encode_v1())?;
+        depths.merge(pending);
+    }
+    Ok((depths, state.len(), items))
+}
+
+/// Encoded bytes of the content waiting for missing predecessors.
+fn pending_bytes<T: ReadTxn>(txn: &T) -> usize {
+    txn.store()
+        .pending_update()
+        .map_or(0, |p| p.update.encode_v1().len())
+}
+
+/// Deleted ranges waiting for the content they delete.
+fn pending_delete_ranges<T: ReadTxn>(txn: &T) -> usize {
+    txn.store()
+        .pending_ds()
+        .map_or(0, |ds| ds.iter().map(|(_, r)| r.len()).sum())
+}
+
+/// True when applying `shape` would change nothing: every struct is
+/// already integrated and every deleted range already deleted.
+fn adds_nothing<T: ReadTxn>(txn: &T, shape: &Shape) -> bool {
+    let state = txn.state_vector();
+    if shape.adds_to(&state) {
+        return false;
+    }
+    // The document's whole delete set is computed only if needed.
+    !shape.deletes_anything() || shape.deletes_within(&txn.snapshot().delete_set)
+}
+
+/// The kind of the root `content`, if it exists and its kind is known.
+pub(crate) fn root_kind(doc: &Doc) -> Option<&'static str> {
+    let txn = doc.transact();
+    let (_, out) = txn.root_refs().find(|(name, _)| *name == TEXT_ROOT)?;
+    Some(match out {
+        Out::YText(_) => "text",
+        Out::YArray(_) => "array",
+        Out::YMap(_) => "map",
+        Out::YXmlElement(_) => "XML element",
+        Out::YXmlFragment(_) => "XML fragment",
+        Out::YXmlText(_) => "XML text",
+        // A root only ever written by remote updates has no declared type:
+        // tell it by its content (map entries, or values that are not text).
+        Out::UndefinedRef(_) => {
+            let map = txn.get_map(TEXT_ROOT)?;
+            if yrs::Map::len(&map, &txn) > 0 {
+                "map"
+            } else {
+                let array = txn.get_array(TEXT_ROOT)?;
+                let not_text = yrs::Array::iter(&array, &txn)
+                    .any(|v| !matches!(v, Out::Any(yrs::Any::String(_))));
+                if not_text {
+                    "array"
+                } else {
+                    return None;
+                }
+            }
+        }
+        _ => "value of another type",
+    })
+}
+
+#[cfg(test)]
+mod measure {
+    //! Run by hand: `cargo test -p tandem-gateway caps_cost -- --ignored --nocapture`.
+    use std::time::Instant;
+
+    use super::super::tests::unknown_deletes;
+    use super::*;
+
+    fn state(dir: &std::path::Path) -> DocState {
+        let store = Store::open(tandem_store::StoreConfig::new(dir)).unwrap();
+        let caps = Caps {
+            max_depth: 1000,
+            max_pending_bytes: usize::MAX,
+            max_pending_deletes: usize::MAX,
+            max_doc_bytes: usize::MAX,
+            max_doc_items: usize::MAX,
+        };
+        DocState::load(store, DocId::new("m").unwrap(), caps).unwrap()
+    }
+
+    fn op(bytes: Vec<u8>) -> DocOp {
+        DocOp::Update {
+            sender: None,
+            bytes: Bytes::from(bytes),
+            encoding: Encoding::V1,
+            may_write: true,
+        }
+    }
+
+    /// `clients` one-character structs, each waiting for a clock its client never sent.
+    fn pending_flood(clients: u64) -> Vec<u8> {
+        let updates: Vec<Vec<u8>> = (0..clients)
+            .map(|c| {
+                let doc = Doc::with_client_id(1_000 + c);
+                let text = doc.get_or_insert_text(TEXT_ROOT);
+                text.insert(&mut doc.transact_mut(), 0, "a");
+                let sv = doc.transact().state_vector();
+                text.insert(&mut doc.transact_mut(), 1, "b");
+                doc.transact().encode_diff_v1(&sv)
+            })
+            .collect();
+        yrs::merge_updates_v1(&updates).unwrap()
+    }
+
+    /// Applies `flood`, then times honest keystrokes (each retries what is pending).
+    fn time(name: &str, flood: Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path());
+        let size = flood.len();
+        let t = Instant::now();
+        let out = s.apply(vec![op(flood)]);
+        let flood_ms = t.elapsed().as_secs_f64() * 1e3;
+        assert!(matches!(
+            out.outcomes[0],
+            Outcome::Changed(_) | Outcome::Unchanged
+        ));
+        let (pending, deletes) = {
+            let txn = s.doc.transact();
+            (pending_bytes(&txn), pending_delete_ranges(&txn))
+        };
+        let honest = Doc::with_client_id(1);
+        let text = honest.get_or_insert_text(TEXT_ROOT);
+        let mut worst: f64 = 0.0;
+        for i in 0..20 {
+            let sv = honest.transact().state_vector();
+            text.insert(&mut honest.transact_mut(), i, "x");
+            let u = honest.transact().encode_diff_v1(&sv);
+            let t = Instant::now();
+            s.apply(vec![op(u)]);
+            worst = worst.max(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "{name}: {size} B update, {pending} B pending, {deletes} pending ranges: \
+             flood apply {flood_ms:.1} ms, worst later keystroke {worst:.1} ms"
+        );
+    }
+
+    #[test]
+    #[ignore]
+    fn caps_cost() {
+        for clients in [1_000, 5_000, 10_000] {
+            time(&format!("pending x{clients}"), pending_flood(clients));
+        }
+        for ranges in [10_000, 100_000] {
+            time(&format!("deletes x{ranges}"), unknown_deletes(ranges));
+        }
+    }
+}
+
+#[cfg(test)]
+mod resident {
+    //! Run by hand, twice per kind: the first run builds the update and saves
+    //! it to `RSS_FILE`, the second (a fresh process, so no freed memory is
+    //! reused) loads it into a `Doc` and reports the RSS growth:
+    //! `RSS_KIND=map RSS_FILE=/tmp/m cargo test -p tandem-gateway rss_per_encoded_byte -- --ignored --nocapture`.
+    use yrs::{Array, Doc, Map, ReadTxn, StateVector, Text, Transact, Update};
+
+    use super::*;
+
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// An update of about `n` elements of one kind.
+    fn build(kind: &str, n: u32) -> Vec<u8> {
+        let doc = Doc::with_client_id(1);
+        match kind {
+            "text-bulk" => {
+                let text = doc.get_or_insert_text(TEXT_ROOT);
+                text.insert(&mut doc.transact_mut(), 0, &"x".repeat(n as usize));
+            }
+            "text-keystrokes" => {
+                // Each keystroke at the start: no two items merge.
+                let text = doc.get_or_insert_text(TEXT_ROOT);
+                for _ in 0..n {
+                    text.insert(&mut doc.transact_mut(), 0, "x");
+                }
+            }
+            "map" => {
+                let map = doc.get_or_insert_map("m");
+                let mut txn = doc.transact_mut();
+                for i in 0..n {
+                    map.insert(&mut txn, i.to_string(), i);
+                }
+            }
+            "array" => {
+                let array = doc.get_or_insert_array("a");
+                for i in 0..n {
+                    array.insert(&mut doc.transact_mut(), 0, i);
+                }
+            }
+            other => panic!("unknown kind {other}"),
+        }
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    }
+
+    #[test]
+    #[ignore]
+    fn rss_per_encoded_byte() {
+        let kind = std::env::var("RSS_KIND").unwrap_or_else(|_| "map".into());
+        let n: u32 = std::env::var("RSS_N").map_or(200_000, |v| v.parse().unwrap());
+        let file = std::env::var("RSS_FILE").unwrap_or_else(|_| "/tmp/tandem-rss".into());
+        let Ok(update) = std::fs::read(&file) else {
+            std::fs::write(&file, build(&kind, n)).unwrap();
+            println!("built {file}: run again to measure");
+            return;
+        };
+        let before = rss_kib();
+        let doc = Doc::new();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
+        let after = rss_kib();
+        let resident = (after - before) * 1024;
+        println!(
+            "{kind} x{n}: {} B encoded, {} B resident, {:.1} resident bytes per encoded byte",
+            update.len(),
+            resident,
+            resident as f64 / update.len() as f64
+        );
+        drop(doc);
+        std::fs::remove_file(&file).unwrap();
+    }
+}

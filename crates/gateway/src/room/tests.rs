@@ -1,0 +1,713 @@
+//! Room tests: a real registry and room task with fake peer links (plain
+//! channels instead of sockets) and a real store in a temp dir.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tandem_store::{DocId, Store, StoreConfig};
+use tokio::sync::mpsc;
+use yrs::encoding::write::Write;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact};
+
+use crate::access::{Mode, Principal};
+use crate::close::CloseCode;
+use crate::config::Limits;
+use crate::inspect::Encoding;
+use crate::link::{PeerHealth, PeerId, PeerLink, TEXT_ROOT};
+use crate::mailbox::{Edit, EditError};
+use crate::metrics::Metrics;
+use crate::protocol::{self, Inbound};
+use crate::room::Rooms;
+
+use crate::mailbox::Refusal;
+
+/// How long a test waits for something that should happen at once.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A registry over a store in a temp dir.
+struct Fixture {
+    rooms: Rooms,
+    store: Store,
+    _dir: tempfile::TempDir,
+    next_peer: u64,
+}
+
+/// The test's end of one fake connection.
+struct FakePeer {
+    /// Keeps it in the registry's live list (for `close_peers`).
+    _live: super::LivePeer,
+    inbound: mpsc::Sender<Vec<Inbound>>,
+    outbound: mpsc::Receiver<Bytes>,
+    kill: mpsc::Receiver<CloseCode>,
+    doc: Doc,
+}
+
+impl Fixture {
+    fn new(limits: Limits) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let rooms = Rooms::new(store.clone(), limits, Arc::new(Metrics::default()));
+        Fixture {
+            rooms,
+            store,
+            _dir: dir,
+            next_peer: 1,
+        }
+    }
+
+    async fn join(&mut self, doc: &str, mode: Mode) -> FakePeer {
+        let (inbound_tx, inbound_rx) = mpsc::channel(64);
+        let (outbound_tx, outbound_rx) = mpsc::channel(1024);
+        let (kill_tx, kill_rx) = mpsc::channel(4);
+        let id = PeerId(self.next_peer);
+        self.next_peer += 1;
+        let link = PeerLink {
+            id,
+            health: Arc::new(PeerHealth::new(Arc::new(AtomicUsize::new(0)))),
+            outbound: outbound_tx,
+            kill: kill_tx,
+            principal: Principal {
+                sub: format!("peer-{}", id.0),
+                mode,
+            },
+            inbound: inbound_rx,
+        };
+        let live = self.rooms.join(&DocId::new(doc).unwrap(), link).unwrap();
+        let mut peer = FakePeer {
+            _live: live,
+            inbound: inbound_tx,
+            outbound: outbound_rx,
+            kill: kill_rx,
+            doc: Doc::new(),
+        };
+        // SyncStep1 from the server, then sync to it.
+        let sv = peer.doc.transact().state_vector();
+        peer.send(vec![Inbound::SyncStep1(sv)]).await;
+        peer.drain_until_synced().await;
+        peer
+    }
+
+    fn stored_updates(&self, doc: &str) -> u64 {
+        self.store
+            .info(&DocId::new(doc).unwrap())
+            .unwrap()
+            .map_or(0, |i| i.update_count)
+    }
+
+    async fn edit(&self, doc: &str, edit: Edit) -> Result<(), EditError> {
+        self.rooms
+            .edit(&DocId::new(doc).unwrap(), Principal::anonymous(), edit)
+            .await
+    }
+}
+
+impl FakePeer {
+    async fn send(&self, messages: Vec<Inbound>) {
+        self.inbound.send(messages).await.unwrap();
+    }
+
+    async fn send_update(&self, update: Vec<u8>) {
+        self.send(vec![Inbound::Update(Bytes::from(update))]).await;
+    }
+
+    /// Applies every update frame until the SyncStep2 reply arrived.
+    async fn drain_until_synced(&mut self) {
+        loop {
+            let frame = self.next_frame().await.expect("sync reply");
+            if self.apply_frame(&frame) == Some(1) {
+                return;
+            }
+        }
+    }
+
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        tokio::time::timeout(WAIT, self.outbound.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Applies a frame's document content; returns the sync sub-type.
+    fn apply_frame(&self, frame: &Bytes) -> Option<u8> {
+        let (tag, sub) = (frame[0], frame.get(1).copied());
+        if tag != 0 || sub == Some(0) {
+            return None;
+        }
+        for message in protocol::decode_frame(frame).unwrap() {
+            if let Inbound::Update(raw) = message {
+                let update = yrs::Update::decode_v1(&raw).unwrap();
+                self.doc.transact_mut().apply_update(update).unwrap();
+            }
+        }
+        sub
+    }
+
+    /// Waits for the next update frame and applies it.
+    async fn receive_update(&mut self) -> Bytes {
+        loop {
+            let frame = self.next_frame().await.expect("an update frame");
+            if self.apply_frame(&frame).is_some() {
+                return frame;
+            }
+        }
+    }
+
+    /// Waits until this peer's text is `expected`.
+    async fn wait_text(&mut self, expected: &str) {
+        while self.text() != expected {
+            self.receive_update().await;
+        }
+    }
+
+    fn text(&self) -> String {
+        let text = self.doc.get_or_insert_text(TEXT_ROOT);
+        text.get_string(&self.doc.transact())
+    }
+
+    /// Types `s` at the end of this peer's text; returns the update.
+    fn type_text(&self, s: &str) -> Vec<u8> {
+        let text = self.doc.get_or_insert_text(TEXT_ROOT);
+        let before = self.doc.transact().state_vector();
+        let len = text.len(&self.doc.transact());
+        text.insert(&mut self.doc.transact_mut(), len, s);
+        self.doc.transact().encode_diff_v1(&before)
+    }
+
+    async fn wait_close(&mut self) -> CloseCode {
+        tokio::time::timeout(WAIT, self.kill.recv())
+            .await
+            .expect("closed in time")
+            .expect("a close code")
+    }
+
+    /// True if nothing arrives for a moment (used only after a round trip
+    /// proved the room has handled what came before).
+    fn nothing_queued(&mut self) -> bool {
+        self.outbound.try_recv().is_err()
+    }
+
+    /// A round trip through the room: everything sent before is handled.
+    async fn round_trip(&mut self) {
+        self.send(vec![Inbound::SyncStep1(StateVector::default())])
+            .await;
+        self.drain_until_synced().await;
+    }
+}
+
+/// An update from a fresh client `client` inserting `s` at the start.
+fn text_update(client: u64, s: &str) -> Vec<u8> {
+    let doc = Doc::with_client_id(client);
+    let text = doc.get_or_insert_text(TEXT_ROOT);
+    text.insert(&mut doc.transact_mut(), 0, s);
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+/// A v1 update with no structs and `ranges` deleted ranges of client 999.
+pub(super) fn unknown_deletes(ranges: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.write_var(0u32); // no structs
+    out.write_var(1u32); // one client in the delete set
+    out.write_var(999u64);
+    out.write_var(ranges);
+    for i in 0..ranges {
+        out.write_var(i * 2);
+        out.write_var(1u32);
+    }
+    out
+}
+
+/// An update of `len` bytes of text from client 77 that depends on a clock
+/// the document never saw (so yrs keeps it pending).
+fn pending_text(len: usize) -> Vec<u8> {
+    let doc = Doc::with_client_id(77);
+    let text = doc.get_or_insert_text(TEXT_ROOT);
+    text.insert(&mut doc.transact_mut(), 0, "a");
+    let sv = doc.transact().state_vector();
+    text.insert(&mut doc.transact_mut(), 1, &"b".repeat(len));
+    doc.transact().encode_diff_v1(&sv)
+}
+
+#[tokio::test]
+async fn an_update_reaches_the_other_peer_and_the_store_in_order() {
+    let mut fx = Fixture::new(Limits::default());
+    let a = fx.join("order", Mode::Write).await;
+    let mut b = fx.join("order", Mode::Write).await;
+    a.send_update(a.type_text("one ")).await;
+    a.send_update(a.type_text("two")).await;
+    b.wait_text("one two").await;
+    assert_eq!(fx.stored_updates("order"), 2);
+}
+
+#[tokio::test]
+async fn an_update_that_adds_nothing_is_neither_stored_nor_sent() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut a = fx.join("echo", Mode::Write).await;
+    let mut b = fx.join("echo", Mode::Write).await;
+    let update = a.type_text("hello");
+    a.send_update(update.clone()).await;
+    b.wait_text("hello").await;
+    // b echoes it back, as some client stacks do.
+    b.send_update(update).await;
+    b.round_trip().await;
+    a.round_trip().await;
+    assert_eq!(fx.stored_updates("echo"), 1);
+    // a got only the round trip's reply, not the echo.
+    assert!(a.nothing_queued());
+}
+
+#[tokio::test]
+async fn a_read_only_peer_cannot_write_but_stays_connected() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut w = fx.join("ro", Mode::Write).await;
+    w.send_update(w.type_text("base")).await;
+    w.round_trip().await;
+    let mut r = fx.join("ro", Mode::Read).await;
+    assert_eq!(r.text(), "base");
+    // Its SyncStep2 of what it already has is normal: no answer at all.
+    let same = r
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    r.send_update(same).await;
+    r.round_trip().await;
+    assert!(r.nothing_queued());
+    // A real change is refused with "permission denied", not applied.
+    r.send_update(r.type_text(" and more")).await;
+    let frame = r.next_frame().await.unwrap();
+    assert_eq!(frame, protocol::encode_permission_denied("read-only"));
+    r.round_trip().await;
+    assert_eq!(fx.stored_updates("ro"), 1);
+    assert!(r.kill.try_recv().is_err(), "still connected");
+}
+
+#[tokio::test]
+async fn a_panicking_room_closes_its_peers_and_frees_its_slot() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut a = fx.join("boom", Mode::Write).await;
+    a.send_update(a.type_text("kept")).await;
+    a.round_trip().await;
+    assert_eq!(fx.rooms.open_rooms(), 1);
+    fx.rooms.panic_room(&DocId::new("boom").unwrap());
+    // Its outbound channel closes without a code: the connection says 1011.
+    while tokio::time::timeout(WAIT, a.outbound.recv())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while fx.rooms.open_rooms() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "slot not freed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let b = fx.join("boom", Mode::Write).await;
+    assert_eq!(b.text(), "kept");
+}
+
+#[tokio::test]
+async fn a_refused_update_keeps_what_came_before_and_the_room_goes_on() {
+    let limits = Limits {
+        max_nesting_depth: 10,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("deep", Mode::Write).await;
+    let mut bad = fx.join("deep", Mode::Write).await;
+    let (deep, _) = crate::inspect::tests_support::nested_maps_then_delete(11);
+    let good = bad.type_text("fine");
+    bad.send(vec![
+        Inbound::Update(Bytes::from(good)),
+        Inbound::Update(Bytes::from(deep)),
+    ])
+    .await;
+    assert_eq!(bad.wait_close().await, CloseCode::Malformed);
+    a.wait_text("fine").await;
+    let (ok, _) = crate::inspect::tests_support::nested_maps_then_delete(10);
+    a.send_update(ok).await;
+    a.round_trip().await;
+    assert_eq!(fx.stored_updates("deep"), 2);
+}
+
+#[tokio::test]
+async fn pending_content_past_its_cap_is_refused() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut small = fx.join("pending", Mode::Write).await;
+    small.send_update(pending_text(100)).await;
+    small.round_trip().await;
+    let mut big = fx.join("pending", Mode::Write).await;
+    big.send_update(pending_text(Limits::default().max_pending_bytes + 1))
+        .await;
+    assert_eq!(big.wait_close().await, CloseCode::Malformed);
+    // The first one is stored as received: pending content survives a reload.
+    assert_eq!(fx.stored_updates("pending"), 1);
+}
+
+#[tokio::test]
+async fn deletions_of_unknown_content_past_their_cap_are_refused() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut a = fx.join("ds", Mode::Write).await;
+    a.send_update(unknown_deletes(100)).await;
+    a.round_trip().await;
+    let max = Limits::default().max_pending_deletes as u32;
+    a.send_update(unknown_deletes(max + 1)).await;
+    assert_eq!(a.wait_close().await, CloseCode::Malformed);
+}
+
+#[tokio::test]
+async fn an_update_past_the_document_quota_is_refused_with_4413() {
+    let limits = Limits {
+        max_doc_bytes: 10_000,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("quota", Mode::Write).await;
+    a.send_update(a.type_text(&"x".repeat(5_000))).await;
+    a.round_trip().await;
+    a.send_update(a.type_text(&"y".repeat(6_000))).await;
+    assert_eq!(a.wait_close().await, CloseCode::DocTooLarge);
+    assert_eq!(fx.stored_updates("quota"), 1);
+    let err = fx
+        .edit("quota", Edit::ReplaceText("z".repeat(20_000)))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        EditError::Refused(Refusal::DocTooLarge { .. })
+    ));
+}
+
+#[tokio::test]
+async fn put_text_changes_only_what_differs() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut a = fx.join("diff", Mode::Write).await;
+    let base = text_update(5, "hello world");
+    let decoded = yrs::Update::decode_v1(&base).unwrap();
+    a.doc.transact_mut().apply_update(decoded).unwrap();
+    a.send_update(base).await;
+    a.round_trip().await;
+    fx.edit("diff", Edit::ReplaceText("hello brave world".into()))
+        .await
+        .unwrap();
+    let frame = a.receive_update().await;
+    assert_eq!(a.text(), "hello brave world");
+    // The change carries the insertion, not a delete and re-insert of all.
+    let Inbound::Update(raw) = protocol::decode_frame(&frame).unwrap().remove(0) else {
+        panic!("not an update");
+    };
+    let update = yrs::Update::decode_v1(&raw).unwrap();
+    assert!(update.delete_set().is_empty(), "{update:?}");
+    // The same text again changes nothing and stores nothing.
+    let before = fx.stored_updates("diff");
+    fx.edit("diff", Edit::ReplaceText("hello brave world".into()))
+        .await
+        .unwrap();
+    assert_eq!(fx.stored_updates("diff"), before);
+}
+
+#[tokio::test]
+async fn put_text_on_a_root_of_another_type_is_refused_naming_it() {
+    let mut fx = Fixture::new(Limits::default());
+    let doc = Doc::with_client_id(3);
+    let array = doc.get_or_insert_array(TEXT_ROOT);
+    yrs::Array::push_back(&array, &mut doc.transact_mut(), 1);
+    let update = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let bytes = Bytes::from(update);
+    fx.edit(
+        "array",
+        Edit::Update {
+            bytes,
+            encoding: Encoding::V1,
+        },
+    )
+    .await
+    .unwrap();
+    let err = fx
+        .edit("array", Edit::ReplaceText("x".into()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("array"), "{err}");
+    // The room is still usable.
+    let a = fx.join("array", Mode::Write).await;
+    drop(a);
+}
+
+#[tokio::test]
+async fn http_updates_accept_v2_and_refuse_left_over_bytes() {
+    let fx = Fixture::new(Limits::default());
+    let doc = Doc::with_client_id(4);
+    let text = doc.get_or_insert_text(TEXT_ROOT);
+    text.insert(&mut doc.transact_mut(), 0, "v2!");
+    let v2 = doc
+        .transact()
+        .encode_state_as_update_v2(&StateVector::default());
+    let as_v1 = fx
+        .edit(
+            "v2",
+            Edit::Update {
+                bytes: Bytes::from(v2.clone()),
+                encoding: Encoding::V1,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(as_v1.to_string().contains("invalid update"), "{as_v1}");
+    fx.edit(
+        "v2",
+        Edit::Update {
+            bytes: Bytes::from(v2),
+            encoding: Encoding::V2,
+        },
+    )
+    .await
+    .unwrap();
+    let mut v1 = text_update(6, "x");
+    v1.extend_from_slice(&[1, 2, 3]);
+    let err = fx
+        .edit(
+            "v2",
+            Edit::Update {
+                bytes: Bytes::from(v1),
+                encoding: Encoding::V1,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("left over"), "{err}");
+    assert_eq!(fx.stored_updates("v2"), 1);
+}
+
+#[tokio::test]
+async fn joiners_with_an_empty_state_share_one_encoded_state() {
+    let mut fx = Fixture::new(Limits::default());
+    let a = fx.join("share", Mode::Write).await;
+    a.send_update(a.type_text("shared")).await;
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        let mut p = fx.join("share", Mode::Read).await;
+        p.send(vec![Inbound::SyncStep1(StateVector::default())])
+            .await;
+        loop {
+            let f = p.next_frame().await.unwrap();
+            if f[0] == 0 && f[1] == 1 {
+                frames.push(f);
+                break;
+            }
+        }
+    }
+    // The same allocation, not three encodes.
+    assert!(frames.windows(2).all(|w| w[0].as_ptr() == w[1].as_ptr()));
+}
+
+#[tokio::test]
+async fn a_history_that_deletes_its_own_content_is_not_a_delete_flood() {
+    let limits = Limits {
+        max_pending_deletes: 100,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("history", Mode::Write).await;
+    let ranges = 300;
+    let doc = Doc::with_client_id(8);
+    let text = doc.get_or_insert_text(TEXT_ROOT);
+    text.insert(&mut doc.transact_mut(), 0, &"ab".repeat(ranges as usize));
+    {
+        let mut txn = doc.transact_mut();
+        for i in (0..ranges).rev() {
+            text.remove_range(&mut txn, i * 2, 1);
+        }
+    }
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let update = yrs::Update::decode_v1(&state).unwrap();
+    assert!(
+        update
+            .delete_set()
+            .iter()
+            .map(|(_, r)| r.len())
+            .sum::<usize>()
+            >= ranges as usize
+    );
+    a.send_update(state).await;
+    a.round_trip().await;
+    assert_eq!(a.text(), "b".repeat(ranges as usize));
+}
+
+/// An awareness update setting client `client`'s state at `clock`.
+fn awareness(client: u64, clock: u32, json: &str) -> Inbound {
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        yrs::block::ClientID::new(client),
+        yrs::sync::awareness::AwarenessUpdateEntry {
+            clock,
+            json: json.into(),
+        },
+    );
+    Inbound::Awareness(yrs::sync::AwarenessUpdate { clients })
+}
+
+#[tokio::test]
+async fn fast_awareness_is_coalesced_to_the_latest_state() {
+    let mut fx = Fixture::new(Limits::default());
+    let a = fx.join("cursor", Mode::Write).await;
+    let mut b = fx.join("cursor", Mode::Write).await;
+    for clock in 1..=50u32 {
+        a.send(vec![awareness(42, clock, &format!("{{\"n\":{clock}}}"))])
+            .await;
+    }
+    // b hears far fewer than 50 frames, and the last one is the latest state.
+    let mut frames = 0;
+    loop {
+        let frame = b.next_frame().await.expect("awareness frames");
+        if frame[0] != 1 {
+            continue;
+        }
+        frames += 1;
+        let Inbound::Awareness(update) = protocol::decode_frame(&frame).unwrap().remove(0) else {
+            panic!("not awareness");
+        };
+        let entry = &update.clients[&yrs::block::ClientID::new(42)];
+        if entry.clock == 50 {
+            assert_eq!(&*entry.json, "{\"n\":50}");
+            break;
+        }
+    }
+    assert!(frames < 50, "{frames} frames: not coalesced");
+}
+
+#[tokio::test]
+async fn an_oversized_awareness_state_closes_the_sender_with_1009() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut a = fx.join("big-cursor", Mode::Write).await;
+    let json = format!("\"{}\"", "x".repeat(Limits::default().max_awareness_bytes));
+    a.send(vec![awareness(43, 1, &json)]).await;
+    assert_eq!(a.wait_close().await, CloseCode::TooLarge);
+}
+
+#[tokio::test]
+async fn the_item_quota_counts_what_yrs_keeps_apart() {
+    let limits = Limits {
+        max_doc_items: 50,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("items", Mode::Write).await;
+    // Typing at the end: yrs merges the keystrokes into few items.
+    for _ in 0..100 {
+        a.send_update(a.type_text("x")).await;
+    }
+    a.round_trip().await;
+    assert_eq!(a.text().len(), 100);
+    // Each insert at the start stays its own item: the 50th one is refused.
+    for _ in 0..60 {
+        let before = a.doc.transact().state_vector();
+        let text = a.doc.get_or_insert_text(TEXT_ROOT);
+        text.insert(&mut a.doc.transact_mut(), 0, "y");
+        let update = a.doc.transact().encode_diff_v1(&before);
+        if a.inbound
+            .send(vec![Inbound::Update(Bytes::from(update))])
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(a.wait_close().await, CloseCode::DocTooLarge);
+}
+
+#[tokio::test]
+async fn a_goodbye_held_by_the_awareness_rate_still_goes_out_when_the_peer_leaves() {
+    let mut fx = Fixture::new(Limits::default());
+    let a = fx.join("bye", Mode::Write).await;
+    let mut b = fx.join("bye", Mode::Write).await;
+    // A state then, at once, its removal (as y-websocket does on close).
+    a.send(vec![awareness(44, 1, "{\"u\":1}")]).await;
+    a.send(vec![awareness(44, 2, "null")]).await;
+    drop(a);
+    loop {
+        let frame = b.next_frame().await.expect("the goodbye");
+        if frame[0] != 1 {
+            continue;
+        }
+        let Inbound::Awareness(update) = protocol::decode_frame(&frame).unwrap().remove(0) else {
+            panic!("not awareness");
+        };
+        if update.clients[&yrs::block::ClientID::new(44)].clock == 2 {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_size_quota_measures_exactly_before_refusing() {
+    let limits = Limits {
+        max_doc_bytes: 10_000,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("shrink", Mode::Write).await;
+    a.send_update(a.type_text(&"x".repeat(6_000))).await;
+    // Deleting it all leaves a small document (yrs drops deleted text).
+    let before = a.doc.transact().state_vector();
+    let text = a.doc.get_or_insert_text(TEXT_ROOT);
+    text.remove_range(&mut a.doc.transact_mut(), 0, 6_000);
+    a.send_update(a.doc.transact().encode_diff_v1(&before))
+        .await;
+    // The running count says 12,000+ bytes; the document holds ~6,000.
+    a.send_update(a.type_text(&"y".repeat(6_000))).await;
+    a.round_trip().await;
+    assert!(a.kill.try_recv().is_err(), "refused although it fits");
+    assert_eq!(fx.stored_updates("shrink"), 3);
+}
+
+#[tokio::test]
+async fn put_text_on_a_large_text_replaces_only_the_changed_line() {
+    let mut fx = Fixture::new(Limits::default());
+    let old: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+    assert!(old.len() > 2 * 1024 * 1024);
+    fx.edit("big-diff", Edit::ReplaceText(old.clone()))
+        .await
+        .unwrap();
+    let mut a = fx.join("big-diff", Mode::Write).await;
+    assert_eq!(a.text().len(), old.len());
+    let new = old.replacen("line 1000\n", "line one thousand\n", 1);
+    fx.edit("big-diff", Edit::ReplaceText(new.clone()))
+        .await
+        .unwrap();
+    let frame = a.receive_update().await;
+    assert_eq!(a.text(), new);
+    assert!(
+        frame.len() < 200,
+        "{} bytes for one changed line",
+        frame.len()
+    );
+}
+
+#[tokio::test]
+async fn close_peers_closes_exactly_the_matching_connections() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut first = fx.join("revoke", Mode::Write).await; // principal "peer-1"
+    let mut second = fx.join("revoke", Mode::Write).await;
+    let mut elsewhere = fx.join("other", Mode::Write).await;
+    let closed = fx.rooms.close_peers(
+        |doc, p| doc.as_str() == "revoke" && p.sub == "peer-1",
+        CloseCode::Forbidden,
+    );
+    assert_eq!(closed, 1);
+    assert_eq!(first.wait_close().await, CloseCode::Forbidden);
+    second.round_trip().await;
+    elsewhere.round_trip().await;
+    assert!(second.kill.try_recv().is_err() && elsewhere.kill.try_recv().is_err());
+    // A connection that ended is no longer listed.
+    drop(first);
+    assert_eq!(
+        fx.rooms
+            .close_peers(|_, p| p.sub == "peer-1", CloseCode::Forbidden),
+        0
+    );
+}

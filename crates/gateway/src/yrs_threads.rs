@@ -1,0 +1,76 @@
+//! The threads that run yrs work (apply, encode, load, compact), away from
+//! the async runtime's workers.
+//!
+//! Two reasons. yrs recurses once per nesting level when it deletes or
+//! garbage-collects nested types, and a stack overflow aborts the process
+//! (`catch_unwind` cannot catch it): these threads get a stack sized for the
+//! allowed nesting depth with a wide margin ([`STACK_BYTES`]; the depth bound
+//! itself is checked before yrs sees an update, see `inspect`). And a slow
+//! apply must never stall other rooms, `/healthz` or the accept loop: the
+//! room task awaits the result while the runtime's workers go on.
+//!
+//! The threads are the blocking pool of a small runtime of their own (tokio's
+//! pool, with its stack size and thread cap), at most [`THREADS`] at once:
+//! more would only fight over the same cores. A panic inside a job comes
+//! back as [`Panicked`], never as an unwinding room task.
+//!
+//! Measured (debug build, this machine; `inspect`'s ignored `stack_needed`
+//! test): building then deleting N nested `Y.Map`s needs about 1.5 KiB of
+//! stack per level: 1,000 levels fit in 1.5 MiB (not in 1 MiB), 5,000 in
+//! 8 MiB (not 4), 10,000 in 16 MiB (not 12). [`STACK_BYTES`] is 64 MiB
+//! (virtual memory, committed only as touched): ~40,000 levels, 40 times
+//! the default bound of 1,000 and 4 times the largest allowed
+//! (`MAX_NESTING_DEPTH_CAP`).
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use tokio::runtime::Runtime;
+
+/// Stack of each yrs thread: holds `--max-nesting-depth` levels of
+/// recursion with a wide margin (see the module docs for the measurement).
+pub const STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most yrs threads at once (jobs beyond queue for a free thread).
+const THREADS: usize = 4;
+
+/// A yrs job panicked (hostile input reached a yrs bug); its state may be
+/// half-changed and must be discarded.
+#[derive(Debug, thiserror::Error)]
+#[error("yrs panicked")]
+pub struct Panicked;
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(THREADS)
+            .thread_stack_size(STACK_BYTES)
+            .thread_name("tandem-yrs")
+            .enable_all()
+            .build()
+            // Startup only: without threads the server cannot run at all.
+            .unwrap_or_else(|e| panic!("cannot start the yrs threads: {e}"))
+    })
+}
+
+/// Runs `job` on a yrs thread and resolves to its result once it is done.
+pub(crate) fn run<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, Panicked>> + Send {
+    let handle = runtime().spawn_blocking(job);
+    async move { handle.await.map_err(|_| Panicked) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_job_is_an_error_not_a_crash() {
+        let r: Result<(), Panicked> = run(|| panic!("boom")).await;
+        assert!(r.is_err());
+        assert_eq!(run(|| 41 + 1).await.unwrap(), 42);
+    }
+}
