@@ -22,6 +22,9 @@ pub enum CloseCode {
     /// 1011: internal error, e.g. the store failed to persist an update
     /// (the update was not acknowledged or broadcast; reconnect to resend it).
     Internal,
+    /// 1013: try again later: the store cannot write right now (its disk
+    /// syncs fail); `/healthz` says 503 until it recovers by itself.
+    TryAgainLater,
     /// 4003: unknown top-level message type.
     UnknownMessageType,
     /// 4008: slow peer: its outbound queue overflowed (reconnect to resync).
@@ -44,13 +47,14 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every code, for metrics.
-    pub const ALL: [CloseCode; 14] = [
+    pub const ALL: [CloseCode; 15] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::TextFrame,
         CloseCode::Malformed,
         CloseCode::TooLarge,
         CloseCode::Internal,
+        CloseCode::TryAgainLater,
         CloseCode::UnknownMessageType,
         CloseCode::SlowPeer,
         CloseCode::NotOwner,
@@ -70,6 +74,7 @@ impl CloseCode {
             CloseCode::Malformed => 1007,
             CloseCode::TooLarge => 1009,
             CloseCode::Internal => 1011,
+            CloseCode::TryAgainLater => 1013,
             CloseCode::UnknownMessageType => 4003,
             CloseCode::SlowPeer => 4008,
             CloseCode::NotOwner => 4009,
@@ -90,6 +95,7 @@ impl CloseCode {
             CloseCode::Malformed => "malformed message",
             CloseCode::TooLarge => "message too large",
             CloseCode::Internal => "internal error: update not stored, reconnect to resend",
+            CloseCode::TryAgainLater => "the store cannot write right now, try again later",
             CloseCode::UnknownMessageType => "unknown message type",
             CloseCode::SlowPeer => "too slow: outbound queue overflowed, reconnect to resync",
             CloseCode::NotOwner => "awareness for a client id owned by another connection",

@@ -1,11 +1,16 @@
 //! The real binary on a real full disk (a small tmpfs): writes fail,
 //! `/healthz` answers 503 with the reason (GET and HEAD), reads keep
-//! working, and once space is freed the server recovers by itself with
+//! working, new WebSocket joins are refused with 1013 (try again later),
+//! and once space is freed the server recovers by itself with
 //! every acknowledged write there. Skipped where mounting is not permitted.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::{self, Message, stream::MaybeTlsStream};
 
 use common::{TIMEOUT, start, wait_for};
 
@@ -62,6 +67,11 @@ fn full_disk_turns_healthz_503_and_the_server_recovers_without_restart() {
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("store cannot write"), "{reason}");
     assert_eq!(server.request("HEAD", "/healthz", b"").unwrap().0, 503);
+    assert_eq!(
+        join_close_code(server.addr, "joiner"),
+        Some(1013),
+        "a join while the store cannot write is told to try later"
+    );
 
     std::fs::remove_file(&filler).unwrap();
     let healthy = wait_for(TIMEOUT, || {
@@ -72,10 +82,40 @@ fn full_disk_turns_healthz_503_and_the_server_recovers_without_restart() {
         .request("PUT", "/api/docs/after/text", b"recovered")
         .unwrap();
     assert_eq!(status, 204, "writes work again without a restart");
+    assert_eq!(
+        join_close_code(server.addr, "joiner"),
+        None,
+        "joins are admitted again once the store recovered"
+    );
     for doc in &acked {
         let (status, got) = server
             .request("GET", &format!("/api/docs/{doc}/text"), b"")
             .unwrap();
         assert_eq!((status, got.len()), (200, body.len()), "acknowledged {doc}");
+    }
+}
+
+/// Joins `doc` over a real WebSocket; the close code the server sends
+/// within 5 s, or `None` if it keeps the connection open (admitted).
+fn join_close_code(addr: SocketAddr, doc: &str) -> Option<u16> {
+    let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws/{doc}")).unwrap();
+    if let MaybeTlsStream::Plain(tcp) = ws.get_mut() {
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => return Some(frame.code.into()),
+            Ok(Message::Close(None)) => return Some(1005),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(e) => panic!("joining {doc}: {e}"),
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tandem_store::{DocId, Store};
+use tandem_store::{DocId, Store, StoreHealth};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -114,6 +114,12 @@ impl Rooms {
     /// The returned guard keeps the connection findable by
     /// [`Rooms::close_peers`] until it is dropped (when the connection ends).
     pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<LivePeer, CloseCode> {
+        // A joiner's first edit could not be acknowledged while the store's
+        // syncs fail: refuse it with 1013 (try later) instead of letting it
+        // join and loop on 1011. One mutex read, no I/O.
+        if let StoreHealth::Failing { .. } = self.shared.store.health() {
+            return Err(CloseCode::TryAgainLater);
+        }
         let entry = Live {
             doc: doc.clone(),
             principal: link.principal.clone(),
