@@ -338,13 +338,16 @@ fn a_body_over_the_limit_gets_413_and_nothing_is_stored() {
 fn uploads_past_the_server_wide_body_budget_get_503_until_it_frees() {
     let server = TestServer::start(&["--body-budget-bytes", "8192", "--max-body-bytes", "8192"]);
     // One upload announces 6 KiB and sends it slowly: the budget holds it.
-    let mut first = TcpStream::connect_timeout(&server.addr, TIMEOUT).expect("connect");
-    let head = "PUT /api/docs/a/text HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 6144\r\n\r\n";
-    first.write_all(head.as_bytes()).expect("head");
-    first.write_all(&[b'a'; 1024]).expect("part");
+    let slow_upload = || {
+        let mut s = TcpStream::connect_timeout(&server.addr, TIMEOUT).expect("connect");
+        let head = "PUT /api/docs/a/text HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 6144\r\n\r\n";
+        s.write_all(head.as_bytes()).expect("head");
+        s.write_all(&[b'a'; 1024]).expect("part");
+        s
+    };
+    let mut first = slow_upload();
     let deadline = Instant::now() + TIMEOUT;
     for attempt in 0.. {
-        // Until the first upload's reservation is in place, these may pass.
         let path = format!("/api/docs/b{attempt}/text");
         let (status, _) = server.request("PUT", &path, &[b'b'; 4096]);
         if status == 503 {
@@ -354,6 +357,15 @@ fn uploads_past_the_server_wide_body_budget_get_503_until_it_frees() {
                 "the refused upload stored nothing"
             );
             break;
+        }
+        // This upload passed: it may have reached the gate before the slow
+        // one, which was then refused (its 503 is already readable). Start
+        // the slow one again; otherwise its reservation is not in place yet.
+        first.set_nonblocking(true).expect("nonblocking");
+        let answered = first.peek(&mut [0u8; 1]).is_ok_and(|n| n > 0);
+        first.set_nonblocking(false).expect("blocking");
+        if answered {
+            first = slow_upload();
         }
         assert!(
             Instant::now() < deadline,

@@ -105,6 +105,7 @@
 //! | 1007 | malformed message: garbage, truncated varint, unknown sync sub-type, invalid awareness JSON, update yrs rejects, bytes left over after an update, types nested past `--max-nesting-depth`, pending content or deletions past `--max-pending-bytes` / `--max-pending-deletes` |
 //! | 1009 | frame larger than `--max-message-bytes`, or an awareness state larger than `--max-awareness-bytes` |
 //! | 1011 | internal error: the store failed (the update was not acknowledged) or the room failed (a panic); reconnect |
+//! | 1013 | try again later: the store cannot write right now (disk syncs fail; `/healthz` is 503); it recovers by itself |
 //! | 4003 | unknown top-level message type |
 //! | 4008 | slow peer: outbound queue overflowed, by count (`--peer-queue`) or bytes (`--peer-queue-bytes`), or the server's queued bytes passed `--max-queued-bytes`; reconnect to resync |
 //! | 4009 | awareness that advances a client id owned by another live connection |
