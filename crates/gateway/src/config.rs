@@ -97,6 +97,27 @@ pub struct Limits {
     #[arg(long, env = "TANDEM_AWARENESS_PER_SEC", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub awareness_per_sec: u32,
+
+    /// Inbound messages per second one connection may send on average
+    /// (WebSocket frames of any kind); past it and its burst, the
+    /// connection is closed with 4429. 0 turns the limit off.
+    #[arg(long, env = "TANDEM_PEER_MSGS_PER_SEC", default_value_t = 200)]
+    pub peer_msgs_per_sec: u64,
+
+    /// Inbound messages one connection may send at once above
+    /// `--peer-msgs-per-sec` (the token bucket's size).
+    #[arg(long, env = "TANDEM_PEER_MSGS_BURST", default_value_t = 1000)]
+    pub peer_msgs_burst: u64,
+
+    /// Inbound bytes per second one connection may send on average; past it
+    /// and its burst, the connection is closed with 4429. 0 turns it off.
+    #[arg(long, env = "TANDEM_PEER_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
+    pub peer_bytes_per_sec: u64,
+
+    /// Inbound bytes one connection may send at once above
+    /// `--peer-bytes-per-sec`; never less than `--max-message-bytes`.
+    #[arg(long, env = "TANDEM_PEER_BYTES_BURST", default_value_t = 64 * 1024 * 1024)]
+    pub peer_bytes_burst: u64,
 }
 
 /// Largest `--max-nesting-depth` accepted (see `yrs_threads::STACK_BYTES`).
@@ -122,6 +143,10 @@ impl Default for Limits {
             max_queued_bytes: 1024 * 1024 * 1024,
             max_awareness_bytes: 16 * 1024,
             awareness_per_sec: 10,
+            peer_msgs_per_sec: 200,
+            peer_msgs_burst: 1000,
+            peer_bytes_per_sec: 8 * 1024 * 1024,
+            peer_bytes_burst: 64 * 1024 * 1024,
         }
     }
 }

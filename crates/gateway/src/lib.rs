@@ -11,6 +11,8 @@
 //! - `inspect`: reading an update before yrs applies it (nesting depth,
 //!   deleted ranges, bytes left over), recursion-free.
 //! - `yrs_threads`: the big-stack threads all yrs work runs on.
+//! - `rate`: the per-connection inbound rate limit (token buckets on
+//!   messages and bytes; 4429), sans I/O.
 //! - `web`: the browser editor's static files.
 //! - `protocol`: the wire format, sans I/O (frames in, typed messages out).
 //! - `metrics`: counters for `/metrics`.
@@ -112,7 +114,7 @@
 //! | 4413 | the update would grow the document past `--max-doc-bytes` or `--max-doc-items` (not stored) |
 //! | 4401 | no valid token (after an auth *permission denied* message) |
 //! | 4403 | the token does not admit this document, or was revoked (likewise) |
-//! | 4429 | reserved: per-connection inbound rate limit |
+//! | 4429 | the connection sent more than its inbound rate limit (`--peer-msgs-per-sec` / `--peer-bytes-per-sec` and their bursts) |
 //!
 //! Each bad input closes only the offending connection, with a warning log.
 //! A frame whose message framing fails to decode is rejected whole, so none
@@ -146,6 +148,7 @@ mod metrics;
 mod peer;
 mod presence;
 mod protocol;
+mod rate;
 mod room;
 mod server;
 mod upgrade;

@@ -31,6 +31,7 @@ use crate::close::CloseCode;
 use crate::link::{PeerHealth, PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
+use crate::rate::InboundRate;
 use crate::room::{LivePeer, Rooms};
 use crate::upgrade::Socket;
 
@@ -94,6 +95,7 @@ pub(crate) fn serve(
         ping_every,
         metrics,
         ends,
+        rate: InboundRate::new(limits, std::time::Instant::now()),
         _live: live,
     };
     io.run().instrument(span)
@@ -117,6 +119,8 @@ struct PeerIo {
     metrics: Arc<Metrics>,
     /// When the connection must end regardless of traffic (see [`Ends`]).
     ends: Ends,
+    /// The inbound rate limit (4429).
+    rate: InboundRate,
     /// Keeps this connection findable by `Rooms::close_peers` while it runs.
     _live: Option<LivePeer>,
 }
@@ -136,10 +140,11 @@ impl PeerIo {
             ping_every,
             metrics,
             ends,
+            rate,
             _live,
         } = self;
         let end_kill = kill_tx.clone();
-        let reader = read_loop(stream, inbound, kill_tx, &health, &metrics);
+        let reader = read_loop(stream, inbound, kill_tx, rate, &health, &metrics);
         let writer = write_loop(sink, outbound, kill, &health, ping_every, &metrics);
         tokio::pin!(reader, writer, ends);
         let mut ending = false;
@@ -167,13 +172,15 @@ impl PeerIo {
     }
 }
 
-/// Reads until the socket ends or sends something bad; on bad input asks the
-/// writer to close with the matching code. Dropping `inbound` tells the room
+/// Reads until the socket ends or sends something bad; on bad input (or
+/// faster than `rate` admits: 4429) asks the writer to close with the
+/// matching code. Dropping `inbound` tells the room
 /// this peer left (after every frame it sent).
 async fn read_loop(
     mut stream: SplitStream<Socket>,
     inbound: mpsc::Sender<Vec<protocol::Inbound>>,
     kill: mpsc::Sender<CloseCode>,
+    mut rate: InboundRate,
     health: &PeerHealth,
     metrics: &Metrics,
 ) {
@@ -193,6 +200,10 @@ async fn read_loop(
         health.saw_frame();
         if msg.is_close() {
             break CloseCode::Normal;
+        }
+        if !rate.admit(msg.len(), std::time::Instant::now()) {
+            warn!("inbound rate limit exceeded");
+            break CloseCode::RateLimited;
         }
         if msg.is_text() {
             warn!("text frame");
