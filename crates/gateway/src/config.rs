@@ -118,6 +118,17 @@ pub struct Limits {
     /// `--peer-bytes-per-sec`; never less than `--max-message-bytes`.
     #[arg(long, env = "TANDEM_PEER_BYTES_BURST", default_value_t = 64 * 1024 * 1024)]
     pub peer_bytes_burst: u64,
+
+    /// Most WebSocket connections one token `sub` may hold at once (with
+    /// `--auth jwt`; anonymous connections are not counted); more are
+    /// refused with 4429. 0: no quota.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_SUB", default_value_t = 256)]
+    pub max_connections_per_sub: usize,
+
+    /// Most documents one token `sub` may be connected to at once (with
+    /// `--auth jwt`); a connection to one more is refused with 4429. 0: no quota.
+    #[arg(long, env = "TANDEM_MAX_ROOMS_PER_SUB", default_value_t = 64)]
+    pub max_rooms_per_sub: usize,
 }
 
 /// Largest `--max-nesting-depth` accepted (see `yrs_threads::STACK_BYTES`).
@@ -147,6 +158,8 @@ impl Default for Limits {
             peer_msgs_burst: 1000,
             peer_bytes_per_sec: 8 * 1024 * 1024,
             peer_bytes_burst: 64 * 1024 * 1024,
+            max_connections_per_sub: 256,
+            max_rooms_per_sub: 64,
         }
     }
 }

@@ -42,7 +42,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
-/// Joins `ws` to the room of `doc` and returns the future that serves the
+/// Joins `ws` to the room of `doc` (`counted`: against its `sub`'s
+/// quotas, see [`Rooms::join`]) and returns the future that serves the
 /// connection until it ends (the caller spawns or awaits it).
 ///
 /// The setup is synchronous on purpose: the returned future then holds only
@@ -53,6 +54,7 @@ pub(crate) fn serve(
     ws: Socket,
     doc: DocId,
     principal: Principal,
+    counted: bool,
     ends: Ends,
     rooms: &Rooms,
     metrics: Arc<Metrics>,
@@ -77,7 +79,7 @@ pub(crate) fn serve(
     let live = span.in_scope(|| {
         debug!("connected");
         rooms
-            .join(&doc, link)
+            .join(&doc, link, counted)
             .inspect_err(|code| {
                 warn!(code = code.code(), "join refused");
                 let _ = kill_tx.try_send(*code);

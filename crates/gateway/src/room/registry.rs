@@ -1,6 +1,8 @@
 //! The room registry: finds the room of a document or opens it
-//! (single-flight), enforces the open-room limit, and stops every room at
-//! shutdown.
+//! (single-flight), enforces the open-room limit and the per-`sub` quotas
+//! (connections and documents per token subject, `--max-connections-per-sub`
+//! and `--max-rooms-per-sub`: a join past either is refused with 4429), and
+//! stops every room at shutdown.
 //!
 //! A join is sent to the room's control channel while the registry lock is
 //! held, and a room unregisters itself (to unload) only under that lock and
@@ -42,8 +44,9 @@ pub(crate) struct Shared {
     /// The open rooms; joins are sent and rooms unregister under this lock,
     /// so a join is never lost to a room that is unloading.
     registry: Mutex<Registry>,
-    /// Every joined connection, for [`Rooms::close_peers`].
-    live: Mutex<HashMap<PeerId, Live>>,
+    /// Every joined connection, for [`Rooms::close_peers`], and what each
+    /// `sub` holds (the per-`sub` quotas).
+    live: Mutex<LiveTable>,
     /// Resolves (returns `None`) once every room task has ended.
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
 }
@@ -88,7 +91,7 @@ impl Rooms {
                     shutting_down: false,
                     running: Some(running),
                 }),
-                live: Mutex::new(HashMap::new()),
+                live: Mutex::new(LiveTable::default()),
                 all_stopped: tokio::sync::Mutex::new(all_stopped),
             }),
         }
@@ -110,10 +113,18 @@ impl Rooms {
     }
 
     /// Hands `link` to the document's room, opening (and loading) it first if
-    /// needed. Fails with 1001 during shutdown and 4013 at `max_open_rooms`.
+    /// needed. Fails with 1001 during shutdown, 4013 at `max_open_rooms`,
+    /// and, when `counted` (an authenticated connection: its `sub` comes
+    /// from a token), 4429 past the per-`sub` quotas.
     /// The returned guard keeps the connection findable by
-    /// [`Rooms::close_peers`] until it is dropped (when the connection ends).
-    pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<LivePeer, CloseCode> {
+    /// [`Rooms::close_peers`] (and counted) until it is dropped (when the
+    /// connection ends).
+    pub(crate) fn join(
+        &self,
+        doc: &DocId,
+        link: PeerLink,
+        counted: bool,
+    ) -> Result<LivePeer, CloseCode> {
         // A joiner's first edit could not be acknowledged while the store's
         // syncs fail: refuse it with 1013 (try later) instead of letting it
         // join and loop on 1011. One mutex read, no I/O.
@@ -124,14 +135,20 @@ impl Rooms {
             doc: doc.clone(),
             principal: link.principal.clone(),
             kill: link.kill.clone(),
+            counted,
         };
         let id = link.id;
-        self.send(doc, Control::Join(link))?;
-        self.shared.live_peers().insert(id, entry);
-        Ok(LivePeer {
+        // Counted before the join is sent, so concurrent joins of one `sub`
+        // cannot all pass the quota; released if the join fails.
+        self.shared
+            .live_peers()
+            .insert(id, entry, &self.shared.limits)?;
+        let live = LivePeer {
             shared: self.shared.clone(),
             id,
-        })
+        };
+        self.send(doc, Control::Join(link))?;
+        Ok(live)
     }
 
     /// Closes every live connection for which `close(doc, principal)` holds
@@ -142,7 +159,8 @@ impl Rooms {
         code: CloseCode,
     ) -> usize {
         let live = self.shared.live_peers();
-        live.values()
+        live.peers
+            .values()
             .filter(|p| close(&p.doc, &p.principal))
             .filter(|p| p.kill.try_send(code).is_ok())
             .count()
@@ -253,6 +271,72 @@ struct Live {
     principal: Principal,
     /// Closes it with a code.
     kill: mpsc::Sender<CloseCode>,
+    /// Counted against its `sub`'s quotas (authenticated).
+    counted: bool,
+}
+
+/// The live connections, and per `sub` what its counted ones hold.
+#[derive(Default)]
+struct LiveTable {
+    peers: HashMap<PeerId, Live>,
+    subs: HashMap<String, SubUsage>,
+}
+
+/// One `sub`'s connections, and how many of them are in each document.
+#[derive(Default)]
+struct SubUsage {
+    connections: usize,
+    docs: HashMap<DocId, usize>,
+}
+
+impl LiveTable {
+    /// Adds a connection, unless it is counted and its `sub` is at
+    /// `--max-connections-per-sub`, or this would be a document past
+    /// `--max-rooms-per-sub` (0: no quota); then 4429.
+    fn insert(&mut self, id: PeerId, peer: Live, limits: &Limits) -> Result<(), CloseCode> {
+        if peer.counted {
+            let usage = self.subs.entry(peer.principal.sub.clone()).or_default();
+            let max_conns = limits.max_connections_per_sub;
+            let max_docs = limits.max_rooms_per_sub;
+            let new_doc = !usage.docs.contains_key(&peer.doc);
+            if (max_conns > 0 && usage.connections >= max_conns)
+                || (max_docs > 0 && new_doc && usage.docs.len() >= max_docs)
+            {
+                if usage.connections == 0 {
+                    self.subs.remove(&peer.principal.sub);
+                }
+                return Err(CloseCode::RateLimited);
+            }
+            usage.connections += 1;
+            *usage.docs.entry(peer.doc.clone()).or_default() += 1;
+        }
+        self.peers.insert(id, peer);
+        Ok(())
+    }
+
+    /// Removes a connection and releases its share of its `sub`'s quotas.
+    fn remove(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.remove(&id) else {
+            return;
+        };
+        if !peer.counted {
+            return;
+        }
+        let sub = &peer.principal.sub;
+        let Some(usage) = self.subs.get_mut(sub) else {
+            return;
+        };
+        usage.connections -= 1;
+        if let Some(n) = usage.docs.get_mut(&peer.doc) {
+            *n -= 1;
+            if *n == 0 {
+                usage.docs.remove(&peer.doc);
+            }
+        }
+        if usage.connections == 0 {
+            self.subs.remove(sub);
+        }
+    }
 }
 
 /// Keeps a connection in the registry's live list; dropped when the
@@ -266,7 +350,7 @@ pub(crate) struct LivePeer {
 
 impl Drop for LivePeer {
     fn drop(&mut self) {
-        self.shared.live_peers().remove(&self.id);
+        self.shared.live_peers().remove(self.id);
     }
 }
 
@@ -299,7 +383,7 @@ impl Drop for Registered {
 impl Shared {
     /// The live connections (a panic cannot leave the map inconsistent:
     /// every critical section is one insert, remove or scan).
-    fn live_peers(&self) -> MutexGuard<'_, HashMap<PeerId, Live>> {
+    fn live_peers(&self) -> MutexGuard<'_, LiveTable> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
