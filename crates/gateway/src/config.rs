@@ -15,13 +15,21 @@ pub struct Limits {
     #[arg(long, env = "TANDEM_MAX_PEERS_PER_ROOM", default_value_t = 512)]
     pub max_peers_per_room: usize,
 
-    /// Most documents open at once; joining another gets close code 4013.
+    /// Most documents open at once. At the cap, opening another first
+    /// unloads the least recently used room with no peer and nothing in
+    /// flight; only when every open room is in use is the join refused with
+    /// 4013 (HTTP 503).
     #[arg(long, env = "TANDEM_MAX_OPEN_ROOMS", default_value_t = 10_000)]
     pub max_open_rooms: usize,
 
     /// How long an empty room stays loaded (ms) before it compacts and unloads.
     #[arg(long, env = "TANDEM_ROOM_UNLOAD_GRACE_MS", default_value_t = 10_000)]
     pub room_unload_grace_ms: u64,
+
+    /// How long a room no WebSocket peer has joined (opened by HTTP
+    /// requests only) stays loaded after its last request (ms).
+    #[arg(long, env = "TANDEM_HTTP_ROOM_GRACE_MS", default_value_t = 1_000)]
+    pub http_room_grace_ms: u64,
 
     /// Outbound queue per peer, in messages; a peer whose queue overflows is
     /// closed with 4008 (its client reconnects and resyncs).
@@ -141,6 +149,7 @@ impl Default for Limits {
             max_peers_per_room: 512,
             max_open_rooms: 10_000,
             room_unload_grace_ms: 10_000,
+            http_room_grace_ms: 1_000,
             peer_queue: 1024,
             peer_queue_bytes: 64 * 1024 * 1024,
             ping_interval_ms: 10_000,
@@ -168,6 +177,10 @@ impl Limits {
     /// Grace period of an empty room.
     pub fn room_unload_grace(&self) -> Duration {
         Duration::from_millis(self.room_unload_grace_ms)
+    }
+    /// Grace period of a room opened by HTTP requests only.
+    pub fn http_room_grace(&self) -> Duration {
+        Duration::from_millis(self.http_room_grace_ms)
     }
     /// Heartbeat interval.
     pub fn ping_interval(&self) -> Duration {

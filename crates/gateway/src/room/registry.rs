@@ -10,12 +10,13 @@
 //! or finds no room and opens a fresh one: it is never lost in between.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tandem_store::{DocId, Store, StoreHealth};
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
+use tracing::{Instrument, info};
 
 use crate::access::Principal;
 use crate::close::CloseCode;
@@ -49,6 +50,36 @@ pub(crate) struct Shared {
     live: Mutex<LiveTable>,
     /// Resolves (returns `None`) once every room task has ended.
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// Time origin of [`RoomUsage::idle_at`].
+    epoch: Instant,
+}
+
+/// Whether a room is in use, shared by the registry and the room task; what
+/// least-recently-used eviction reads.
+#[derive(Debug, Default)]
+pub(crate) struct RoomUsage {
+    /// Control messages sent to the room and not yet handled, plus its
+    /// peers. Raised by the registry under its lock when it sends; lowered
+    /// by the room once a message is handled (a join: once the peer has
+    /// left). 0: nothing in flight and no peer, so unloading loses nothing.
+    busy: AtomicUsize,
+    /// When `busy` last fell to 0, in ms since `Shared::epoch`.
+    idle_at: AtomicU64,
+}
+
+impl RoomUsage {
+    /// One message sent to the room (or one peer joined through it).
+    fn hold(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The room handled one message (or one peer left).
+    pub(crate) fn release(&self, shared: &Shared) {
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let now = shared.epoch.elapsed().as_millis() as u64;
+            self.idle_at.store(now, Ordering::Release);
+        }
+    }
 }
 
 /// The open rooms and what opening another needs.
@@ -73,6 +104,8 @@ struct RoomEntry {
     /// sending under the registry lock never waits; it carries only joins and
     /// HTTP edits (peer traffic has its own bounded channels).
     control: mpsc::UnboundedSender<Control>,
+    /// In use, or idle since when.
+    usage: Arc<RoomUsage>,
 }
 
 impl Rooms {
@@ -93,6 +126,7 @@ impl Rooms {
                 }),
                 live: Mutex::new(LiveTable::default()),
                 all_stopped: tokio::sync::Mutex::new(all_stopped),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -197,6 +231,7 @@ impl Rooms {
         }
         let mut message = message;
         if let Some(entry) = reg.rooms.get(doc) {
+            entry.usage.hold();
             match entry.control.send(message) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::SendError(back)) => {
@@ -206,19 +241,29 @@ impl Rooms {
                 }
             }
         }
-        if reg.rooms.len() >= self.shared.limits.max_open_rooms {
+        if reg.rooms.len() >= self.shared.limits.max_open_rooms && !self.evict_lru(&mut reg) {
             return Err(CloseCode::Capacity);
         }
         let Some(running) = reg.running.clone() else {
             return Err(CloseCode::GoingAway);
         };
         let (control, control_rx) = mpsc::unbounded_channel();
+        let usage = Arc::new(RoomUsage::default());
+        usage.hold();
         if control.send(message).is_err() {
             return Err(CloseCode::Internal);
         }
         let key = reg.next_key;
         reg.next_key += 1;
-        reg.rooms.insert(doc.clone(), RoomEntry { key, control });
+        let room_usage = usage.clone();
+        reg.rooms.insert(
+            doc.clone(),
+            RoomEntry {
+                key,
+                control,
+                usage,
+            },
+        );
         self.shared
             .metrics
             .rooms_open
@@ -233,12 +278,35 @@ impl Rooms {
         };
         tokio::spawn(
             async move {
-                super::run(doc, key, control_rx, shared, running).await;
+                super::run(doc, key, control_rx, room_usage, shared, running).await;
                 drop(registered);
             }
             .instrument(span),
         );
         Ok(())
+    }
+
+    /// Unloads the least recently used room that is not in use (no peer,
+    /// nothing in flight: see [`RoomUsage`]) to make space for another;
+    /// false when every open room is in use. Called under the registry lock
+    /// (`reg`), so no message can reach the room once it is unregistered;
+    /// it compacts and ends on its own. A scan of the open rooms, only at
+    /// the cap.
+    fn evict_lru(&self, reg: &mut Registry) -> bool {
+        let lru = reg
+            .rooms
+            .iter()
+            .filter(|(_, e)| e.usage.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, e)| e.usage.idle_at.load(Ordering::Acquire))
+            .map(|(doc, _)| doc.clone());
+        let Some(doc) = lru else {
+            return false;
+        };
+        if let Some(entry) = reg.rooms.remove(&doc) {
+            info!(doc = %doc.as_str(), "at --max-open-rooms: unloading the least recently used idle room");
+            let _ = entry.control.send(Control::Evict);
+        }
+        true
     }
 
     /// Tests only: makes the document's room task panic.
@@ -434,7 +502,7 @@ impl Shared {
                 Control::Edit(req) => {
                     let _ = req.reply.send(Err(EditError::Unavailable(code)));
                 }
-                Control::Shutdown => {}
+                Control::Shutdown | Control::Evict => {}
                 #[cfg(test)]
                 Control::Panic => {}
             }
