@@ -16,6 +16,7 @@
 //!   goes to a yrs thread in one job, then await durable → fan out → reply.
 //! - `doc_state`: the document and the one write path (inspect → authorize →
 //!   apply → caps → store), synchronous and sans I/O.
+//! - `live` (the registry's): the live connections and the per-`sub` quotas.
 //! - `outbox`: the frames a batch sends, in order, with a sender's
 //!   consecutive updates merged into one frame.
 //!
@@ -51,6 +52,7 @@ use crate::yrs_threads;
 
 mod batch;
 mod doc_state;
+mod live;
 mod outbox;
 mod registry;
 #[cfg(test)]

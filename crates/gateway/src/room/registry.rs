@@ -23,6 +23,8 @@ use crate::close::CloseCode;
 use crate::config::Limits;
 use crate::link::{PeerId, PeerLink};
 use crate::mailbox::{Control, Edit, EditError, EditRequest};
+
+use super::live::{Live, LiveTable};
 use crate::metrics::Metrics;
 
 /// Handle to the registry of open rooms. Cheap to clone.
@@ -328,82 +330,6 @@ impl Rooms {
         }
         let mut all_stopped = self.shared.all_stopped.lock().await;
         while all_stopped.recv().await.is_some() {}
-    }
-}
-
-/// A joined connection as [`Rooms::close_peers`] sees it.
-struct Live {
-    /// The document it joined.
-    doc: DocId,
-    /// Who it acts as.
-    principal: Principal,
-    /// Closes it with a code.
-    kill: mpsc::Sender<CloseCode>,
-    /// Counted against its `sub`'s quotas (authenticated).
-    counted: bool,
-}
-
-/// The live connections, and per `sub` what its counted ones hold.
-#[derive(Default)]
-struct LiveTable {
-    peers: HashMap<PeerId, Live>,
-    subs: HashMap<String, SubUsage>,
-}
-
-/// One `sub`'s connections, and how many of them are in each document.
-#[derive(Default)]
-struct SubUsage {
-    connections: usize,
-    docs: HashMap<DocId, usize>,
-}
-
-impl LiveTable {
-    /// Adds a connection, unless it is counted and its `sub` is at
-    /// `--max-connections-per-sub`, or this would be a document past
-    /// `--max-rooms-per-sub` (0: no quota); then 4429.
-    fn insert(&mut self, id: PeerId, peer: Live, limits: &Limits) -> Result<(), CloseCode> {
-        if peer.counted {
-            let usage = self.subs.entry(peer.principal.sub.clone()).or_default();
-            let max_conns = limits.max_connections_per_sub;
-            let max_docs = limits.max_rooms_per_sub;
-            let new_doc = !usage.docs.contains_key(&peer.doc);
-            if (max_conns > 0 && usage.connections >= max_conns)
-                || (max_docs > 0 && new_doc && usage.docs.len() >= max_docs)
-            {
-                if usage.connections == 0 {
-                    self.subs.remove(&peer.principal.sub);
-                }
-                return Err(CloseCode::RateLimited);
-            }
-            usage.connections += 1;
-            *usage.docs.entry(peer.doc.clone()).or_default() += 1;
-        }
-        self.peers.insert(id, peer);
-        Ok(())
-    }
-
-    /// Removes a connection and releases its share of its `sub`'s quotas.
-    fn remove(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.remove(&id) else {
-            return;
-        };
-        if !peer.counted {
-            return;
-        }
-        let sub = &peer.principal.sub;
-        let Some(usage) = self.subs.get_mut(sub) else {
-            return;
-        };
-        usage.connections -= 1;
-        if let Some(n) = usage.docs.get_mut(&peer.doc) {
-            *n -= 1;
-            if *n == 0 {
-                usage.docs.remove(&peer.doc);
-            }
-        }
-        if usage.connections == 0 {
-            self.subs.remove(sub);
-        }
     }
 }
 
