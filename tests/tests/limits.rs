@@ -1,5 +1,6 @@
-//! Limits and liveness: slow peers, full rooms, the open-room cap,
-//! single-flight loading, unload races, missed pongs.
+//! Limits and liveness: slow peers, full rooms, the open-room cap (and
+//! least-recently-used eviction under it), the short grace of rooms opened
+//! by HTTP only, single-flight loading, unload races, missed pongs.
 
 use std::time::Duration;
 
@@ -68,6 +69,66 @@ async fn the_open_room_cap_refuses_another_document_with_4013() {
     let _a = Peer::join(&server.ws_url("first")).await;
     let other = Peer::connect(&server.ws_url("second"), yrs::Doc::new()).await;
     assert_eq!(other.wait_close().await, 4013);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_open_room_cap_the_least_recently_used_idle_room_unloads_first() {
+    let server = TestServer::start(&["--max-open-rooms", "2", "--room-unload-grace-ms", "600000"]);
+    let old = Peer::join(&server.ws_url("old")).await;
+    old.insert(0, "old text");
+    old.close().await;
+    let busy = Peer::join(&server.ws_url("busy")).await;
+    eventually("old's peer gone", || {
+        server.metric("tandem_peers_connected") == 1.0
+    })
+    .await;
+    // "old" has no peer: it makes way; "busy" is untouched.
+    let new = Peer::join(&server.ws_url("new")).await;
+    // (The evicted room counts until it has compacted and ended.)
+    eventually("old unloaded", || server.metric("tandem_rooms_open") == 2.0).await;
+    busy.insert(0, "busy text");
+    let watcher = Peer::join(&server.ws_url("busy")).await;
+    watcher.wait_text("busy text").await;
+    // Every open room in use: refused.
+    let fourth = Peer::connect(&server.ws_url("fourth"), yrs::Doc::new()).await;
+    assert_eq!(fourth.wait_close().await, 4013);
+    // The evicted document lost nothing: it reloads once a room is idle.
+    new.close().await;
+    eventually("new's peer gone", || {
+        server.metric("tandem_peers_connected") == 2.0
+    })
+    .await;
+    let back = Peer::join(&server.ws_url("old")).await;
+    back.wait_text("old text").await;
+    assert_eq!(busy.state().close_code(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_writes_to_fresh_ids_at_the_cap_do_not_lock_out_joins() {
+    let server = TestServer::start(&["--max-open-rooms", "3", "--http-room-grace-ms", "600000"]);
+    for i in 0..20 {
+        let (status, _) = server.request("PUT", &format!("/api/docs/spam-{i}/text"), b"x");
+        assert_eq!(status, 204, "each write makes way for itself");
+    }
+    let peer = Peer::join(&server.ws_url("legit")).await;
+    peer.insert(0, "joined");
+    peer.wait_text("joined").await;
+    assert_eq!(server.get_text("/api/docs/spam-0/text").1, "x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_opened_only_by_http_unloads_after_the_short_grace() {
+    let server = TestServer::start(&["--room-unload-grace-ms", "600000"]);
+    let peer = Peer::join(&server.ws_url("joined")).await;
+    peer.close().await;
+    let (status, _) = server.request("PUT", "/api/docs/http-only/text", b"hello");
+    assert_eq!(status, 204);
+    // Only the HTTP room can unload (the joined one has the long grace).
+    eventually("the HTTP-only room unloads", || {
+        server.metric("tandem_rooms_open") == 1.0
+    })
+    .await;
+    assert_eq!(server.get_text("/api/docs/http-only/text").1, "hello");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

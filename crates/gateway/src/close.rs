@@ -41,7 +41,8 @@ pub enum CloseCode {
     Unauthorized,
     /// 4403: the token does not admit this document, or it was revoked.
     Forbidden,
-    /// 4429: the connection sent faster than its inbound rate limit.
+    /// 4429: the connection sent faster than its inbound rate limit, or its
+    /// token's `sub` is at its quota of connections or documents.
     RateLimited,
 }
 
@@ -103,7 +104,7 @@ impl CloseCode {
             CloseCode::DocTooLarge => "document too large: the update was not stored",
             CloseCode::Unauthorized => "unauthorized: no valid token",
             CloseCode::Forbidden => "forbidden: the token does not admit this document",
-            CloseCode::RateLimited => "too many messages: inbound rate limit exceeded",
+            CloseCode::RateLimited => "too many: inbound rate limit or per-sub quota exceeded",
         }
     }
 

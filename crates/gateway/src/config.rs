@@ -15,13 +15,21 @@ pub struct Limits {
     #[arg(long, env = "TANDEM_MAX_PEERS_PER_ROOM", default_value_t = 512)]
     pub max_peers_per_room: usize,
 
-    /// Most documents open at once; joining another gets close code 4013.
+    /// Most documents open at once. At the cap, opening another first
+    /// unloads the least recently used room with no peer and nothing in
+    /// flight; only when every open room is in use is the join refused with
+    /// 4013 (HTTP 503).
     #[arg(long, env = "TANDEM_MAX_OPEN_ROOMS", default_value_t = 10_000)]
     pub max_open_rooms: usize,
 
     /// How long an empty room stays loaded (ms) before it compacts and unloads.
     #[arg(long, env = "TANDEM_ROOM_UNLOAD_GRACE_MS", default_value_t = 10_000)]
     pub room_unload_grace_ms: u64,
+
+    /// How long a room no WebSocket peer has joined (opened by HTTP
+    /// requests only) stays loaded after its last request (ms).
+    #[arg(long, env = "TANDEM_HTTP_ROOM_GRACE_MS", default_value_t = 1_000)]
+    pub http_room_grace_ms: u64,
 
     /// Outbound queue per peer, in messages; a peer whose queue overflows is
     /// closed with 4008 (its client reconnects and resyncs).
@@ -97,6 +105,38 @@ pub struct Limits {
     #[arg(long, env = "TANDEM_AWARENESS_PER_SEC", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub awareness_per_sec: u32,
+
+    /// Inbound messages per second one connection may send on average
+    /// (WebSocket frames of any kind); past it and its burst, the
+    /// connection is closed with 4429. 0 turns the limit off.
+    #[arg(long, env = "TANDEM_PEER_MSGS_PER_SEC", default_value_t = 200)]
+    pub peer_msgs_per_sec: u64,
+
+    /// Inbound messages one connection may send at once above
+    /// `--peer-msgs-per-sec` (the token bucket's size).
+    #[arg(long, env = "TANDEM_PEER_MSGS_BURST", default_value_t = 1000)]
+    pub peer_msgs_burst: u64,
+
+    /// Inbound bytes per second one connection may send on average; past it
+    /// and its burst, the connection is closed with 4429. 0 turns it off.
+    #[arg(long, env = "TANDEM_PEER_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
+    pub peer_bytes_per_sec: u64,
+
+    /// Inbound bytes one connection may send at once above
+    /// `--peer-bytes-per-sec`; never less than `--max-message-bytes`.
+    #[arg(long, env = "TANDEM_PEER_BYTES_BURST", default_value_t = 64 * 1024 * 1024)]
+    pub peer_bytes_burst: u64,
+
+    /// Most WebSocket connections one token `sub` may hold at once (with
+    /// `--auth jwt`; anonymous connections are not counted); more are
+    /// refused with 4429. 0: no quota.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_SUB", default_value_t = 256)]
+    pub max_connections_per_sub: usize,
+
+    /// Most documents one token `sub` may be connected to at once (with
+    /// `--auth jwt`); a connection to one more is refused with 4429. 0: no quota.
+    #[arg(long, env = "TANDEM_MAX_ROOMS_PER_SUB", default_value_t = 64)]
+    pub max_rooms_per_sub: usize,
 }
 
 /// Largest `--max-nesting-depth` accepted (see `yrs_threads::STACK_BYTES`).
@@ -109,6 +149,7 @@ impl Default for Limits {
             max_peers_per_room: 512,
             max_open_rooms: 10_000,
             room_unload_grace_ms: 10_000,
+            http_room_grace_ms: 1_000,
             peer_queue: 1024,
             peer_queue_bytes: 64 * 1024 * 1024,
             ping_interval_ms: 10_000,
@@ -122,6 +163,12 @@ impl Default for Limits {
             max_queued_bytes: 1024 * 1024 * 1024,
             max_awareness_bytes: 16 * 1024,
             awareness_per_sec: 10,
+            peer_msgs_per_sec: 200,
+            peer_msgs_burst: 1000,
+            peer_bytes_per_sec: 8 * 1024 * 1024,
+            peer_bytes_burst: 64 * 1024 * 1024,
+            max_connections_per_sub: 256,
+            max_rooms_per_sub: 64,
         }
     }
 }
@@ -130,6 +177,10 @@ impl Limits {
     /// Grace period of an empty room.
     pub fn room_unload_grace(&self) -> Duration {
         Duration::from_millis(self.room_unload_grace_ms)
+    }
+    /// Grace period of a room opened by HTTP requests only.
+    pub fn http_room_grace(&self) -> Duration {
+        Duration::from_millis(self.http_room_grace_ms)
     }
     /// Heartbeat interval.
     pub fn ping_interval(&self) -> Duration {

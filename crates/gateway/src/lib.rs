@@ -11,6 +11,8 @@
 //! - `inspect`: reading an update before yrs applies it (nesting depth,
 //!   deleted ranges, bytes left over), recursion-free.
 //! - `yrs_threads`: the big-stack threads all yrs work runs on.
+//! - `rate`: the per-connection inbound rate limit (token buckets on
+//!   messages and bytes; 4429), sans I/O.
 //! - `web`: the browser editor's static files.
 //! - `protocol`: the wire format, sans I/O (frames in, typed messages out).
 //! - `metrics`: counters for `/metrics`.
@@ -45,7 +47,9 @@
 //! first join opens the room and loads the document from the store on a
 //! yrs thread while later joins queue behind it (single-flight). When
 //! the last peer has left and the grace period passed, the room compacts
-//! the document and unloads.
+//! the document and unloads (a room no peer joined, opened by HTTP only,
+//! after `--http-room-grace-ms`). At `--max-open-rooms` the registry first
+//! unloads the least recently used room with no peer and nothing in flight.
 //!
 //! # Durability contract
 //!
@@ -109,11 +113,11 @@
 //! | 4003 | unknown top-level message type |
 //! | 4008 | slow peer: outbound queue overflowed, by count (`--peer-queue`) or bytes (`--peer-queue-bytes`), or the server's queued bytes passed `--max-queued-bytes`; reconnect to resync |
 //! | 4009 | awareness that advances a client id owned by another live connection |
-//! | 4013 | capacity: room full or server at max open rooms (try later) |
+//! | 4013 | capacity: room full, or server at max open rooms with every open room in use (try later) |
 //! | 4413 | the update would grow the document past `--max-doc-bytes` or `--max-doc-items` (not stored) |
 //! | 4401 | no valid token (after an auth *permission denied* message) |
 //! | 4403 | the token does not admit this document, or was revoked (likewise) |
-//! | 4429 | reserved: per-connection inbound rate limit |
+//! | 4429 | the connection sent more than its inbound rate limit (`--peer-msgs-per-sec` / `--peer-bytes-per-sec` and their bursts), or its token's `sub` is at `--max-connections-per-sub` / `--max-rooms-per-sub` |
 //!
 //! Each bad input closes only the offending connection, with a warning log.
 //! A frame whose message framing fails to decode is rejected whole, so none
@@ -147,6 +151,7 @@ mod metrics;
 mod peer;
 mod presence;
 mod protocol;
+mod rate;
 mod room;
 mod server;
 mod upgrade;

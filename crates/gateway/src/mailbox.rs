@@ -121,6 +121,9 @@ pub(crate) enum Control {
     Edit(EditRequest),
     /// The server is stopping: close peers with 1001, compact, exit.
     Shutdown,
+    /// The registry unloaded this room to make space (it had no peer and
+    /// nothing in flight, and was the least recently used): compact, exit.
+    Evict,
     /// Tests only: make the room task panic (to test its containment).
     #[cfg(test)]
     Panic,

@@ -31,6 +31,7 @@ use crate::close::CloseCode;
 use crate::link::{PeerHealth, PeerId, PeerLink};
 use crate::metrics::Metrics;
 use crate::protocol;
+use crate::rate::InboundRate;
 use crate::room::{LivePeer, Rooms};
 use crate::upgrade::Socket;
 
@@ -41,7 +42,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static NEXT_PEER: AtomicU64 = AtomicU64::new(1);
 
-/// Joins `ws` to the room of `doc` and returns the future that serves the
+/// Joins `ws` to the room of `doc` (`counted`: against its `sub`'s
+/// quotas, see [`Rooms::join`]) and returns the future that serves the
 /// connection until it ends (the caller spawns or awaits it).
 ///
 /// The setup is synchronous on purpose: the returned future then holds only
@@ -52,6 +54,7 @@ pub(crate) fn serve(
     ws: Socket,
     doc: DocId,
     principal: Principal,
+    counted: bool,
     ends: Ends,
     rooms: &Rooms,
     metrics: Arc<Metrics>,
@@ -76,7 +79,7 @@ pub(crate) fn serve(
     let live = span.in_scope(|| {
         debug!("connected");
         rooms
-            .join(&doc, link)
+            .join(&doc, link, counted)
             .inspect_err(|code| {
                 warn!(code = code.code(), "join refused");
                 let _ = kill_tx.try_send(*code);
@@ -94,6 +97,7 @@ pub(crate) fn serve(
         ping_every,
         metrics,
         ends,
+        rate: InboundRate::new(limits, std::time::Instant::now()),
         _live: live,
     };
     io.run().instrument(span)
@@ -117,6 +121,8 @@ struct PeerIo {
     metrics: Arc<Metrics>,
     /// When the connection must end regardless of traffic (see [`Ends`]).
     ends: Ends,
+    /// The inbound rate limit (4429).
+    rate: InboundRate,
     /// Keeps this connection findable by `Rooms::close_peers` while it runs.
     _live: Option<LivePeer>,
 }
@@ -136,10 +142,11 @@ impl PeerIo {
             ping_every,
             metrics,
             ends,
+            rate,
             _live,
         } = self;
         let end_kill = kill_tx.clone();
-        let reader = read_loop(stream, inbound, kill_tx, &health, &metrics);
+        let reader = read_loop(stream, inbound, kill_tx, rate, &health, &metrics);
         let writer = write_loop(sink, outbound, kill, &health, ping_every, &metrics);
         tokio::pin!(reader, writer, ends);
         let mut ending = false;
@@ -167,13 +174,15 @@ impl PeerIo {
     }
 }
 
-/// Reads until the socket ends or sends something bad; on bad input asks the
-/// writer to close with the matching code. Dropping `inbound` tells the room
+/// Reads until the socket ends or sends something bad; on bad input (or
+/// faster than `rate` admits: 4429) asks the writer to close with the
+/// matching code. Dropping `inbound` tells the room
 /// this peer left (after every frame it sent).
 async fn read_loop(
     mut stream: SplitStream<Socket>,
     inbound: mpsc::Sender<Vec<protocol::Inbound>>,
     kill: mpsc::Sender<CloseCode>,
+    mut rate: InboundRate,
     health: &PeerHealth,
     metrics: &Metrics,
 ) {
@@ -193,6 +202,10 @@ async fn read_loop(
         health.saw_frame();
         if msg.is_close() {
             break CloseCode::Normal;
+        }
+        if !rate.admit(msg.len(), std::time::Instant::now()) {
+            warn!("inbound rate limit exceeded");
+            break CloseCode::RateLimited;
         }
         if msg.is_text() {
             warn!("text frame");

@@ -16,6 +16,7 @@
 //!   goes to a yrs thread in one job, then await durable → fan out → reply.
 //! - `doc_state`: the document and the one write path (inspect → authorize →
 //!   apply → caps → store), synchronous and sans I/O.
+//! - `live` (the registry's): the live connections and the per-`sub` quotas.
 //! - `outbox`: the frames a batch sends, in order, with a sender's
 //!   consecutive updates merged into one frame.
 //!
@@ -51,6 +52,7 @@ use crate::yrs_threads;
 
 mod batch;
 mod doc_state;
+mod live;
 mod outbox;
 mod registry;
 #[cfg(test)]
@@ -61,7 +63,7 @@ use doc_state::{Caps, DocState};
 use outbox::{Outbox, Target};
 pub(crate) use registry::LivePeer;
 pub use registry::Rooms;
-use registry::Shared;
+use registry::{RoomUsage, Shared};
 
 /// Most inbound frames handled as one batch (one durability wait).
 const MAX_BATCH: usize = 256;
@@ -108,6 +110,7 @@ pub(crate) async fn run(
     doc_id: DocId,
     key: u64,
     mut control: mpsc::UnboundedReceiver<Control>,
+    usage: Arc<RoomUsage>,
     shared: Arc<Shared>,
     _running: mpsc::Sender<()>,
 ) {
@@ -140,6 +143,8 @@ pub(crate) async fn run(
         empty_since: Some(Instant::now()),
         awareness_due: None,
         compacting: Arc::new(AtomicBool::new(false)),
+        usage,
+        had_peer: false,
         shared,
     };
     room.run(control).await;
@@ -188,6 +193,12 @@ struct Room {
     /// A background compaction is running (at most one per document; the
     /// flag is shared with the blocking task that clears it).
     compacting: Arc<AtomicBool>,
+    /// In use or idle, for the registry's least-recently-used eviction:
+    /// released once per handled control message and per departed peer.
+    usage: Arc<RoomUsage>,
+    /// A peer has joined since the room loaded; until then (a room opened
+    /// by HTTP requests only) it unloads after `--http-room-grace-ms`.
+    had_peer: bool,
     /// The store, limits and metrics, and the registry to unregister from.
     shared: Arc<Shared>,
 }
@@ -196,10 +207,10 @@ impl Room {
     /// The actor's loop: control messages first (joins, HTTP edits,
     /// shutdown), then a batch of peer traffic, then periodic maintenance.
     async fn run(&mut self, mut control: mpsc::UnboundedReceiver<Control>) {
-        let tick_every = self
-            .shared
-            .limits
+        let limits = &self.shared.limits;
+        let tick_every = limits
             .room_unload_grace()
+            .min(limits.http_room_grace())
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(20));
         let mut tick = tokio::time::interval(tick_every);
@@ -209,7 +220,14 @@ impl Room {
                 biased;
                 ctl = control.recv() => match ctl {
                     Some(Control::Edit(req)) => {
-                        self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await
+                        let flow = self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await;
+                        self.usage.release(&self.shared);
+                        flow
+                    }
+                    Some(Control::Evict) => {
+                        self.compact().await;
+                        info!("room unloaded to make space (least recently used)");
+                        return;
                     }
                     #[cfg(test)]
                     Some(Control::Panic) => panic!("test: the room task panics"),
@@ -262,10 +280,12 @@ impl Room {
         if self.peers.len() >= self.shared.limits.max_peers_per_room {
             warn!(peer = %link.id, "room full");
             let _ = link.kill.try_send(CloseCode::Capacity);
+            self.usage.release(&self.shared);
             return;
         }
         let Some(state) = &self.state else {
             let _ = link.kill.try_send(CloseCode::Internal);
+            self.usage.release(&self.shared);
             return;
         };
         // Two frames: the JS client reads only the first message of a frame.
@@ -298,6 +318,7 @@ impl Room {
             },
         );
         self.empty_since = None;
+        self.had_peer = true;
         self.shared
             .metrics
             .peers_connected
@@ -311,6 +332,7 @@ impl Room {
         let Some(slot) = self.peers.remove(&peer) else {
             return;
         };
+        self.usage.release(&self.shared);
         // What the rate limit held back still goes out (often the peer's own
         // goodbye: its states set to null just before it closed).
         if let Some(held) = slot.awareness_held.as_ref() {
@@ -383,12 +405,16 @@ impl Room {
     }
 
     /// No peer for the whole grace period (a reconnecting client keeps the
-    /// document loaded).
+    /// document loaded); a room no peer ever joined (opened by HTTP
+    /// requests) has the short `--http-room-grace-ms`.
     fn should_unload(&self) -> bool {
-        self.peers.is_empty()
-            && self
-                .empty_since
-                .is_some_and(|t| t.elapsed() >= self.shared.limits.room_unload_grace())
+        let limits = &self.shared.limits;
+        let grace = if self.had_peer {
+            limits.room_unload_grace()
+        } else {
+            limits.http_room_grace()
+        };
+        self.peers.is_empty() && self.empty_since.is_some_and(|t| t.elapsed() >= grace)
     }
 
     /// Closes every peer with `code` (store failure, shutdown).
@@ -414,7 +440,7 @@ impl Room {
                         .reply
                         .send(Err(EditError::Unavailable(CloseCode::GoingAway)));
                 }
-                Control::Shutdown => {}
+                Control::Shutdown | Control::Evict => {}
                 #[cfg(test)]
                 Control::Panic => {}
             }

@@ -131,11 +131,14 @@ pub fn routes(
                     // The room filters by the principal's mode; the session
                     // (with auth on) ends the connection with 4401 at `exp`
                     // or 4403 at a matching revocation.
+                    // Only a token's `sub` is counted against the per-`sub`
+                    // quotas; without auth every caller is `anonymous`.
+                    let counted = session.is_some();
                     let ends: peer::Ends = match session {
                         Some(session) => Box::pin(async move { session.ended().await }),
                         None => Box::pin(std::future::pending()),
                     };
-                    let connection = peer::serve(socket, doc, principal, ends, &rooms, metrics);
+                    let connection = peer::serve(socket, doc, principal, counted, ends, &rooms, metrics);
                     async move {
                         let _held = held;
                         connection.await

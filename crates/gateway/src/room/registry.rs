@@ -1,6 +1,8 @@
 //! The room registry: finds the room of a document or opens it
-//! (single-flight), enforces the open-room limit, and stops every room at
-//! shutdown.
+//! (single-flight), enforces the open-room limit and the per-`sub` quotas
+//! (connections and documents per token subject, `--max-connections-per-sub`
+//! and `--max-rooms-per-sub`: a join past either is refused with 4429), and
+//! stops every room at shutdown.
 //!
 //! A join is sent to the room's control channel while the registry lock is
 //! held, and a room unregisters itself (to unload) only under that lock and
@@ -8,18 +10,21 @@
 //! or finds no room and opens a fresh one: it is never lost in between.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tandem_store::{DocId, Store, StoreHealth};
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
+use tracing::{Instrument, info};
 
 use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::config::Limits;
 use crate::link::{PeerId, PeerLink};
 use crate::mailbox::{Control, Edit, EditError, EditRequest};
+
+use super::live::{Live, LiveTable};
 use crate::metrics::Metrics;
 
 /// Handle to the registry of open rooms. Cheap to clone.
@@ -42,10 +47,41 @@ pub(crate) struct Shared {
     /// The open rooms; joins are sent and rooms unregister under this lock,
     /// so a join is never lost to a room that is unloading.
     registry: Mutex<Registry>,
-    /// Every joined connection, for [`Rooms::close_peers`].
-    live: Mutex<HashMap<PeerId, Live>>,
+    /// Every joined connection, for [`Rooms::close_peers`], and what each
+    /// `sub` holds (the per-`sub` quotas).
+    live: Mutex<LiveTable>,
     /// Resolves (returns `None`) once every room task has ended.
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// Time origin of [`RoomUsage::idle_at`].
+    epoch: Instant,
+}
+
+/// Whether a room is in use, shared by the registry and the room task; what
+/// least-recently-used eviction reads.
+#[derive(Debug, Default)]
+pub(crate) struct RoomUsage {
+    /// Control messages sent to the room and not yet handled, plus its
+    /// peers. Raised by the registry under its lock when it sends; lowered
+    /// by the room once a message is handled (a join: once the peer has
+    /// left). 0: nothing in flight and no peer, so unloading loses nothing.
+    busy: AtomicUsize,
+    /// When `busy` last fell to 0, in ms since `Shared::epoch`.
+    idle_at: AtomicU64,
+}
+
+impl RoomUsage {
+    /// One message sent to the room (or one peer joined through it).
+    fn hold(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The room handled one message (or one peer left).
+    pub(crate) fn release(&self, shared: &Shared) {
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let now = shared.epoch.elapsed().as_millis() as u64;
+            self.idle_at.store(now, Ordering::Release);
+        }
+    }
 }
 
 /// The open rooms and what opening another needs.
@@ -70,6 +106,8 @@ struct RoomEntry {
     /// sending under the registry lock never waits; it carries only joins and
     /// HTTP edits (peer traffic has its own bounded channels).
     control: mpsc::UnboundedSender<Control>,
+    /// In use, or idle since when.
+    usage: Arc<RoomUsage>,
 }
 
 impl Rooms {
@@ -88,8 +126,9 @@ impl Rooms {
                     shutting_down: false,
                     running: Some(running),
                 }),
-                live: Mutex::new(HashMap::new()),
+                live: Mutex::new(LiveTable::default()),
                 all_stopped: tokio::sync::Mutex::new(all_stopped),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -110,10 +149,18 @@ impl Rooms {
     }
 
     /// Hands `link` to the document's room, opening (and loading) it first if
-    /// needed. Fails with 1001 during shutdown and 4013 at `max_open_rooms`.
+    /// needed. Fails with 1001 during shutdown, 4013 at `max_open_rooms`,
+    /// and, when `counted` (an authenticated connection: its `sub` comes
+    /// from a token), 4429 past the per-`sub` quotas.
     /// The returned guard keeps the connection findable by
-    /// [`Rooms::close_peers`] until it is dropped (when the connection ends).
-    pub(crate) fn join(&self, doc: &DocId, link: PeerLink) -> Result<LivePeer, CloseCode> {
+    /// [`Rooms::close_peers`] (and counted) until it is dropped (when the
+    /// connection ends).
+    pub(crate) fn join(
+        &self,
+        doc: &DocId,
+        link: PeerLink,
+        counted: bool,
+    ) -> Result<LivePeer, CloseCode> {
         // A joiner's first edit could not be acknowledged while the store's
         // syncs fail: refuse it with 1013 (try later) instead of letting it
         // join and loop on 1011. One mutex read, no I/O.
@@ -124,14 +171,20 @@ impl Rooms {
             doc: doc.clone(),
             principal: link.principal.clone(),
             kill: link.kill.clone(),
+            counted,
         };
         let id = link.id;
-        self.send(doc, Control::Join(link))?;
-        self.shared.live_peers().insert(id, entry);
-        Ok(LivePeer {
+        // Counted before the join is sent, so concurrent joins of one `sub`
+        // cannot all pass the quota; released if the join fails.
+        self.shared
+            .live_peers()
+            .insert(id, entry, &self.shared.limits)?;
+        let live = LivePeer {
             shared: self.shared.clone(),
             id,
-        })
+        };
+        self.send(doc, Control::Join(link))?;
+        Ok(live)
     }
 
     /// Closes every live connection for which `close(doc, principal)` holds
@@ -142,7 +195,8 @@ impl Rooms {
         code: CloseCode,
     ) -> usize {
         let live = self.shared.live_peers();
-        live.values()
+        live.peers
+            .values()
             .filter(|p| close(&p.doc, &p.principal))
             .filter(|p| p.kill.try_send(code).is_ok())
             .count()
@@ -179,6 +233,7 @@ impl Rooms {
         }
         let mut message = message;
         if let Some(entry) = reg.rooms.get(doc) {
+            entry.usage.hold();
             match entry.control.send(message) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::SendError(back)) => {
@@ -188,19 +243,29 @@ impl Rooms {
                 }
             }
         }
-        if reg.rooms.len() >= self.shared.limits.max_open_rooms {
+        if reg.rooms.len() >= self.shared.limits.max_open_rooms && !self.evict_lru(&mut reg) {
             return Err(CloseCode::Capacity);
         }
         let Some(running) = reg.running.clone() else {
             return Err(CloseCode::GoingAway);
         };
         let (control, control_rx) = mpsc::unbounded_channel();
+        let usage = Arc::new(RoomUsage::default());
+        usage.hold();
         if control.send(message).is_err() {
             return Err(CloseCode::Internal);
         }
         let key = reg.next_key;
         reg.next_key += 1;
-        reg.rooms.insert(doc.clone(), RoomEntry { key, control });
+        let room_usage = usage.clone();
+        reg.rooms.insert(
+            doc.clone(),
+            RoomEntry {
+                key,
+                control,
+                usage,
+            },
+        );
         self.shared
             .metrics
             .rooms_open
@@ -215,12 +280,35 @@ impl Rooms {
         };
         tokio::spawn(
             async move {
-                super::run(doc, key, control_rx, shared, running).await;
+                super::run(doc, key, control_rx, room_usage, shared, running).await;
                 drop(registered);
             }
             .instrument(span),
         );
         Ok(())
+    }
+
+    /// Unloads the least recently used room that is not in use (no peer,
+    /// nothing in flight: see [`RoomUsage`]) to make space for another;
+    /// false when every open room is in use. Called under the registry lock
+    /// (`reg`), so no message can reach the room once it is unregistered;
+    /// it compacts and ends on its own. A scan of the open rooms, only at
+    /// the cap.
+    fn evict_lru(&self, reg: &mut Registry) -> bool {
+        let lru = reg
+            .rooms
+            .iter()
+            .filter(|(_, e)| e.usage.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, e)| e.usage.idle_at.load(Ordering::Acquire))
+            .map(|(doc, _)| doc.clone());
+        let Some(doc) = lru else {
+            return false;
+        };
+        if let Some(entry) = reg.rooms.remove(&doc) {
+            info!(doc = %doc.as_str(), "at --max-open-rooms: unloading the least recently used idle room");
+            let _ = entry.control.send(Control::Evict);
+        }
+        true
     }
 
     /// Tests only: makes the document's room task panic.
@@ -245,16 +333,6 @@ impl Rooms {
     }
 }
 
-/// A joined connection as [`Rooms::close_peers`] sees it.
-struct Live {
-    /// The document it joined.
-    doc: DocId,
-    /// Who it acts as.
-    principal: Principal,
-    /// Closes it with a code.
-    kill: mpsc::Sender<CloseCode>,
-}
-
 /// Keeps a connection in the registry's live list; dropped when the
 /// connection's task ends.
 pub(crate) struct LivePeer {
@@ -266,7 +344,7 @@ pub(crate) struct LivePeer {
 
 impl Drop for LivePeer {
     fn drop(&mut self) {
-        self.shared.live_peers().remove(&self.id);
+        self.shared.live_peers().remove(self.id);
     }
 }
 
@@ -299,7 +377,7 @@ impl Drop for Registered {
 impl Shared {
     /// The live connections (a panic cannot leave the map inconsistent:
     /// every critical section is one insert, remove or scan).
-    fn live_peers(&self) -> MutexGuard<'_, HashMap<PeerId, Live>> {
+    fn live_peers(&self) -> MutexGuard<'_, LiveTable> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -350,7 +428,7 @@ impl Shared {
                 Control::Edit(req) => {
                     let _ = req.reply.send(Err(EditError::Unavailable(code)));
                 }
-                Control::Shutdown => {}
+                Control::Shutdown | Control::Evict => {}
                 #[cfg(test)]
                 Control::Panic => {}
             }

@@ -75,7 +75,10 @@ impl Fixture {
             },
             inbound: inbound_rx,
         };
-        let live = self.rooms.join(&DocId::new(doc).unwrap(), link).unwrap();
+        let live = self
+            .rooms
+            .join(&DocId::new(doc).unwrap(), link, true)
+            .unwrap();
         let mut peer = FakePeer {
             _live: live,
             inbound: inbound_tx,
