@@ -67,9 +67,10 @@ pub(crate) fn routes(
     let healthz = warp::path!("healthz")
         .and(warp::get().or(warp::head()).unify())
         .map(move || health(&s));
+    let s = store.clone();
     let metrics = warp::path!("metrics").and(warp::get()).map(move || {
         Box::new(with_header(
-            metrics.render(),
+            metrics.render(s.commit_stats()),
             "content-type",
             "text/plain; version=0.0.4",
         )) as Response

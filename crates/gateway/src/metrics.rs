@@ -32,8 +32,8 @@ impl Metrics {
         self.closes[code.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// Prometheus text exposition, with the store's group-commit counters.
+    pub fn render(&self, store: tandem_store::CommitStats) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -86,6 +86,18 @@ impl Metrics {
             "tandem_bytes_out_total",
             "WebSocket payload bytes queued to peers.",
             load(&self.bytes_out),
+        );
+        counter(
+            &mut out,
+            "tandem_store_writes_total",
+            "Store writes registered for durability (one per batch of updates).",
+            store.writes,
+        );
+        counter(
+            &mut out,
+            "tandem_store_syncs_total",
+            "Disk syncs run by the store's group commit.",
+            store.syncs,
         );
         let _ = writeln!(
             out,
