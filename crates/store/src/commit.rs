@@ -1,11 +1,17 @@
-//! Group commit: one flusher thread makes appends durable in batches, and
+//! Group commit: one flusher thread makes writes durable in batches, and
 //! brings the store back by itself after a write fault.
 //!
-//! Every write that must become durable registers after its sled insert and
-//! gets a *position* (a global counter). The flusher thread takes the highest
-//! registered position, runs one [`DiskSync::sync`], and publishes that
-//! position as durable. Writes that arrive while a sync runs are covered by
-//! the next one, so under load one sync serves many appends. Waiters use a
+//! Every write that must become durable gets a *position* (a global
+//! counter). With [`Durability::Flush`] a write is queued with its log
+//! record ([`crate::wal`]); the flusher thread takes everything queued,
+//! writes the records to the write-ahead log in one `write`, `fdatasync`s
+//! it, applies the writes to sled in order, and publishes the highest
+//! position as durable. Writes that arrive meanwhile are covered by the
+//! next round, so under load one sync serves many writes. Every few
+//! seconds (and past [`crate::wal::CHECKPOINT_BYTES`]) the flusher runs a
+//! full [`DiskSync::sync`] of sled and empties the log. With
+//! [`Durability::Relaxed`] a write goes to sled at once and the full sync
+//! runs on a timer, as before the log existed. Waiters use a
 //! `tokio::sync::watch` (async) or a `Condvar` (blocking); neither needs a
 //! runtime, so the store works from sync and async callers alike.
 //!
@@ -24,15 +30,17 @@
 //! were never acknowledged, and the reopen reads the truth from disk. Once a
 //! sync succeeds the store is writable again, with no restart.
 
+use std::any::Any;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::manifest::Checkpoints;
+use crate::manifest::{CHECKPOINT_EVERY, Checkpoints};
+use crate::wal::{self, Ops, Wal};
 use crate::{Durability, StoreError, SyncFaults};
 
 /// First wait before retrying after a failed sync.
@@ -139,6 +147,9 @@ impl DiskSync {
         drop(db.take());
         match crate::open::open_sled(&self.sled_config, &self.dir) {
             Ok(fresh) => {
+                // sled recovered what it had persisted; the log holds the
+                // rest of what was acknowledged.
+                wal::replay(&self.dir, &fresh)?;
                 *db = Some(fresh);
                 self.generation
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -173,9 +184,24 @@ struct Progress {
     reason: Option<Arc<str>>,
 }
 
+/// A write waiting in the queue for the flusher (write-ahead mode).
+struct Queued {
+    /// The write, applied to sled once its log record is durable.
+    ops: Ops,
+    /// It creates a document (counted for the manifest once applied).
+    creates: bool,
+    /// Kept alive until the write is applied (the store's per-document
+    /// slot, whose counters must not be dropped before sled has them).
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
 struct State {
     /// Highest position handed out.
     registered: u64,
+    /// Log records of the queued writes, in position order.
+    queued_records: Vec<u8>,
+    /// The queued writes, in position order.
+    queued: Vec<Queued>,
     /// Syncs run by the flusher (for `CommitStats`).
     syncs: u64,
     progress: Progress,
@@ -187,6 +213,9 @@ struct State {
 struct Shared {
     sync: DiskSync,
     mode: Durability,
+    /// The write-ahead log (`Some` with [`Durability::Flush`]); used by the
+    /// flusher thread only.
+    wal: Mutex<Option<Wal>>,
     /// Periodic checkpoints of the manifest, run after successful syncs.
     checkpoints: Arc<Checkpoints>,
     state: Mutex<State>,
@@ -218,12 +247,19 @@ impl GroupCommit {
         checkpoints: Arc<Checkpoints>,
     ) -> Result<Self, StoreError> {
         let (progress_tx, _) = watch::channel(Progress::default());
+        let wal = match mode {
+            Durability::Flush => Some(Wal::open(&sync.dir)?),
+            Durability::Relaxed { .. } => None,
+        };
         let shared = Arc::new(Shared {
             sync,
             mode,
+            wal: Mutex::new(wal),
             checkpoints,
             state: Mutex::new(State {
                 registered: 0,
+                queued_records: Vec::new(),
+                queued: Vec::new(),
                 syncs: 0,
                 progress: Progress::default(),
                 failing_since: None,
@@ -256,8 +292,55 @@ impl GroupCommit {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Registers a write whose sled insert has completed.
-    pub(crate) fn register(&self) -> Ticket {
+    /// Stores one atomic write: with [`Durability::Flush`] queued for the
+    /// flusher (applied to sled once its log record is durable), else
+    /// applied to sled now. `keep` stays alive until the write is applied;
+    /// `creates` counts a new document (for the manifest) once it is.
+    /// Refused at once while the store is failing.
+    pub(crate) fn write(
+        &self,
+        ops: &Ops,
+        creates: bool,
+        keep: Arc<dyn Any + Send + Sync>,
+    ) -> Result<Ticket, StoreError> {
+        if self.shared.mode != Durability::Flush {
+            self.db()?.apply_batch(ops.to_batch())?;
+            if creates {
+                self.shared.checkpoints.document_created();
+            }
+            return Ok(self.register());
+        }
+        let mut state = lock(&self.shared.state);
+        if let (Some(_), Some(reason)) = (&state.failing_since, &state.progress.reason) {
+            return Err(StoreError::FlushFailed(reason.to_string()));
+        }
+        ops.encode_record(&mut state.queued_records);
+        state.queued.push(Queued {
+            ops: ops.clone(),
+            creates,
+            _keep: keep,
+        });
+        state.registered += 1;
+        let position = state.registered;
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(Ticket {
+            shared: Arc::clone(&self.shared),
+            position,
+        })
+    }
+
+    /// A ticket for everything registered so far (waiting on it waits for
+    /// the writes before it: with a write-ahead log, until they are in sled).
+    pub(crate) fn upto(&self, position: u64) -> Ticket {
+        Ticket {
+            shared: Arc::clone(&self.shared),
+            position,
+        }
+    }
+
+    /// Registers a write whose sled insert has completed (relaxed mode).
+    fn register(&self) -> Ticket {
         let mut state = lock(&self.shared.state);
         state.registered += 1;
         let position = state.registered;
@@ -302,10 +385,13 @@ impl GroupCommit {
         }
     }
 
-    /// Syncs on the calling thread, regardless of mode. A failure makes
-    /// the store failing (the flusher then retries).
+    /// Syncs on the calling thread, regardless of mode (after the queued
+    /// writes are in sled). A failure makes the store failing (the flusher
+    /// then retries). Never called by the flusher.
     pub(crate) fn sync_now(&self) -> Result<(), StoreError> {
         self.check_healthy()?;
+        let registered = lock(&self.shared.state).registered;
+        self.upto(registered).wait()?;
         let result = self.shared.sync.sync();
         if let Err(e) = &result {
             self.shared.fail(e);
@@ -330,6 +416,63 @@ impl Shared {
         self.work.notify_one();
         self.progressed.notify_all();
         self.progress_tx.send_replace(progress);
+    }
+
+    /// Writes the queued log records, syncs the log, then applies the
+    /// writes to sled in order (write-ahead mode; flusher thread only).
+    ///
+    /// When the log cannot be written or synced, the writes go back to the
+    /// front of the queue: their tickets fail (nobody was told they are
+    /// durable), and they are written again once the store recovers, so
+    /// the store's counters, which already count them, stay true. Once the
+    /// log holds them, a failure to apply them to sled is repaired by the
+    /// recovery's reopen, which replays the log.
+    fn commit_logged(&self, records: Vec<u8>, queued: Vec<Queued>) -> Result<(), StoreError> {
+        let mut wal = lock(&self.wal);
+        let Some(wal) = wal.as_mut() else {
+            return Err(StoreError::FlushFailed("no write-ahead log".into()));
+        };
+        let logged = match &self.sync.faults {
+            Some(faults) => faults.check().map_err(StoreError::from),
+            None => Ok(()),
+        }
+        .and_then(|()| wal.write(&records))
+        .and_then(|()| wal.sync());
+        if let Err(e) = logged {
+            let mut state = lock(&self.state);
+            let mut all = records;
+            all.append(&mut state.queued_records);
+            state.queued_records = all;
+            let mut writes = queued;
+            writes.append(&mut state.queued);
+            state.queued = writes;
+            return Err(e);
+        }
+        let db = self.sync.db()?;
+        for write in queued {
+            write.ops.apply_each(&db)?;
+            if write.creates {
+                self.checkpoints.document_created();
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes sled and empties the log once it is due (every record in the
+    /// log is applied by now: flusher thread only).
+    fn checkpoint_log(&self, last_full: &mut Instant) -> Result<(), StoreError> {
+        let mut wal = lock(&self.wal);
+        let Some(wal) = wal.as_mut() else {
+            return Ok(());
+        };
+        let due = wal.len() >= wal::CHECKPOINT_BYTES
+            || (wal.len() > 0 && last_full.elapsed() >= CHECKPOINT_EVERY);
+        if due {
+            self.sync.sync()?;
+            wal.truncate()?;
+            *last_full = Instant::now();
+        }
+        Ok(())
     }
 
     /// Records a successful sync covering positions up to `target`.
@@ -369,6 +512,11 @@ impl Ticket {
         } else {
             None
         }
+    }
+
+    /// The write's commit position.
+    pub(crate) fn position(&self) -> u64 {
+        self.position
     }
 
     /// Waits, blocking the thread, until the write is durable per the mode.
@@ -434,9 +582,16 @@ fn recover(shared: &Shared) -> bool {
                 return false;
             }
         }
-        let target = lock(&shared.state).registered;
+        // Cut log records written after the last good sync (never
+        // acknowledged) first; then sled, reopened if it remembers an error.
+        let reset = || match lock(&shared.wal).as_mut() {
+            Some(wal) => wal.reset(),
+            None => Ok(()),
+        };
         let reopen_and_sync = || shared.sync.reopen().and_then(|()| shared.sync.sync());
-        let attempt = if shared.sync.is_closed() {
+        let attempt = if let Err(e) = reset() {
+            Err(e)
+        } else if shared.sync.is_closed() {
             // An earlier reopen failed half-way (sled closed, not reopened).
             reopen_and_sync()
         } else {
@@ -449,7 +604,10 @@ fn recover(shared: &Shared) -> bool {
         };
         match attempt {
             Ok(()) => {
-                shared.succeed(target);
+                // What the failed rounds left queued is written by the next
+                // round, which then publishes it durable.
+                let durable = lock(&shared.state).progress.durable;
+                shared.succeed(durable);
                 return true;
             }
             Err(e) => {
@@ -474,14 +632,26 @@ fn flusher_loop(shared: &Shared) {
             Some(Duration::from_millis(flush_every_ms.max(1)))
         }
     };
+    let mut last_full = Instant::now();
     loop {
         let mut state = lock(&shared.state);
         loop {
             if state.failing_since.is_some() {
                 break;
             }
-            let pending = state.registered > state.progress.durable.max(state.progress.failed_upto);
+            // Writes put back by a failed round count although their
+            // positions are marked failed.
+            let pending = state.registered > state.progress.durable.max(state.progress.failed_upto)
+                || !state.queued.is_empty();
             if state.shutdown && !pending {
+                drop(state);
+                // Clean shutdown: sled holds everything, the log nothing.
+                if let Some(wal) = lock(&shared.wal).as_mut()
+                    && wal.len() > 0
+                    && shared.sync.sync().is_ok()
+                {
+                    let _ = wal.truncate();
+                }
                 return;
             }
             if pending && (interval.is_none() || state.shutdown) {
@@ -512,11 +682,21 @@ fn flusher_loop(shared: &Shared) {
             continue;
         }
         let target = state.registered;
+        let records = std::mem::take(&mut state.queued_records);
+        let queued = std::mem::take(&mut state.queued);
         drop(state);
 
-        match shared.sync.sync() {
+        let committed = match shared.mode {
+            Durability::Flush => shared.commit_logged(records, queued),
+            Durability::Relaxed { .. } => shared.sync.sync(),
+        };
+        match committed {
             Ok(()) => {
                 shared.succeed(target);
+                if let Err(e) = shared.checkpoint_log(&mut last_full) {
+                    shared.fail(&e);
+                    continue;
+                }
                 if let Ok(db) = shared.sync.db()
                     && let Err(e) = shared.checkpoints.maybe(&db, target, || shared.sync.sync())
                 {

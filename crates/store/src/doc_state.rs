@@ -133,6 +133,10 @@ pub(crate) struct DocSlot {
     /// compaction/delete batch holds it exclusively, so a reader never sees
     /// the new snapshot's log removal with the old snapshot.
     pub(crate) layout: RwLock<()>,
+    /// Commit position of this document's latest write: a reader waits
+    /// until it is applied (with a write-ahead log a write reaches sled
+    /// only once durable), so it reads its own writes.
+    pub(crate) pending: std::sync::atomic::AtomicU64,
 }
 
 /// Rebuilds a document's counters from its keys and record headers (for

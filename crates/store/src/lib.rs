@@ -24,6 +24,8 @@
 //!   outside sled's file, checked at open; checkpoints.
 //! - `faults`: [`SyncFaults`], the fault-injecting seam at the disk-sync
 //!   boundary (tests).
+//! - [`wal`]: the write-ahead log (record format, replay at open): how a
+//!   write is durable without a sled flush per commit.
 //! - `commit`: group commit, the flusher thread behind `Appended`, and the
 //!   automatic recovery from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
@@ -42,15 +44,19 @@
 //!
 //! With [`Durability::Flush`] (the default): when an [`Appended`] ticket
 //! resolves Ok, and when `import`, `compact`, `delete` or `flush` return Ok,
-//! the write has been flushed by `sled::Db::flush` (on Linux: `pwrite` +
-//! `sync_file_range` of the written range) **and** sled's data file has then
-//! been `fdatasync`ed, which also persists the file's size and makes the
-//! kernel issue a cache-flush to the drive. Such a write survives a process
-//! crash, a kernel crash and a power loss, provided the drive honours
-//! cache-flush requests (a drive or virtual disk that acknowledges them
-//! without persisting can still lose the most recent writes). Appends that
-//! are in flight together share one flush and one `fdatasync` (group
-//! commit). If a flush fails (a full disk, an I/O error), every write not
+//! the write's record is in the write-ahead log (`<data dir>/tandem-wal`,
+//! see [`wal`]) and the log has been `fdatasync`ed, which also persists the
+//! file's size and makes the kernel issue a cache-flush to the drive; only
+//! then is the write applied to sled (so it is readable once durable, and a
+//! reader of a document waits for that document's writes in flight). Every
+//! few seconds sled is flushed (`sled::Db::flush`: `pwrite` +
+//! `sync_file_range`) and its data file `fdatasync`ed, and the log is
+//! emptied; every open replays the log first. Such a write survives a
+//! process crash, a kernel crash and a power loss, provided the drive
+//! honours cache-flush requests (a drive or virtual disk that acknowledges
+//! them without persisting can still lose the most recent writes). Writes
+//! that are in flight together share one log write and one `fdatasync`
+//! (group commit). If a flush fails (a full disk, an I/O error), every write not
 //! yet durable fails with [`StoreError::FlushFailed`] (none of them was
 //! acknowledged), new writes are refused at once, reads keep working, and
 //! [`Store::health`] reports [`StoreHealth::Failing`]; the store retries with
@@ -151,6 +157,7 @@ pub mod listing;
 pub mod manifest;
 pub mod open;
 pub mod records;
+pub mod wal;
 
 mod commit;
 mod doc_state;

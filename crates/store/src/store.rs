@@ -14,6 +14,7 @@ use crate::open::{contain, open_sled};
 use crate::records::{self, SnapshotHeader};
 use crate::replay::{self, StoredUpdate};
 use crate::upgrade::check_format;
+use crate::wal::{self, Ops};
 use crate::{DocId, StoreConfig, StoreError};
 
 /// Position of an update in a document's log (starts at 1, never reused).
@@ -165,6 +166,16 @@ impl Store {
             // Our flusher does every flush (and adds fdatasync).
             .flush_every_ms(None);
         let db = open_sled(&sled_config, &path)?;
+        // Before anything reads sled: the log holds acknowledged writes
+        // sled may not have persisted.
+        let replayed = match contain("replaying the write-ahead log", || wal::replay(&path, &db)) {
+            Ok(_) => true,
+            Err(e) if access == Access::Recovery => {
+                tracing::error!(error = %e, "the write-ahead log could not be replayed; reading sled as it is");
+                false
+            }
+            Err(e) => return Err(e),
+        };
         let held = contain("reading the data directory", || holdings(&db))?;
         let documents = match access {
             Access::Checked => {
@@ -177,6 +188,10 @@ impl Store {
         };
         let sync = DiskSync::new(db.clone(), sled_config, &path, config.sync_faults.clone())?;
         sync.sync()?;
+        // sled holds the replayed records now.
+        if replayed {
+            wal::empty(&path)?;
+        }
         let commit_base = held.commit.max(manifest.map_or(0, |m| m.commit));
         let checkpoints = Arc::new(Checkpoints::new(
             &path,
@@ -334,13 +349,51 @@ impl Store {
             return Ok((None, Vec::new()));
         }
         let slot = self.slot(doc);
+        // Read the records of the writes known to be in sled: those before
+        // the document's latest write (waited for); later ones may be
+        // going into sled one key at a time (see `wal::Ops::apply_each`).
+        let upto = match self.inner.access {
+            Access::Checked => {
+                let (upto, pending) = self.with_state(&slot, doc, |s| {
+                    let pending = slot.pending.load(std::sync::atomic::Ordering::SeqCst);
+                    (s.next_seq - 1, pending)
+                })?;
+                self.settle_upto(pending);
+                upto
+            }
+            Access::Recovery => Seq::MAX,
+        };
         let _reading = slot.layout.read().unwrap_or_else(|e| e.into_inner());
         contain("reading a document", || {
             let snapshot = replay::read_snapshot(&self.db()?, doc)?;
             let after = snapshot.as_ref().map_or(0, |s| s.header.merged_upto);
-            let log = replay::read_log(&self.db()?, doc, after, Seq::MAX)?;
+            let log = replay::read_log(&self.db()?, doc, after, upto)?;
             Ok((snapshot, log))
         })
+    }
+
+    /// Stores one write of `slot`'s document through the group commit and
+    /// notes its position (see [`Store::settle`]).
+    fn write(&self, slot: &Arc<DocSlot>, ops: &Ops, creates: bool) -> Result<Ticket, StoreError> {
+        let keep: Arc<DocSlot> = Arc::clone(slot);
+        let ticket = self.inner.commit.write(ops, creates, keep)?;
+        slot.pending
+            .fetch_max(ticket.position(), std::sync::atomic::Ordering::SeqCst);
+        Ok(ticket)
+    }
+
+    /// Waits until the document's writes so far are in sled (they get
+    /// there once durable). A failed write is not waited for: what sled
+    /// holds is then what is read.
+    fn settle(&self, slot: &DocSlot) {
+        self.settle_upto(slot.pending.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    /// Waits until the writes up to commit position `pending` are in sled.
+    fn settle_upto(&self, pending: u64) {
+        if pending > 0 {
+            let _ = self.inner.commit.upto(pending).wait();
+        }
     }
 
     /// Appends one v1 update to the document's log. The record is written
@@ -364,42 +417,40 @@ impl Store {
         self.check_writable()?;
         let slot = self.slot(doc);
         let count = updates.len() as u64;
-        let seq = self.with_state(&slot, doc, |state| -> Result<Seq, StoreError> {
-            let first = state.next_seq;
-            if count == 0 {
-                return Ok(first - 1);
-            }
-            let now = now_ms();
-            let values = match updates {
-                [single] => records::encode_log(now, single),
-                _ => records::encode_log_batch(now, updates),
-            };
-            let stored: u64 = values.iter().map(|v| v.len() as u64).sum();
-            let created = !state.exists();
-            let mut next = *state;
-            next.next_seq += count;
-            next.log_len += count;
-            next.log_bytes += stored;
-            next.last_modified_ms = next.last_modified_ms.max(now);
-            // Records and counters in one atomic write.
-            let mut batch = sled::Batch::default();
-            for (part, value) in values.into_iter().enumerate() {
-                batch.insert(records::log_key(doc, first, part as u32), value);
-            }
-            batch.insert(records::doc_meta_key(doc), next.encode());
-            self.db()?.apply_batch(batch)?;
-            *state = next;
-            if created {
-                self.inner.checkpoints.document_created();
-            }
-            Ok(next.next_seq - 1)
-        })??;
-        if count == 0 {
-            return Ok(Appended::already_durable(seq));
-        }
+        let seq = self.with_state(
+            &slot,
+            doc,
+            |state| -> Result<(Seq, Option<Ticket>), StoreError> {
+                let first = state.next_seq;
+                if count == 0 {
+                    return Ok((first - 1, None));
+                }
+                let now = now_ms();
+                let values = match updates {
+                    [single] => records::encode_log(now, single),
+                    _ => records::encode_log_batch(now, updates),
+                };
+                let stored: u64 = values.iter().map(|v| v.len() as u64).sum();
+                let created = !state.exists();
+                let mut next = *state;
+                next.next_seq += count;
+                next.log_len += count;
+                next.log_bytes += stored;
+                next.last_modified_ms = next.last_modified_ms.max(now);
+                // Records and counters in one atomic write.
+                let mut ops = Ops::default();
+                for (part, value) in values.into_iter().enumerate() {
+                    ops.insert(records::log_key(doc, first, part as u32), value);
+                }
+                ops.insert(records::doc_meta_key(doc), next.encode());
+                let ticket = self.write(&slot, &ops, created)?;
+                *state = next;
+                Ok((next.next_seq - 1, Some(ticket)))
+            },
+        )??;
         Ok(Appended {
-            seq,
-            ticket: Some(self.inner.commit.register()),
+            seq: seq.0,
+            ticket: seq.1,
         })
     }
 
@@ -435,6 +486,8 @@ impl Store {
         let slot = self.slot(doc);
         let _maintenance = lock(&slot.maintenance);
         let upto = self.with_state(&slot, doc, |s| s.next_seq - 1)?;
+        // Every record up to `upto` must be in sled before it is read.
+        self.settle(&slot);
         let (snapshot, log) = {
             let _reading = slot.layout.read().unwrap_or_else(|e| e.into_inner());
             contain("reading a document", || {
@@ -468,10 +521,10 @@ impl Store {
         };
         let values = records::encode_snapshot(header, &state);
         let snapshot_bytes: u64 = values.iter().map(|v| v.len() as u64).sum();
-        let mut batch = sled::Batch::default();
+        let mut batch = Ops::default();
         if let Some(old) = &snapshot {
             for key in old.keys.iter().skip(values.len()) {
-                batch.remove(key.clone());
+                batch.remove(key.to_vec());
             }
         }
         for (part, value) in values.into_iter().enumerate() {
@@ -480,12 +533,14 @@ impl Store {
         let merged_bytes: u64 = log.iter().map(|r| r.stored_bytes).sum();
         for record in &log {
             for key in &record.keys {
-                batch.remove(key.clone());
+                batch.remove(key.to_vec());
             }
         }
         // Counters under the state lock (appends may have run meanwhile),
-        // written in the same atomic batch as the snapshot.
-        self.with_state(&slot, doc, |s| -> Result<(), StoreError> {
+        // written in the same atomic batch as the snapshot; readers wait
+        // until the batch is in sled.
+        let _writing = slot.layout.write().unwrap_or_else(|e| e.into_inner());
+        let ticket = self.with_state(&slot, doc, |s| -> Result<Ticket, StoreError> {
             let mut next = *s;
             next.merged_upto = upto;
             next.has_snapshot = true;
@@ -495,12 +550,12 @@ impl Store {
             next.log_bytes -= merged_bytes;
             next.last_modified_ms = next.last_modified_ms.max(now);
             batch.insert(records::doc_meta_key(doc), next.encode());
-            let _writing = slot.layout.write().unwrap_or_else(|e| e.into_inner());
-            self.db()?.apply_batch(batch)?;
+            let ticket = self.write(&slot, &batch, false)?;
             *s = next;
-            Ok(())
+            Ok(ticket)
         })??;
-        self.inner.commit.register().wait()?;
+        ticket.wait()?;
+        drop(_writing);
         tracing::debug!(doc = %doc, merged = merged_count, snapshot_bytes, "compacted");
         Ok(CompactStats {
             merged_updates: merged_count,
@@ -517,21 +572,25 @@ impl Store {
         let slot = self.slot(doc);
         let _maintenance = lock(&slot.maintenance);
         let mut state = lock(&slot.state);
+        // No append can start now (it needs `state`): let those in flight
+        // reach sled, so the scan below sees every key.
+        self.settle(&slot);
         let _writing = slot.layout.write().unwrap_or_else(|e| e.into_inner());
-        let mut batch = sled::Batch::default();
+        let mut batch = Ops::default();
         let mut existed = false;
         for prefix in [records::snapshot_prefix(doc), records::log_prefix(doc)] {
             for item in self.db()?.scan_prefix(prefix) {
-                batch.remove(item?.0);
+                batch.remove(item?.0.to_vec());
                 existed = true;
             }
         }
         let had_meta = self.db()?.get(records::doc_meta_key(doc))?.is_some();
         batch.remove(records::doc_meta_key(doc));
-        self.db()?.apply_batch(batch)?;
+        let ticket = self.write(&slot, &batch, false)?;
         *state = Some(DocState::missing());
+        let synced = ticket.wait_synced();
         drop((_writing, state));
-        self.inner.commit.register().wait_synced()?;
+        synced?;
         if had_meta {
             self.inner.checkpoints.document_deleted(&held);
             let db = &self.db()?;
