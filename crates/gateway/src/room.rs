@@ -44,13 +44,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::close::CloseCode;
 use crate::link::{PeerHealth, PeerId, PeerLink};
-use crate::mailbox::{Control, EditError, EditRequest, RoomError};
+use crate::mailbox::{Control, EditError, EditRequest};
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
 
 use crate::yrs_threads;
 
 mod batch;
+mod cold;
 mod doc_state;
 mod live;
 mod outbox;
@@ -121,23 +122,11 @@ pub(crate) async fn run(
         max_doc_bytes: shared.limits.max_doc_bytes,
         max_doc_items: shared.limits.max_doc_items,
     };
-    let (store, id) = (shared.store.clone(), doc_id.clone());
-    let loaded = yrs_threads::run(move || DocState::load(store, id, caps)).await;
-    let state = match loaded.map_err(RoomError::from).and_then(|r| r) {
-        Ok(state) => state,
-        Err(e) => {
-            error!(error = %e, "loading document failed");
-            shared.close_room(&doc_id, key, &mut control, CloseCode::Internal);
-            return;
-        }
-    };
-    shared.metrics.room_loads.fetch_add(1, Ordering::Relaxed);
-    debug!("room loaded");
     let mut room = Room {
         presence: Presence::new(shared.limits.awareness_timeout()),
         doc_id,
         key,
-        state: Some(state),
+        state: None,
         peers: HashMap::new(),
         inbound: StreamMap::new(),
         empty_since: Some(Instant::now()),
@@ -147,7 +136,23 @@ pub(crate) async fn run(
         had_peer: false,
         shared,
     };
-    room.run(control).await;
+    // Joiners are answered from the stored bytes while the `Doc` loads (`cold`).
+    let held = match cold::load(&mut room, &mut control, caps).await {
+        Ok(held) => held,
+        Err(e) => {
+            error!(error = %e, "loading document failed");
+            room.close_all(CloseCode::Internal);
+            let shared = room.shared.clone();
+            shared.close_room(&room.doc_id, room.key, &mut control, CloseCode::Internal);
+            return;
+        }
+    };
+    room.shared
+        .metrics
+        .room_loads
+        .fetch_add(1, Ordering::Relaxed);
+    debug!("room loaded");
+    room.run(control, held).await;
 }
 
 /// Whether the room goes on after handling something.
@@ -206,7 +211,7 @@ struct Room {
 impl Room {
     /// The actor's loop: control messages first (joins, HTTP edits,
     /// shutdown), then a batch of peer traffic, then periodic maintenance.
-    async fn run(&mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+    async fn run(&mut self, mut control: mpsc::UnboundedReceiver<Control>, first: Option<Control>) {
         let limits = &self.shared.limits;
         let tick_every = limits
             .room_unload_grace()
@@ -215,30 +220,28 @@ impl Room {
             .max(Duration::from_millis(20));
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A control message that arrived while the document loaded comes first.
+        if let Some(ctl) = first {
+            match self.on_control(Some(ctl), &mut control).await {
+                Some(Flow::Go) => {}
+                Some(Flow::Failed) => {
+                    self.shared.close_room(
+                        &self.doc_id,
+                        self.key,
+                        &mut control,
+                        CloseCode::Internal,
+                    );
+                    return;
+                }
+                None => return,
+            }
+        }
         loop {
             let flow = tokio::select! {
                 biased;
-                ctl = control.recv() => match ctl {
-                    Some(Control::Edit(req)) => {
-                        let flow = self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await;
-                        self.usage.release(&self.shared);
-                        flow
-                    }
-                    Some(Control::Evict) => {
-                        self.compact().await;
-                        info!("room unloaded to make space (least recently used)");
-                        return;
-                    }
-                    #[cfg(test)]
-                    Some(Control::Panic) => panic!("test: the room task panics"),
-                    Some(Control::Shutdown) | None => {
-                        self.shutdown(&mut control).await;
-                        return;
-                    }
-                    Some(Control::Join(link)) => {
-                        self.join(link);
-                        Flow::Go
-                    }
+                ctl = control.recv() => match self.on_control(ctl, &mut control).await {
+                    Some(flow) => flow,
+                    None => return,
                 },
                 Some(first) = self.inbound.next(), if !self.inbound.is_empty() => {
                     let mut batch = vec![first];
@@ -274,38 +277,58 @@ impl Room {
         }
     }
 
-    /// Admits a peer (or refuses it with 4013 when the room is full) and
-    /// sends it SyncStep1 and the current awareness states.
+    /// Handles one control message (`None`: the registry is gone, as at
+    /// shutdown); `None` back when the room has ended.
+    async fn on_control(
+        &mut self,
+        ctl: Option<Control>,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> Option<Flow> {
+        match ctl {
+            Some(Control::Edit(req)) => {
+                let flow = self
+                    .process(vec![(PeerId::SERVER, PeerEvent::Edit(req))])
+                    .await;
+                self.usage.release(&self.shared);
+                Some(flow)
+            }
+            Some(Control::Evict) => {
+                self.compact().await;
+                info!("room unloaded to make space (least recently used)");
+                None
+            }
+            #[cfg(test)]
+            Some(Control::Panic) => panic!("test: the room task panics"),
+            Some(Control::Shutdown) | None => {
+                self.shutdown(control).await;
+                None
+            }
+            Some(Control::Join(link)) => {
+                self.join(link);
+                Some(Flow::Go)
+            }
+        }
+    }
+
+    /// Admits a peer (or refuses it with 4013 when the room is full), sends
+    /// it SyncStep1 and the current awareness states, and starts reading it.
     fn join(&mut self, link: PeerLink) {
+        if let Some((id, inbound)) = self.admit(link)
+            && self.greet(id)
+        {
+            self.listen(id, None, inbound);
+        }
+    }
+
+    /// Adds a peer to the room (or refuses it with 4013 when the room is
+    /// full); returns its inbound frames, not yet read (see `listen`).
+    fn admit(&mut self, link: PeerLink) -> Option<(PeerId, mpsc::Receiver<Vec<Inbound>>)> {
         if self.peers.len() >= self.shared.limits.max_peers_per_room {
             warn!(peer = %link.id, "room full");
             let _ = link.kill.try_send(CloseCode::Capacity);
             self.usage.release(&self.shared);
-            return;
+            return None;
         }
-        let Some(state) = &self.state else {
-            let _ = link.kill.try_send(CloseCode::Internal);
-            self.usage.release(&self.shared);
-            return;
-        };
-        // Two frames: the JS client reads only the first message of a frame.
-        let step1 = protocol::encode_sync_step1(&state.state_vector());
-        let awareness = self
-            .presence
-            .snapshot()
-            .map(|s| protocol::encode_awareness(&s));
-        for frame in std::iter::once(step1).chain(awareness) {
-            let len = frame.len();
-            if link.outbound.try_send(frame).is_ok() {
-                link.health.enqueued(len);
-            }
-        }
-        let stream: PeerStream = Box::pin(
-            ReceiverStream::new(link.inbound)
-                .map(PeerEvent::Frame)
-                .chain(tokio_stream::once(PeerEvent::Left)),
-        );
-        self.inbound.insert(link.id, stream);
         self.peers.insert(
             link.id,
             PeerSlot {
@@ -324,6 +347,51 @@ impl Room {
             .peers_connected
             .fetch_add(1, Ordering::Relaxed);
         debug!(peer = %link.id, peers = self.peers.len(), "peer joined");
+        Some((link.id, link.inbound))
+    }
+
+    /// Sends an admitted peer SyncStep1 (the loaded document's state
+    /// vector) and the current awareness states; false (and the peer
+    /// closed with 1011) when the room has no document.
+    fn greet(&mut self, id: PeerId) -> bool {
+        let Some(state) = &self.state else {
+            let mut outbox = Outbox::default();
+            self.remove_peer(id, Some(CloseCode::Internal), &mut outbox);
+            return false;
+        };
+        let Some(slot) = self.peers.get(&id) else {
+            return false;
+        };
+        // Two frames: the JS client reads only the first message of a frame.
+        let step1 = protocol::encode_sync_step1(&state.state_vector());
+        let awareness = self
+            .presence
+            .snapshot()
+            .map(|s| protocol::encode_awareness(&s));
+        for frame in std::iter::once(step1).chain(awareness) {
+            let len = frame.len();
+            if slot.outbound.try_send(frame).is_ok() {
+                slot.health.enqueued(len);
+            }
+        }
+        true
+    }
+
+    /// Starts reading an admitted peer: `first` (a frame read while the
+    /// document loaded, minus what was answered then) before the rest.
+    fn listen(
+        &mut self,
+        id: PeerId,
+        first: Option<Vec<Inbound>>,
+        inbound: mpsc::Receiver<Vec<Inbound>>,
+    ) {
+        let stream: PeerStream = Box::pin(
+            tokio_stream::iter(first)
+                .chain(ReceiverStream::new(inbound))
+                .map(PeerEvent::Frame)
+                .chain(tokio_stream::once(PeerEvent::Left)),
+        );
+        self.inbound.insert(id, stream);
     }
 
     /// Removes a peer (closing it with `code` if the room ends it) and queues

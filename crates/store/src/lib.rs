@@ -30,6 +30,8 @@
 //!   automatic recovery from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
 //! - `store`: `Store` itself, the sled backend.
+//! - `stored_state`: [`StoredState`], a document's snapshot and log read
+//!   but not decoded (a joiner can be answered from it while the `Doc` loads).
 //! - [`listing`]: pages of `DocInfo` from the metadata records; the record
 //!   scan `check` and `salvage` use.
 //! - `upgrade`: the format check at open and the upgrade of older formats.
@@ -164,6 +166,7 @@ mod doc_state;
 mod faults;
 mod replay;
 mod store;
+mod stored_state;
 mod upgrade;
 
 pub use commit::{CommitStats, RETRY_FIRST, RETRY_MAX, StoreHealth};
@@ -175,3 +178,4 @@ pub use faults::SyncFaults;
 pub use listing::{DocInfo, DocPage};
 pub use manifest::Manifest;
 pub use store::{Appended, CompactStats, Seq, Store};
+pub use stored_state::StoredState;

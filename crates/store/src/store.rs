@@ -340,7 +340,7 @@ impl Store {
 
     /// Snapshot and log of a document; empty (and no state created) when
     /// it was never written. A sled panic becomes [`StoreError::Damaged`].
-    fn read_all(
+    pub(crate) fn read_all(
         &self,
         doc: &DocId,
     ) -> Result<(Option<replay::StoredSnapshot>, Vec<StoredUpdate>), StoreError> {

@@ -176,6 +176,16 @@ impl DocState {
     /// Loads `doc_id` from the store (run it on a yrs thread).
     pub(crate) fn load(store: Store, doc_id: DocId, caps: Caps) -> Result<DocState, RoomError> {
         let doc = store.load(&doc_id)?;
+        DocState::from_doc(doc, store, doc_id, caps)
+    }
+
+    /// The state of `doc`, just loaded from `store` (run it on a yrs thread).
+    pub(crate) fn from_doc(
+        doc: Doc,
+        store: Store,
+        doc_id: DocId,
+        caps: Caps,
+    ) -> Result<DocState, RoomError> {
         let (depths, doc_bytes, items) = measure(&doc)?;
         Ok(DocState {
             doc,
