@@ -168,4 +168,4 @@ pub use mailbox::{Edit, EditError, RoomError};
 pub use metrics::Metrics;
 pub use room::Rooms;
 pub use server::{Edge, GatewayError, bind, routes, serve};
-pub use yrs_threads::{Panicked, STACK_BYTES};
+pub use yrs_threads::{Panicked, STACK_BYTES, mark_big_stack};

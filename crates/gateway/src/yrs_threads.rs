@@ -14,6 +14,14 @@
 //! more would only fight over the same cores. A panic inside a job comes
 //! back as [`Panicked`], never as an unwinding room task.
 //!
+//! Small jobs may run in place instead ([`run_small`]): the hop to a yrs
+//! thread and back (a thread wake-up each way) cost more CPU than applying
+//! a keystroke. That is allowed only on a thread marked as having the same
+//! stack ([`mark_big_stack`], which the server's runtime calls for each of
+//! its workers, built with [`STACK_BYTES`]), and the caller decides what is
+//! small (the room: a batch of a few KiB into a document under 1 MiB with
+//! nothing pending, see `room::batch`). A panic is caught the same way.
+//!
 //! Measured (debug build, this machine; `inspect`'s ignored `stack_needed`
 //! test): building then deleting N nested `Y.Map`s needs about 1.5 KiB of
 //! stack per level: 1,000 levels fit in 1.5 MiB (not in 1 MiB), 5,000 in
@@ -53,6 +61,30 @@ fn runtime() -> &'static Runtime {
             // Startup only: without threads the server cannot run at all.
             .unwrap_or_else(|e| panic!("cannot start the yrs threads: {e}"))
     })
+}
+
+thread_local! {
+    /// This thread's stack is [`STACK_BYTES`] (see [`mark_big_stack`]).
+    static BIG_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as having a stack of [`STACK_BYTES`], so that
+/// small yrs jobs may run on it in place: call it from the `on_thread_start`
+/// of a runtime built with `thread_stack_size(STACK_BYTES)`, nowhere else.
+pub fn mark_big_stack() {
+    BIG_STACK.with(|b| b.set(true));
+}
+
+/// Runs a job the caller knows to be small (well under a millisecond) in
+/// place when this thread has the big stack, else on a yrs thread.
+pub(crate) async fn run_small<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Panicked> {
+    if BIG_STACK.with(|b| b.get()) {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).map_err(|_| Panicked)
+    } else {
+        run(job).await
+    }
 }
 
 /// Runs `job` on a yrs thread and resolves to its result once it is done.

@@ -44,8 +44,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Workers get the yrs threads' stack, so a room may apply a keystroke
+    // in place instead of hopping to a yrs thread and back.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(tandem_gateway::STACK_BYTES)
+        .on_thread_start(tandem_gateway::mark_big_stack)
         .build()
         .context("starting the async runtime")?;
     // Secure by default: refuses a non-loopback address without --auth, before opening anything.

@@ -24,6 +24,11 @@ use crate::mailbox::{Edit, EditError, RoomError};
 use crate::protocol::{self, Inbound};
 use crate::yrs_threads;
 
+/// Bytes of document ops in a batch that may be applied in place (see
+/// [`yrs_threads::run_small`]): a few KiB into a small document with
+/// nothing pending is well under a millisecond.
+const SMALL_BATCH: usize = 16 * 1024;
+
 /// What the room does with one item of the batch once the document work is
 /// done, in arrival order.
 enum Step {
@@ -56,11 +61,18 @@ impl Room {
             let Some(mut state) = self.state.take() else {
                 return Flow::Failed;
             };
-            let job = yrs_threads::run(move || {
+            let small =
+                state.is_small() && ops.iter().map(DocOp::weight).sum::<usize>() <= SMALL_BATCH;
+            let job = move || {
                 let applied = state.apply(ops);
                 (state, applied)
-            });
-            let failure = match job.await {
+            };
+            let done = if small {
+                yrs_threads::run_small(job).await
+            } else {
+                yrs_threads::run(job).await
+            };
+            let failure = match done {
                 Ok((state, applied)) => {
                     self.state = Some(state);
                     outcomes = applied.outcomes;

@@ -113,6 +113,18 @@ pub(crate) enum DocOp {
     },
 }
 
+impl DocOp {
+    /// How much work the op may be, in update bytes, for choosing where a
+    /// batch runs (`room::batch`): a SyncStep1 (an encode of the document)
+    /// and a text replacement (a diff) count as too much to run in place.
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            DocOp::Update { bytes, .. } => bytes.len(),
+            DocOp::ReplaceText(_) | DocOp::SyncStep1 { .. } => usize::MAX / 4,
+        }
+    }
+}
+
 /// What became of one [`DocOp`].
 #[derive(Debug)]
 pub(crate) enum Outcome {
@@ -148,6 +160,9 @@ pub(crate) struct Applied {
 }
 
 /// The live document and what the write path keeps about it.
+/// Largest document [`DocState::is_small`] calls small.
+const SMALL_DOC_BYTES: usize = 1 << 20;
+
 pub(crate) struct DocState {
     /// The live document; equal to what the store holds plus what this
     /// batch accepted.
@@ -202,6 +217,17 @@ impl DocState {
     /// The live document's state vector (for SyncStep1 to joiners).
     pub(crate) fn state_vector(&self) -> StateVector {
         self.doc.transact().state_vector()
+    }
+
+    /// A document whose ops are cheap: under 1 MiB encoded, nothing
+    /// pending (content or deletes), so applying a few KiB to it, or
+    /// refusing them and reloading it, takes well under a millisecond.
+    pub(crate) fn is_small(&self) -> bool {
+        if self.doc_bytes > SMALL_DOC_BYTES {
+            return false;
+        }
+        let txn = self.doc.transact();
+        pending_bytes(&txn) == 0 && pending_delete_ranges(&txn) == 0
     }
 
     /// Runs `ops` in order (see the module docs).
