@@ -34,7 +34,7 @@ struct Cli {
 pub struct Common {
     /// Directory holding seph-blog1.json.gz and automerge-paper.json.gz (a
     /// generated trace is used for a missing file).
-    #[arg(long, global = true, env = "TANDEM_TRACES", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/traces"))]
+    #[arg(long, global = true, env = "TANDEM_TRACES", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/traces"))]
     traces: PathBuf,
     /// Tokio worker threads for the generator (1 = single-threaded, leaves a core to the server).
     #[arg(long, global = true, default_value_t = 1)]

@@ -4,7 +4,7 @@
 //! runs only the listing).
 //!
 //! Run: `cargo bench -p tandem-store` (takes a few minutes). The trace is
-//! read from `$TANDEM_TRACE`, else `<workspace>/../shared/traces/automerge-paper.json.gz`;
+//! read from `$TANDEM_TRACE`, else `automerge-paper.json.gz` in `$TANDEM_TRACES`, else in `<workspace>/target/traces/`;
 //! without it a generated trace of the same shape is used. Data directories
 //! go to `$TANDEM_BENCH_DIR` (default: the system temp dir, which must be
 //! a real disk for the durable numbers to mean anything).
@@ -29,8 +29,10 @@ fn trace_path() -> PathBuf {
     std::env::var_os("TANDEM_TRACE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/traces/automerge-paper.json.gz")
+            std::env::var_os("TANDEM_TRACES")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/traces"))
+                .join("automerge-paper.json.gz")
         })
 }
 
