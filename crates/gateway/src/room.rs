@@ -23,9 +23,9 @@
 //! Containment: all yrs work runs on [`crate::yrs_threads`]; a panic there
 //! fails only this room. A panic in the room task itself drops the room:
 //! the registry entry is removed by a drop guard (`registry::Registered`) and
-//! every peer's outbound channel closes, which its connection answers with
-//! 1011 (a room never lets go of a live peer without a close code
-//! otherwise). The next join opens a fresh room that reloads from the store.
+//! every peer's slot is dropped, which tells its connection the room let go
+//! (`link::RoomEnd`); the connection answers with 1011 (a room never lets go
+//! of a live peer without a close code otherwise). The next join opens a fresh room that reloads from the store.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,17 +33,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use tandem_store::DocId;
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tracing::{debug, error, info, warn};
 
 use crate::close::CloseCode;
-use crate::link::{PeerHealth, PeerId, PeerLink};
+use crate::link::{PeerId, PeerLink, QueueError, RoomEnd};
 use crate::mailbox::{Control, EditError, EditRequest, RoomError};
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
@@ -86,15 +83,13 @@ type PeerStream = Pin<Box<dyn Stream<Item = PeerEvent> + Send + Sync>>;
 
 /// The room's view of a joined peer.
 struct PeerSlot {
-    /// Liveness (for awareness takeover) and the outbound backlog in bytes
-    /// (for the `--peer-queue-bytes` bound), shared with the connection task.
-    health: Arc<PeerHealth>,
-    /// Bounded queue of frames for the socket; the room only `try_send`s, so
-    /// a full queue closes the peer with 4008 instead of stalling the room.
-    outbound: mpsc::Sender<Bytes>,
-    /// Closes the connection with a code, bypassing a possibly full
-    /// `outbound` queue.
-    kill: mpsc::Sender<CloseCode>,
+    /// The room's end of the connection's line: its liveness (for awareness
+    /// takeover), its outbound backlog in bytes (for `--peer-queue-bytes`),
+    /// its bounded outbound queue (the room only `try_send`s, so a full
+    /// queue closes the peer with 4008 instead of stalling the room) and its
+    /// kill switch (a close code that bypasses a full queue). Dropping the
+    /// slot tells the connection the room let go of it.
+    health: RoomEnd,
     /// The connection's principal may change the document (else its
     /// changes are refused with a y-protocols "permission denied").
     may_write: bool,
@@ -295,13 +290,11 @@ impl Room {
             .snapshot()
             .map(|s| protocol::encode_awareness(&s));
         for frame in std::iter::once(step1).chain(awareness) {
-            let len = frame.len();
-            if link.outbound.try_send(frame).is_ok() {
-                link.health.enqueued(len);
-            }
+            let _ = link.line.try_send(frame);
         }
         let stream: PeerStream = Box::pin(
-            ReceiverStream::new(link.inbound)
+            link.line
+                .inbound()
                 .map(PeerEvent::Frame)
                 .chain(tokio_stream::once(PeerEvent::Left)),
         );
@@ -309,9 +302,7 @@ impl Room {
         self.peers.insert(
             link.id,
             PeerSlot {
-                health: link.health,
-                outbound: link.outbound,
-                kill: link.kill,
+                health: link.line,
                 may_write: link.principal.mode.can_write(),
                 awareness_next: Instant::now(),
                 awareness_held: None,
@@ -339,7 +330,7 @@ impl Room {
             outbox.push(Target::All, protocol::encode_awareness(held));
         }
         if let Some(code) = code {
-            let _ = slot.kill.try_send(code);
+            let _ = slot.health.kill(code);
         }
         self.shared
             .metrics
@@ -376,16 +367,15 @@ impl Room {
                     slow.push(id);
                     continue;
                 }
-                match slot.outbound.try_send(frame.clone()) {
+                match slot.health.try_send(frame.clone()) {
                     Ok(()) => {
-                        slot.health.enqueued(frame.len());
                         self.shared
                             .metrics
                             .bytes_out
                             .fetch_add(frame.len() as u64, Ordering::Relaxed);
                     }
-                    Err(TrySendError::Full(_)) => slow.push(id),
-                    Err(TrySendError::Closed(_)) => {}
+                    Err(QueueError::Full) => slow.push(id),
+                    Err(QueueError::Closed) => {}
                 }
             }
             for id in slow {
