@@ -208,14 +208,36 @@ impl Room {
             .min(limits.http_room_grace())
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(20));
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Maintenance wakes the room only when something is due: the next
+        // awareness expiry, or (with no peer) the unload check every
+        // `tick_every`. A room of idle peers without awareness states
+        // sleeps (it used to tick every second: 5,000 idle rooms were
+        // 5,000 wakeups a second).
+        let maintenance = tokio::time::sleep(tick_every);
+        tokio::pin!(maintenance);
+        let mut unload_check: Option<Instant> = None;
         loop {
+            if self.peers.is_empty() {
+                unload_check.get_or_insert_with(|| Instant::now() + tick_every);
+            } else {
+                unload_check = None;
+            }
+            let due = match (unload_check, self.presence.next_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(due) = due
+                && maintenance.deadline() != due.into()
+            {
+                maintenance.as_mut().reset(due.into());
+            }
             let flow = tokio::select! {
                 biased;
                 ctl = control.recv() => match ctl {
                     Some(Control::Edit(req)) => {
-                        let flow = self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))]).await;
+                        // Boxed: the batch's state exists only while it
+                        // runs, not in every idle room's task.
+                        let flow = Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))])).await;
                         self.usage.release(&self.shared);
                         flow
                     }
@@ -243,7 +265,7 @@ impl Room {
                             _ => break,
                         }
                     }
-                    self.process(batch).await
+                    Box::pin(self.process(batch)).await
                 }
                 _ = sleep_until_or_never(self.awareness_due) => {
                     let mut outbox = Outbox::default();
@@ -251,7 +273,8 @@ impl Room {
                     self.dispatch(outbox);
                     Flow::Go
                 }
-                _ = tick.tick() => {
+                _ = &mut maintenance, if due.is_some() => {
+                    unload_check = None;
                     self.maintain();
                     if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, &control) {
                         self.compact().await;
