@@ -1,13 +1,26 @@
 //! The small shared types every other module may use (the leaf of the
 //! crate's module graph): connection ids, the link a connection hands its
-//! room, the health both sides share, and the root text's name.
+//! room, the [`Line`] both sides share, and the root text's name.
+//!
+//! # Why a `Line` instead of channels
+//!
+//! A connection and its room used to talk over three tokio mpsc channels
+//! (inbound frames, outbound frames, close codes) plus an `Arc` of shared
+//! health. Each tokio channel allocates its state (~400 bytes, cache-padded)
+//! and a first block of 32 slots at creation, so an *idle* connection cost
+//! ~3 KiB in empty channels. A `Line` is one allocation (~250 bytes): two
+//! queues that hold memory only while frames are in them, the close code,
+//! and one waker per side. Nothing in it is held across an `.await`.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::task::AtomicWaker;
 
 use crate::access::Principal;
 use crate::close::CloseCode;
@@ -31,25 +44,60 @@ impl std::fmt::Display for PeerId {
     }
 }
 
+/// Decoded frames a connection may have waiting for its room before its
+/// reader stops reading the socket (backpressure on a flooding peer).
+pub(crate) const INBOUND_FRAMES: usize = 64;
+
 /// What a connection hands the room when it joins.
 pub(crate) struct PeerLink {
     /// The connection.
     pub id: PeerId,
-    /// Its liveness and outbound backlog (shared with the connection task).
-    pub health: Arc<PeerHealth>,
-    /// Bounded queue of frames to write to the socket; overflow means 4008.
-    pub outbound: mpsc::Sender<Bytes>,
-    /// Tells the connection to close with a code (bypasses the outbound queue).
-    pub kill: mpsc::Sender<CloseCode>,
+    /// Closes the connection with a code, bypassing its outbound queue
+    /// (the registry keeps a clone for `Rooms::close_peers`).
+    pub kill: Kill,
     /// Who the connection acts as (its mode decides whether it may write).
     pub principal: Principal,
-    /// Decoded frames from the socket, in order.
-    pub inbound: mpsc::Receiver<Vec<Inbound>>,
+    /// The room's end of the connection: its liveness, its outbound queue
+    /// and its inbound frames.
+    pub line: RoomEnd,
 }
 
-/// Liveness and backlog of one connection, shared by its task and its room.
+/// The room's end of a [`Line`]. Dropping it (the room removed the peer,
+/// refused its join, or failed) tells the connection the room let go: with
+/// no close code asked for, that means the room failed (1011).
 #[derive(Debug)]
-pub(crate) struct PeerHealth {
+pub(crate) struct RoomEnd(Arc<Line>);
+
+impl RoomEnd {
+    /// The room's end of `line`.
+    pub(crate) fn new(line: Arc<Line>) -> Self {
+        RoomEnd(line)
+    }
+
+    /// The peer's inbound frames, as a stream for the room to poll.
+    pub(crate) fn inbound(&self) -> InboundFrames {
+        InboundFrames(self.0.clone())
+    }
+}
+
+impl std::ops::Deref for RoomEnd {
+    type Target = Line;
+
+    fn deref(&self) -> &Line {
+        &self.0
+    }
+}
+
+impl Drop for RoomEnd {
+    fn drop(&mut self) {
+        self.0.room_let_go();
+    }
+}
+
+/// Everything one connection and its room share: liveness, the bounded
+/// queues in both directions, and the close code (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Line {
     /// When the connection started (the clock of `last_seen_ms`).
     started: Instant,
     /// When the last frame (of any kind, pongs included) arrived, in ms since `started`.
@@ -58,18 +106,75 @@ pub(crate) struct PeerHealth {
     queued_bytes: AtomicUsize,
     /// Bytes queued for every peer of the server (`--max-queued-bytes`).
     server_queued: Arc<AtomicUsize>,
+    /// Most frames the outbound queue holds (`--peer-queue`); more is 4008.
+    outbound_cap: usize,
+    /// The queues and flags, behind one short-held lock.
+    state: Mutex<LineState>,
+    /// Wakes the connection's task: a frame or a close code to write, room
+    /// in the inbound queue, or the room letting go.
+    conn_waker: AtomicWaker,
+    /// Wakes the room's task: an inbound frame, or the reader ended.
+    room_waker: AtomicWaker,
 }
 
-impl PeerHealth {
-    /// A new connection's health; its backlog also counts in `server_queued`
-    /// (the server-wide outbound bound).
-    pub(crate) fn new(server_queued: Arc<AtomicUsize>) -> Self {
-        PeerHealth {
+#[derive(Debug, Default)]
+struct LineState {
+    /// Frames for the socket, in order.
+    outbound: VecDeque<Bytes>,
+    /// Decoded frames for the room, in order.
+    inbound: VecDeque<Vec<Inbound>>,
+    /// The code the connection must close with; the first one set wins.
+    kill: Option<CloseCode>,
+    /// The room dropped its slot for this peer (without a code: it failed).
+    room_let_go: bool,
+    /// The room dropped its inbound stream: the reader may stop.
+    room_stopped_reading: bool,
+    /// The reader ended: the room sees `None` after the queued frames.
+    reader_ended: bool,
+    /// The connection's task ended: nothing more is written.
+    conn_ended: bool,
+}
+
+/// Why the room could not queue a frame for a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// The outbound queue holds `--peer-queue` frames already (4008).
+    Full,
+    /// The connection has ended.
+    Closed,
+}
+
+/// What the connection's writer does next, in priority order.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Close with this code (a request from the room or the reader).
+    Close(CloseCode),
+    /// Write this frame.
+    Frame(Bytes),
+    /// The room let go of this peer without a close code: it failed.
+    RoomGone,
+}
+
+impl Line {
+    /// A new connection's line; its backlog also counts in `server_queued`
+    /// (the server-wide outbound bound), its outbound queue holds at most
+    /// `outbound_cap` frames.
+    pub(crate) fn new(server_queued: Arc<AtomicUsize>, outbound_cap: usize) -> Self {
+        Line {
             started: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
             server_queued,
+            outbound_cap: outbound_cap.max(1),
+            state: Mutex::default(),
+            conn_waker: AtomicWaker::new(),
+            room_waker: AtomicWaker::new(),
         }
+    }
+
+    fn state(&self) -> MutexGuard<'_, LineState> {
+        // Nothing panics while holding the lock; a poisoned one is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records that a frame arrived (liveness).
@@ -89,29 +194,272 @@ impl PeerHealth {
         self.queued_bytes.load(Ordering::Relaxed)
     }
 
-    /// Accounts for a frame put in the outbound queue.
-    pub(crate) fn enqueued(&self, len: usize) {
-        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        self.server_queued.fetch_add(len, Ordering::Relaxed);
-    }
-
-    /// Accounts for a frame handed to the socket.
-    pub(crate) fn dequeued(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-        self.server_queued.fetch_sub(len, Ordering::Relaxed);
-    }
-
     /// Bytes queued for every peer of the server.
     pub(crate) fn server_queued(&self) -> usize {
         self.server_queued.load(Ordering::Relaxed)
     }
+
+    /// Room side: queues a frame for the socket (never waits; a full queue
+    /// is the caller's 4008).
+    pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), QueueError> {
+        let len = frame.len();
+        {
+            let mut state = self.state();
+            if state.conn_ended {
+                return Err(QueueError::Closed);
+            }
+            if state.outbound.len() >= self.outbound_cap {
+                return Err(QueueError::Full);
+            }
+            state.outbound.push_back(frame);
+        }
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        self.server_queued.fetch_add(len, Ordering::Relaxed);
+        self.conn_waker.wake();
+        Ok(())
+    }
+
+    /// Either side: asks the connection to close with `code`, ahead of any
+    /// queued frame. The first code wins. `Err` if the connection has ended.
+    pub(crate) fn kill(&self, code: CloseCode) -> Result<(), QueueError> {
+        {
+            let mut state = self.state();
+            if state.conn_ended {
+                return Err(QueueError::Closed);
+            }
+            state.kill.get_or_insert(code);
+        }
+        self.conn_waker.wake();
+        Ok(())
+    }
+
+    /// Room side: the room dropped its slot for this peer.
+    pub(crate) fn room_let_go(&self) {
+        self.state().room_let_go = true;
+        self.conn_waker.wake();
+    }
+
+    /// Room side: the next inbound frame, `None` once the reader ended and
+    /// every frame it queued was taken.
+    pub(crate) fn poll_inbound(&self, cx: &mut Context<'_>) -> Poll<Option<Vec<Inbound>>> {
+        let mut registered = false;
+        loop {
+            {
+                let mut state = self.state();
+                if let Some(frame) = state.inbound.pop_front() {
+                    let was_full = state.inbound.len() + 1 >= INBOUND_FRAMES;
+                    if state.inbound.is_empty() {
+                        state.inbound = VecDeque::new(); // hold memory only while in use
+                    }
+                    drop(state);
+                    if was_full {
+                        self.conn_waker.wake();
+                    }
+                    return Poll::Ready(Some(frame));
+                }
+                if state.reader_ended {
+                    return Poll::Ready(None);
+                }
+            }
+            if registered {
+                return Poll::Pending;
+            }
+            // Register, then look again: a frame queued in between is not missed.
+            self.room_waker.register(cx.waker());
+            registered = true;
+        }
+    }
+
+    /// Room side: the room will not read this peer's frames any more.
+    pub(crate) fn room_stopped_reading(&self) {
+        self.state().room_stopped_reading = true;
+        self.conn_waker.wake();
+    }
+
+    /// Connection side: queues a decoded frame for the room, once the queue
+    /// has room ([`INBOUND_FRAMES`]). `Err` if the room stopped reading.
+    pub(crate) fn poll_send_inbound(
+        &self,
+        cx: &mut Context<'_>,
+        frame: &mut Option<Vec<Inbound>>,
+    ) -> Poll<Result<(), QueueError>> {
+        let mut registered = false;
+        loop {
+            {
+                let mut state = self.state();
+                if state.room_stopped_reading {
+                    return Poll::Ready(Err(QueueError::Closed));
+                }
+                if state.inbound.len() < INBOUND_FRAMES {
+                    if let Some(frame) = frame.take() {
+                        state.inbound.push_back(frame);
+                    }
+                    drop(state);
+                    self.room_waker.wake();
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            if registered {
+                return Poll::Pending;
+            }
+            self.conn_waker.register(cx.waker());
+            registered = true;
+        }
+    }
+
+    /// Connection side: waits until `frame` is queued for the room.
+    pub(crate) async fn send_inbound(&self, frame: Vec<Inbound>) -> Result<(), QueueError> {
+        let mut frame = Some(frame);
+        std::future::poll_fn(|cx| self.poll_send_inbound(cx, &mut frame)).await
+    }
+
+    /// Connection side: the reader ended; the room sees it after the frames
+    /// queued before (and removes the peer).
+    pub(crate) fn reader_ended(&self) {
+        self.state().reader_ended = true;
+        self.room_waker.wake();
+    }
+
+    /// Connection side: what to write next (a close request first, then
+    /// queued frames, then whether the room let go).
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        let mut registered = false;
+        loop {
+            if let Some(next) = self.try_next() {
+                return Poll::Ready(next);
+            }
+            if registered {
+                return Poll::Pending;
+            }
+            self.conn_waker.register(cx.waker());
+            registered = true;
+        }
+    }
+
+    /// Connection side: [`Line::poll_next`] without waiting.
+    fn try_next(&self) -> Option<Next> {
+        let mut state = self.state();
+        if let Some(code) = state.kill {
+            return Some(Next::Close(code));
+        }
+        if let Some(frame) = Self::pop_frame(&mut state) {
+            drop(state);
+            return Some(Next::Frame(self.taken(frame)));
+        }
+        state.room_let_go.then_some(Next::RoomGone)
+    }
+
+    /// Connection side: the next queued frame, if any (close codes aside).
+    pub(crate) fn try_next_frame(&self) -> Option<Bytes> {
+        let frame = Self::pop_frame(&mut self.state())?;
+        Some(self.taken(frame))
+    }
+
+    fn pop_frame(state: &mut LineState) -> Option<Bytes> {
+        let frame = state.outbound.pop_front()?;
+        if state.outbound.is_empty() {
+            state.outbound = VecDeque::new(); // hold memory only while in use
+        }
+        Some(frame)
+    }
+
+    /// Takes a frame handed to the socket off the backlog counts.
+    fn taken(&self, frame: Bytes) -> Bytes {
+        let len = frame.len();
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.server_queued.fetch_sub(len, Ordering::Relaxed);
+        frame
+    }
+
+    /// Tests: the next frame regardless of a close request; `None` once the
+    /// room let go and the queue is empty (a fake connection's `recv`).
+    #[cfg(test)]
+    pub(crate) fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let mut registered = false;
+        loop {
+            if let Some(frame) = self.try_next_frame() {
+                return Poll::Ready(Some(frame));
+            }
+            if self.state().room_let_go {
+                return Poll::Ready(None);
+            }
+            if registered {
+                return Poll::Pending;
+            }
+            self.register_conn(cx);
+            registered = true;
+        }
+    }
+
+    /// Connection side: wake the connection's task on the next change (for
+    /// a future that checks [`Line::kill_code`] itself).
+    pub(crate) fn register_conn(&self, cx: &mut Context<'_>) {
+        self.conn_waker.register(cx.waker());
+    }
+
+    /// Connection side: the close code asked for, if any (without waiting).
+    pub(crate) fn kill_code(&self) -> Option<CloseCode> {
+        self.state().kill
+    }
+
+    /// Connection side: the connection's task ended. Queued frames are
+    /// dropped (and taken off the server-wide count); the room's later
+    /// frames and close requests get [`QueueError::Closed`].
+    pub(crate) fn conn_ended(&self) {
+        let dropped = {
+            let mut state = self.state();
+            state.conn_ended = true;
+            state.reader_ended = true;
+            std::mem::take(&mut state.outbound)
+        };
+        let len: usize = dropped.iter().map(Bytes::len).sum();
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        self.server_queued.fetch_sub(len, Ordering::Relaxed);
+        self.room_waker.wake();
+    }
 }
 
-impl Drop for PeerHealth {
+impl Drop for Line {
     /// Frames still queued when both sides let go are dropped with the
-    /// channel: take them off the server-wide count.
+    /// line: take them off the server-wide count.
     fn drop(&mut self) {
         let left = self.queued_bytes.load(Ordering::Relaxed);
         self.server_queued.fetch_sub(left, Ordering::Relaxed);
+    }
+}
+
+/// Closes a connection with a code (cloneable: the room and the registry
+/// hold one each).
+#[derive(Debug, Clone)]
+pub(crate) struct Kill(Arc<Line>);
+
+impl Kill {
+    /// The kill switch of `line`.
+    pub(crate) fn new(line: Arc<Line>) -> Self {
+        Kill(line)
+    }
+
+    /// Asks the connection to close with `code` (see [`Line::kill`]); `Err`
+    /// if it has ended. Named like a channel send: callers ignore or count it.
+    pub(crate) fn try_send(&self, code: CloseCode) -> Result<(), QueueError> {
+        self.0.kill(code)
+    }
+}
+
+/// The room's inbound stream of one peer (ends when its reader has ended
+/// and the room took every frame); dropping it lets the reader stop.
+pub(crate) struct InboundFrames(Arc<Line>);
+
+impl futures_util::Stream for InboundFrames {
+    type Item = Vec<Inbound>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_inbound(cx)
+    }
+}
+
+impl Drop for InboundFrames {
+    fn drop(&mut self) {
+        self.0.room_stopped_reading();
     }
 }

@@ -8,8 +8,10 @@
 //!
 //! The socket is a plain tokio-tungstenite stream from [`crate::upgrade`]
 //! (not warp's `WebSocket`), configured there with small buffers: an idle
-//! connection costs ~11 KiB (socket buffer, task, channels) instead of
-//! ~138 KiB with warp's defaults.
+//! connection costs ~8 KiB (its task, the socket's read buffer, its share
+//! of its room; measured with `tandem-bench connections`) instead of
+//! ~138 KiB with warp's defaults. The room and the connection share one
+//! [`Line`] (see `link.rs`), not channels.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,22 +23,19 @@ use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tandem_store::DocId;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::access::Principal;
 use crate::close::CloseCode;
-use crate::link::{PeerHealth, PeerId, PeerLink};
+use crate::link::{Kill, Line, Next, PeerId, PeerLink, RoomEnd};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::rate::InboundRate;
 use crate::room::{LivePeer, Rooms};
 use crate::upgrade::Socket;
 
-/// Inbound frames buffered per peer before its reader waits (backpressure).
-const INBOUND_QUEUE: usize = 64;
 /// How long to wait for a close handshake or a blocked write at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -62,19 +61,14 @@ pub(crate) fn serve(
     let id = PeerId(NEXT_PEER.fetch_add(1, Ordering::Relaxed));
     let span = tracing::info_span!("peer", doc = %doc.as_str(), peer = %id);
     let limits = rooms.limits();
-    let (outbound_tx, outbound_rx) = mpsc::channel(limits.peer_queue.max(1));
-    let (kill_tx, kill_rx) = mpsc::channel(4);
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let ping_every = limits.ping_interval();
     let (sink, stream) = ws.split();
-    let health = Arc::new(PeerHealth::new(rooms.queued_bytes()));
+    let line = Arc::new(Line::new(rooms.queued_bytes(), limits.peer_queue));
     let link = PeerLink {
         id,
-        health: health.clone(),
-        outbound: outbound_tx,
-        kill: kill_tx.clone(),
+        kill: Kill::new(line.clone()),
         principal,
-        inbound: inbound_rx,
+        line: RoomEnd::new(line.clone()),
     };
     let live = span.in_scope(|| {
         debug!("connected");
@@ -82,18 +76,14 @@ pub(crate) fn serve(
             .join(&doc, link, counted)
             .inspect_err(|code| {
                 warn!(code = code.code(), "join refused");
-                let _ = kill_tx.try_send(*code);
+                let _ = line.kill(*code);
             })
             .ok()
     });
     let io = PeerIo {
         sink,
         stream,
-        outbound: outbound_rx,
-        kill: kill_rx,
-        inbound: inbound_tx,
-        kill_tx,
-        health,
+        line: ConnEnd(line),
         ping_every,
         metrics,
         ends,
@@ -108,15 +98,22 @@ pub(crate) fn serve(
 /// without auth.
 pub(crate) type Ends = Pin<Box<dyn Future<Output = CloseCode> + Send>>;
 
+/// The connection's end of its [`Line`]: when the task ends (however it
+/// ends), the room learns the reader ended and stops queueing frames.
+struct ConnEnd(Arc<Line>);
+
+impl Drop for ConnEnd {
+    fn drop(&mut self) {
+        self.0.conn_ended();
+    }
+}
+
 /// Everything a connection's task owns once it has joined its room.
 struct PeerIo {
     sink: SplitSink<Socket, Message>,
     stream: SplitStream<Socket>,
-    outbound: mpsc::Receiver<Bytes>,
-    kill: mpsc::Receiver<CloseCode>,
-    inbound: mpsc::Sender<Vec<protocol::Inbound>>,
-    kill_tx: mpsc::Sender<CloseCode>,
-    health: Arc<PeerHealth>,
+    /// Frames and close codes from the room, decoded frames to it, liveness.
+    line: ConnEnd,
     ping_every: Duration,
     metrics: Arc<Metrics>,
     /// When the connection must end regardless of traffic (see [`Ends`]).
@@ -134,39 +131,34 @@ impl PeerIo {
         let PeerIo {
             sink,
             stream,
-            outbound,
-            kill,
-            inbound,
-            kill_tx,
-            health,
+            line,
             ping_every,
             metrics,
             ends,
             rate,
             _live,
         } = self;
-        let end_kill = kill_tx.clone();
-        let reader = read_loop(stream, inbound, kill_tx, rate, &health, &metrics);
-        let writer = write_loop(sink, outbound, kill, &health, ping_every, &metrics);
+        let reader = read_loop(stream, rate, &line.0, &metrics);
+        let writer = write_loop(sink, &line.0, ping_every, &metrics);
         tokio::pin!(reader, writer, ends);
         let mut ending = false;
         loop {
             tokio::select! {
                 _ = &mut reader => {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
+                    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)).await;
                     break;
                 }
                 code = &mut writer => {
                     if let Some(code) = code {
                         info!(code = code.code(), reason = code.reason(), "closed by server");
                     }
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+                    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reader)).await;
                     break;
                 }
                 // The writer sends the close frame; the reader then ends.
                 code = &mut ends, if !ending => {
                     ending = true;
-                    let _ = end_kill.try_send(code);
+                    let _ = line.0.kill(code);
                 }
             }
         }
@@ -176,14 +168,12 @@ impl PeerIo {
 
 /// Reads until the socket ends or sends something bad; on bad input (or
 /// faster than `rate` admits: 4429) asks the writer to close with the
-/// matching code. Dropping `inbound` tells the room
-/// this peer left (after every frame it sent).
+/// matching code. Its end tells the room this peer left (after every frame
+/// it sent).
 async fn read_loop(
     mut stream: SplitStream<Socket>,
-    inbound: mpsc::Sender<Vec<protocol::Inbound>>,
-    kill: mpsc::Sender<CloseCode>,
     mut rate: InboundRate,
-    health: &PeerHealth,
+    line: &Line,
     metrics: &Metrics,
 ) {
     let code = loop {
@@ -199,7 +189,7 @@ async fn read_loop(
                 break CloseCode::Normal;
             }
         };
-        health.saw_frame();
+        line.saw_frame();
         if msg.is_close() {
             break CloseCode::Normal;
         }
@@ -221,8 +211,9 @@ async fn read_loop(
         match protocol::decode_frame(&frame) {
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
-                if inbound.send(messages).await.is_err() {
-                    // The room dropped us (it closed this peer): stop reading.
+                if line.send_inbound(messages).await.is_err() {
+                    // The room stopped reading us (it closed this peer): stop reading.
+                    line.reader_ended();
                     return;
                 }
             }
@@ -232,8 +223,8 @@ async fn read_loop(
             }
         }
     };
-    drop(inbound);
-    let _ = kill.try_send(code);
+    line.reader_ended();
+    let _ = line.kill(code);
 }
 
 /// Writes queued frames and pings; returns the close code it sent, if any.
@@ -246,9 +237,7 @@ async fn read_loop(
 /// so an idle connection's task does not carry their space (~300 bytes).
 async fn write_loop(
     mut sink: SplitSink<Socket, Message>,
-    mut outbound: mpsc::Receiver<Bytes>,
-    mut kill: mpsc::Receiver<CloseCode>,
-    health: &PeerHealth,
+    line: &Line,
     ping_every: Duration,
     metrics: &Metrics,
 ) -> Option<CloseCode> {
@@ -258,27 +247,25 @@ async fn write_loop(
     let code = loop {
         let written = tokio::select! {
             biased;
-            code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
-            frame = outbound.recv() => {
-                let Some(frame) = frame else {
-                    // The room let go of this peer without a close code: it
-                    // failed (a panic dropped it; see `room`'s containment docs).
-                    break CloseCode::Internal;
-                };
-                tokio::select! {
+            next = std::future::poll_fn(|cx| line.poll_next(cx)) => match next {
+                Next::Close(code) => break code,
+                // The room let go of this peer without a close code: it
+                // failed (a panic dropped it; see `room`'s containment docs).
+                Next::RoomGone => break CloseCode::Internal,
+                Next::Frame(frame) => tokio::select! {
                     biased;
-                    code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
-                    ok = Box::pin(tokio::time::timeout(stall, write_batch(&mut sink, frame, &mut outbound, health))) => ok,
-                }
-            }
+                    code = wait_kill(line) => break code,
+                    ok = Box::pin(tokio::time::timeout(stall, write_batch(&mut sink, frame, line))) => ok,
+                },
+            },
             _ = ping.tick() => {
-                if health.silent_for() > stall {
+                if line.silent_for() > stall {
                     debug!("peer missed pongs: dropping");
                     return None;
                 }
                 tokio::select! {
                     biased;
-                    code = kill.recv() => break code.unwrap_or(CloseCode::Normal),
+                    code = wait_kill(line) => break code,
                     ok = Box::pin(tokio::time::timeout(stall, async { sink.send(Message::Ping(Bytes::new())).await.is_ok() })) => ok,
                 }
             }
@@ -303,20 +290,32 @@ async fn write_loop(
     (code != CloseCode::Normal).then_some(code)
 }
 
+/// Resolves with the close code once one is asked for (a write in progress
+/// is abandoned for it).
+async fn wait_kill(line: &Line) -> CloseCode {
+    std::future::poll_fn(|cx| {
+        if let Some(code) = line.kill_code() {
+            return std::task::Poll::Ready(code);
+        }
+        // Register, then look again: a code set in between is not missed
+        // (a frame queued meanwhile only wakes the task once more).
+        line.register_conn(cx);
+        match line.kill_code() {
+            Some(code) => std::task::Poll::Ready(code),
+            None => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Writes `first` and whatever else is already queued, then flushes once.
-async fn write_batch(
-    sink: &mut SplitSink<Socket, Message>,
-    first: Bytes,
-    outbound: &mut mpsc::Receiver<Bytes>,
-    health: &PeerHealth,
-) -> bool {
+async fn write_batch(sink: &mut SplitSink<Socket, Message>, first: Bytes, line: &Line) -> bool {
     let mut next = Some(first);
     while let Some(frame) = next {
-        health.dequeued(frame.len());
         if write_message(sink, frame).await.is_err() {
             return false;
         }
-        next = outbound.try_recv().ok();
+        next = line.try_next_frame();
     }
     sink.flush().await.is_ok()
 }

@@ -174,6 +174,20 @@ impl Presence {
         (!removed.is_empty()).then_some(AwarenessUpdate { clients: removed })
     }
 
+    /// When [`Presence::sweep`] next has something to do: the earliest
+    /// expiry of a live state, or when a removed, ownerless entry may be
+    /// forgotten. `None` when nothing is due (the room need not wake).
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter_map(|e| match (&e.state, e.owner) {
+                (Some(_), _) => Some(e.renewed + self.timeout),
+                (None, None) => Some(e.renewed + self.timeout * 2),
+                (None, Some(_)) => None, // kept until its owner leaves
+            })
+            .min()
+    }
+
     /// Every live state (sent to a joining peer and in reply to a query).
     pub(crate) fn snapshot(&self) -> Option<AwarenessUpdate> {
         let clients: HashMap<_, _> = self
@@ -281,6 +295,20 @@ mod tests {
         );
         assert!(p.remove_peer(a).is_none());
         assert!(p.remove_peer(b).is_some());
+    }
+
+    #[test]
+    fn nothing_is_due_without_states_and_expiry_is_due_after_the_timeout() {
+        let mut p = Presence::new(Duration::from_secs(30));
+        assert!(p.next_due().is_none());
+        let now = Instant::now();
+        p.apply(PeerId(1), upd(7, 1, "{}"), now, |_| true).unwrap();
+        assert_eq!(p.next_due(), Some(now + Duration::from_secs(30)));
+        p.remove_peer(PeerId(1));
+        // Removed and ownerless: forgotten after twice the timeout.
+        assert_eq!(p.next_due(), Some(now + Duration::from_secs(60)));
+        assert!(p.sweep(now + Duration::from_secs(61)).is_none());
+        assert!(p.next_due().is_none());
     }
 
     #[test]

@@ -23,9 +23,9 @@
 //! Containment: all yrs work runs on [`crate::yrs_threads`]; a panic there
 //! fails only this room. A panic in the room task itself drops the room:
 //! the registry entry is removed by a drop guard (`registry::Registered`) and
-//! every peer's outbound channel closes, which its connection answers with
-//! 1011 (a room never lets go of a live peer without a close code
-//! otherwise). The next join opens a fresh room that reloads from the store.
+//! every peer's slot is dropped, which tells its connection the room let go
+//! (`link::RoomEnd`); the connection answers with 1011 (a room never lets go
+//! of a live peer without a close code otherwise). The next join opens a fresh room that reloads from the store.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -33,17 +33,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use tandem_store::DocId;
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tracing::{debug, error, info, warn};
 
 use crate::close::CloseCode;
-use crate::link::{PeerHealth, PeerId, PeerLink};
+use crate::link::{InboundFrames, PeerId, PeerLink, QueueError, RoomEnd};
 use crate::mailbox::{Control, EditError, EditRequest};
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
@@ -87,15 +84,13 @@ type PeerStream = Pin<Box<dyn Stream<Item = PeerEvent> + Send + Sync>>;
 
 /// The room's view of a joined peer.
 struct PeerSlot {
-    /// Liveness (for awareness takeover) and the outbound backlog in bytes
-    /// (for the `--peer-queue-bytes` bound), shared with the connection task.
-    health: Arc<PeerHealth>,
-    /// Bounded queue of frames for the socket; the room only `try_send`s, so
-    /// a full queue closes the peer with 4008 instead of stalling the room.
-    outbound: mpsc::Sender<Bytes>,
-    /// Closes the connection with a code, bypassing a possibly full
-    /// `outbound` queue.
-    kill: mpsc::Sender<CloseCode>,
+    /// The room's end of the connection's line: its liveness (for awareness
+    /// takeover), its outbound backlog in bytes (for `--peer-queue-bytes`),
+    /// its bounded outbound queue (the room only `try_send`s, so a full
+    /// queue closes the peer with 4008 instead of stalling the room) and its
+    /// kill switch (a close code that bypasses a full queue). Dropping the
+    /// slot tells the connection the room let go of it.
+    health: RoomEnd,
     /// The connection's principal may change the document (else its
     /// changes are refused with a y-protocols "permission denied").
     may_write: bool,
@@ -218,8 +213,14 @@ impl Room {
             .min(limits.http_room_grace())
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(20));
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Maintenance wakes the room only when something is due: the next
+        // awareness expiry, or (with no peer) the unload check every
+        // `tick_every`. A room of idle peers without awareness states
+        // sleeps (it used to tick every second: 5,000 idle rooms were
+        // 5,000 wakeups a second).
+        let maintenance = tokio::time::sleep(tick_every);
+        tokio::pin!(maintenance);
+        let mut unload_check: Option<Instant> = None;
         // A control message that arrived while the document loaded comes first.
         if let Some(ctl) = first {
             match self.on_control(Some(ctl), &mut control).await {
@@ -237,6 +238,20 @@ impl Room {
             }
         }
         loop {
+            if self.peers.is_empty() {
+                unload_check.get_or_insert_with(|| Instant::now() + tick_every);
+            } else {
+                unload_check = None;
+            }
+            let due = match (unload_check, self.presence.next_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(due) = due
+                && maintenance.deadline() != due.into()
+            {
+                maintenance.as_mut().reset(due.into());
+            }
             let flow = tokio::select! {
                 biased;
                 ctl = control.recv() => match self.on_control(ctl, &mut control).await {
@@ -251,7 +266,7 @@ impl Room {
                             _ => break,
                         }
                     }
-                    self.process(batch).await
+                    Box::pin(self.process(batch)).await
                 }
                 _ = sleep_until_or_never(self.awareness_due) => {
                     let mut outbox = Outbox::default();
@@ -259,7 +274,8 @@ impl Room {
                     self.dispatch(outbox);
                     Flow::Go
                 }
-                _ = tick.tick() => {
+                _ = &mut maintenance, if due.is_some() => {
+                    unload_check = None;
                     self.maintain();
                     if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, &control) {
                         self.compact().await;
@@ -286,9 +302,10 @@ impl Room {
     ) -> Option<Flow> {
         match ctl {
             Some(Control::Edit(req)) => {
-                let flow = self
-                    .process(vec![(PeerId::SERVER, PeerEvent::Edit(req))])
-                    .await;
+                // Boxed: the batch's state exists only while it runs, not
+                // in every idle room's task.
+                let flow =
+                    Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))])).await;
                 self.usage.release(&self.shared);
                 Some(flow)
             }
@@ -322,19 +339,18 @@ impl Room {
 
     /// Adds a peer to the room (or refuses it with 4013 when the room is
     /// full); returns its inbound frames, not yet read (see `listen`).
-    fn admit(&mut self, link: PeerLink) -> Option<(PeerId, mpsc::Receiver<Vec<Inbound>>)> {
+    fn admit(&mut self, link: PeerLink) -> Option<(PeerId, InboundFrames)> {
         if self.peers.len() >= self.shared.limits.max_peers_per_room {
             warn!(peer = %link.id, "room full");
             let _ = link.kill.try_send(CloseCode::Capacity);
             self.usage.release(&self.shared);
             return None;
         }
+        let inbound = link.line.inbound();
         self.peers.insert(
             link.id,
             PeerSlot {
-                health: link.health,
-                outbound: link.outbound,
-                kill: link.kill,
+                health: link.line,
                 may_write: link.principal.mode.can_write(),
                 awareness_next: Instant::now(),
                 awareness_held: None,
@@ -347,7 +363,7 @@ impl Room {
             .peers_connected
             .fetch_add(1, Ordering::Relaxed);
         debug!(peer = %link.id, peers = self.peers.len(), "peer joined");
-        Some((link.id, link.inbound))
+        Some((link.id, inbound))
     }
 
     /// Sends an admitted peer SyncStep1 (the loaded document's state
@@ -369,25 +385,17 @@ impl Room {
             .snapshot()
             .map(|s| protocol::encode_awareness(&s));
         for frame in std::iter::once(step1).chain(awareness) {
-            let len = frame.len();
-            if slot.outbound.try_send(frame).is_ok() {
-                slot.health.enqueued(len);
-            }
+            let _ = slot.health.try_send(frame);
         }
         true
     }
 
     /// Starts reading an admitted peer: `first` (a frame read while the
     /// document loaded, minus what was answered then) before the rest.
-    fn listen(
-        &mut self,
-        id: PeerId,
-        first: Option<Vec<Inbound>>,
-        inbound: mpsc::Receiver<Vec<Inbound>>,
-    ) {
+    fn listen(&mut self, id: PeerId, first: Option<Vec<Inbound>>, inbound: InboundFrames) {
         let stream: PeerStream = Box::pin(
             tokio_stream::iter(first)
-                .chain(ReceiverStream::new(inbound))
+                .chain(inbound)
                 .map(PeerEvent::Frame)
                 .chain(tokio_stream::once(PeerEvent::Left)),
         );
@@ -407,7 +415,7 @@ impl Room {
             outbox.push(Target::All, protocol::encode_awareness(held));
         }
         if let Some(code) = code {
-            let _ = slot.kill.try_send(code);
+            let _ = slot.health.kill(code);
         }
         self.shared
             .metrics
@@ -444,16 +452,15 @@ impl Room {
                     slow.push(id);
                     continue;
                 }
-                match slot.outbound.try_send(frame.clone()) {
+                match slot.health.try_send(frame.clone()) {
                     Ok(()) => {
-                        slot.health.enqueued(frame.len());
                         self.shared
                             .metrics
                             .bytes_out
                             .fetch_add(frame.len() as u64, Ordering::Relaxed);
                     }
-                    Err(TrySendError::Full(_)) => slow.push(id),
-                    Err(TrySendError::Closed(_)) => {}
+                    Err(QueueError::Full) => slow.push(id),
+                    Err(QueueError::Closed) => {}
                 }
             }
             for id in slow {

@@ -31,7 +31,9 @@ fn trace_path() -> PathBuf {
         .unwrap_or_else(|| {
             std::env::var_os("TANDEM_TRACES")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/traces"))
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/traces")
+                })
                 .join("automerge-paper.json.gz")
         })
 }

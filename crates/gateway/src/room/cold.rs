@@ -58,7 +58,9 @@ use tracing::{debug, warn};
 
 use super::doc_state::{Caps, DocState};
 use super::{Outbox, Room, Target};
-use crate::link::PeerId;
+use futures_util::StreamExt as _;
+
+use crate::link::{InboundFrames, PeerId};
 use crate::mailbox::{Control, RoomError};
 use crate::protocol::{self, Inbound};
 use crate::yrs_threads;
@@ -68,7 +70,7 @@ struct Waiting {
     /// The connection.
     id: PeerId,
     /// Its inbound frames (only the first is read before the load is done).
-    inbound: mpsc::Receiver<Vec<Inbound>>,
+    inbound: InboundFrames,
     /// What is left of its first frame, once read (`None` inside: the
     /// connection ended before sending one).
     first: Option<Option<Vec<Inbound>>>,
@@ -235,7 +237,7 @@ async fn first_frame(waiting: &mut [Waiting]) -> (usize, Option<Vec<Inbound>>) {
     poll_fn(|cx| {
         for (i, w) in waiting.iter_mut().enumerate() {
             if w.first.is_none()
-                && let Poll::Ready(frame) = w.inbound.poll_recv(cx)
+                && let Poll::Ready(frame) = w.inbound.poll_next_unpin(cx)
             {
                 return Poll::Ready((i, frame));
             }

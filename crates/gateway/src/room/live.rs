@@ -8,12 +8,11 @@
 use std::collections::HashMap;
 
 use tandem_store::DocId;
-use tokio::sync::mpsc;
 
 use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::config::Limits;
-use crate::link::PeerId;
+use crate::link::{Kill, PeerId};
 
 /// A joined connection as [`Rooms::close_peers`] sees it.
 pub(super) struct Live {
@@ -22,7 +21,7 @@ pub(super) struct Live {
     /// Who it acts as.
     pub(super) principal: Principal,
     /// Closes it with a code.
-    pub(super) kill: mpsc::Sender<CloseCode>,
+    pub(super) kill: Kill,
     /// Counted against its `sub`'s quotas (authenticated).
     pub(super) counted: bool,
 }
@@ -112,7 +111,10 @@ mod tests {
                 sub: sub.into(),
                 mode: Mode::Write,
             },
-            kill: mpsc::channel(1).0,
+            kill: Kill::new(std::sync::Arc::new(crate::link::Line::new(
+                Default::default(),
+                1,
+            ))),
             counted,
         }
     }

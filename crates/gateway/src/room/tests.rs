@@ -2,12 +2,10 @@
 //! channels instead of sockets) and a real store in a temp dir.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tandem_store::{DocId, Store, StoreConfig};
-use tokio::sync::mpsc;
 use yrs::encoding::write::Write;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact};
@@ -16,7 +14,7 @@ use crate::access::{Mode, Principal};
 use crate::close::CloseCode;
 use crate::config::Limits;
 use crate::inspect::Encoding;
-use crate::link::{PeerHealth, PeerId, PeerLink, TEXT_ROOT};
+use crate::link::{Kill, Line, PeerId, PeerLink, RoomEnd, TEXT_ROOT};
 use crate::mailbox::{Edit, EditError};
 use crate::metrics::Metrics;
 use crate::protocol::{self, Inbound};
@@ -39,9 +37,8 @@ struct Fixture {
 struct FakePeer {
     /// Keeps it in the registry's live list (for `close_peers`).
     _live: super::LivePeer,
-    inbound: mpsc::Sender<Vec<Inbound>>,
-    outbound: mpsc::Receiver<Bytes>,
-    kill: mpsc::Receiver<CloseCode>,
+    /// The connection's end of its line (frames both ways, the close code).
+    line: Arc<Line>,
     doc: Doc,
 }
 
@@ -59,21 +56,17 @@ impl Fixture {
     }
 
     async fn join(&mut self, doc: &str, mode: Mode) -> FakePeer {
-        let (inbound_tx, inbound_rx) = mpsc::channel(64);
-        let (outbound_tx, outbound_rx) = mpsc::channel(1024);
-        let (kill_tx, kill_rx) = mpsc::channel(4);
+        let line = Arc::new(Line::new(Default::default(), 1024));
         let id = PeerId(self.next_peer);
         self.next_peer += 1;
         let link = PeerLink {
             id,
-            health: Arc::new(PeerHealth::new(Arc::new(AtomicUsize::new(0)))),
-            outbound: outbound_tx,
-            kill: kill_tx,
+            kill: Kill::new(line.clone()),
+            line: RoomEnd::new(line.clone()),
             principal: Principal {
                 sub: format!("peer-{}", id.0),
                 mode,
             },
-            inbound: inbound_rx,
         };
         let live = self
             .rooms
@@ -81,9 +74,7 @@ impl Fixture {
             .unwrap();
         let mut peer = FakePeer {
             _live: live,
-            inbound: inbound_tx,
-            outbound: outbound_rx,
-            kill: kill_rx,
+            line,
             doc: Doc::new(),
         };
         // SyncStep1 from the server, then sync to it.
@@ -107,9 +98,16 @@ impl Fixture {
     }
 }
 
+impl Drop for FakePeer {
+    /// Like a connection's task ending: the room sees the peer leave.
+    fn drop(&mut self) {
+        self.line.conn_ended();
+    }
+}
+
 impl FakePeer {
     async fn send(&self, messages: Vec<Inbound>) {
-        self.inbound.send(messages).await.unwrap();
+        self.line.send_inbound(messages).await.unwrap();
     }
 
     async fn send_update(&self, update: Vec<u8>) {
@@ -127,10 +125,12 @@ impl FakePeer {
     }
 
     async fn next_frame(&mut self) -> Option<Bytes> {
-        tokio::time::timeout(WAIT, self.outbound.recv())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(WAIT, self.recv()).await.ok().flatten()
+    }
+
+    /// The next frame the room queued; `None` once the room let go.
+    async fn recv(&self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| self.line.poll_frame(cx)).await
     }
 
     /// Applies a frame's document content; returns the sync sub-type.
@@ -180,16 +180,25 @@ impl FakePeer {
     }
 
     async fn wait_close(&mut self) -> CloseCode {
-        tokio::time::timeout(WAIT, self.kill.recv())
+        let code = std::future::poll_fn(|cx| match self.line.kill_code() {
+            Some(code) => std::task::Poll::Ready(code),
+            None => {
+                self.line.register_conn(cx);
+                match self.line.kill_code() {
+                    Some(code) => std::task::Poll::Ready(code),
+                    None => std::task::Poll::Pending,
+                }
+            }
+        });
+        tokio::time::timeout(WAIT, code)
             .await
             .expect("closed in time")
-            .expect("a close code")
     }
 
     /// True if nothing arrives for a moment (used only after a round trip
     /// proved the room has handled what came before).
     fn nothing_queued(&mut self) -> bool {
-        self.outbound.try_recv().is_err()
+        self.line.try_next_frame().is_none()
     }
 
     /// A round trip through the room: everything sent before is handled.
@@ -284,7 +293,7 @@ async fn a_read_only_peer_cannot_write_but_stays_connected() {
     assert_eq!(frame, protocol::encode_permission_denied("read-only"));
     r.round_trip().await;
     assert_eq!(fx.stored_updates("ro"), 1);
-    assert!(r.kill.try_recv().is_err(), "still connected");
+    assert!(r.line.kill_code().is_none(), "still connected");
 }
 
 #[tokio::test]
@@ -295,8 +304,8 @@ async fn a_panicking_room_closes_its_peers_and_frees_its_slot() {
     a.round_trip().await;
     assert_eq!(fx.rooms.open_rooms(), 1);
     fx.rooms.panic_room(&DocId::new("boom").unwrap());
-    // Its outbound channel closes without a code: the connection says 1011.
-    while tokio::time::timeout(WAIT, a.outbound.recv())
+    // The room lets go without a code: the connection says 1011.
+    while tokio::time::timeout(WAIT, a.recv())
         .await
         .unwrap()
         .is_some()
@@ -612,8 +621,8 @@ async fn the_item_quota_counts_what_yrs_keeps_apart() {
         let text = a.doc.get_or_insert_text(TEXT_ROOT);
         text.insert(&mut a.doc.transact_mut(), 0, "y");
         let update = a.doc.transact().encode_diff_v1(&before);
-        if a.inbound
-            .send(vec![Inbound::Update(Bytes::from(update))])
+        if a.line
+            .send_inbound(vec![Inbound::Update(Bytes::from(update))])
             .await
             .is_err()
         {
@@ -664,7 +673,7 @@ async fn the_size_quota_measures_exactly_before_refusing() {
     // The running count says 12,000+ bytes; the document holds ~6,000.
     a.send_update(a.type_text(&"y".repeat(6_000))).await;
     a.round_trip().await;
-    assert!(a.kill.try_recv().is_err(), "refused although it fits");
+    assert!(a.line.kill_code().is_none(), "refused although it fits");
     assert_eq!(fx.stored_updates("shrink"), 3);
 }
 
@@ -705,7 +714,7 @@ async fn close_peers_closes_exactly_the_matching_connections() {
     assert_eq!(first.wait_close().await, CloseCode::Forbidden);
     second.round_trip().await;
     elsewhere.round_trip().await;
-    assert!(second.kill.try_recv().is_err() && elsewhere.kill.try_recv().is_err());
+    assert!(second.line.kill_code().is_none() && elsewhere.line.kill_code().is_none());
     // A connection that ended is no longer listed.
     drop(first);
     assert_eq!(
