@@ -115,10 +115,12 @@ pub enum RoomError {
 
 /// Messages to the room that are not peer traffic.
 pub(crate) enum Control {
-    /// A connection joins.
-    Join(PeerLink),
+    /// A connection joins (boxed, as is `Edit`: an unbounded channel
+    /// allocates a block of 32 messages up front in every room, so the
+    /// message stays a pointer wide).
+    Join(Box<PeerLink>),
     /// An HTTP edit.
-    Edit(EditRequest),
+    Edit(Box<EditRequest>),
     /// The server is stopping: close peers with 1001, compact, exit.
     Shutdown,
     /// The registry unloaded this room to make space (it had no peer and

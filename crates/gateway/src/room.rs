@@ -305,7 +305,7 @@ impl Room {
                 // Boxed: the batch's state exists only while it runs, not
                 // in every idle room's task.
                 let flow =
-                    Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))])).await;
+                    Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(*req))])).await;
                 self.usage.release(&self.shared);
                 Some(flow)
             }
@@ -321,7 +321,7 @@ impl Room {
                 None
             }
             Some(Control::Join(link)) => {
-                self.join(link);
+                self.join(*link);
                 Some(Flow::Go)
             }
         }

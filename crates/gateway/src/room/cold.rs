@@ -123,7 +123,7 @@ pub(super) async fn load(
             }
             ctl = control.recv(), if held.is_none() => match ctl {
                 Some(Control::Join(link)) => {
-                    if let Some((id, inbound)) = room.admit(link) {
+                    if let Some((id, inbound)) = room.admit(*link) {
                         waiting.push(Waiting { id, inbound, first: None, wants_full_state: false });
                     }
                 }

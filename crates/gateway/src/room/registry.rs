@@ -183,7 +183,7 @@ impl Rooms {
             shared: self.shared.clone(),
             id,
         };
-        self.send(doc, Control::Join(link))?;
+        self.send(doc, Control::Join(Box::new(link)))?;
         Ok(live)
     }
 
@@ -213,11 +213,11 @@ impl Rooms {
         let (reply, outcome) = oneshot::channel();
         self.send(
             doc,
-            Control::Edit(EditRequest {
+            Control::Edit(Box::new(EditRequest {
                 edit,
                 principal,
                 reply,
-            }),
+            })),
         )
         .map_err(EditError::Unavailable)?;
         outcome
