@@ -63,8 +63,12 @@ if [[ -x "$ysweet" ]]; then
 fi
 
 mkdir -p "$root/target/bench"
+# Tandem's per-connection inbound rate limits (--peer-msgs-per-sec 200,
+# --peer-bytes-per-sec 8 MiB) are off here: the throughput workload streams a
+# whole trace through one connection as fast as the server takes it, and no
+# peer server has such a limit. Everything else runs with its defaults.
 exec "$target/release/tandem-bench" suite \
-    --tandem-cmd "RUST_LOG=warn $target/release/tandem serve --listen 127.0.0.1:{port} --data-dir {data}" \
+    --tandem-cmd "RUST_LOG=warn $target/release/tandem serve --listen 127.0.0.1:{port} --data-dir {data} --peer-msgs-per-sec 0 --peer-bytes-per-sec 0" \
     "${peers[@]}" \
     --out "$root/target/bench/results.json" \
     "$@"
