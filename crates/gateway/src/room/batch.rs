@@ -61,8 +61,8 @@ impl Room {
             let Some(mut state) = self.state.take() else {
                 return Flow::Failed;
             };
-            let small =
-                state.is_small() && ops.iter().map(DocOp::weight).sum::<usize>() <= SMALL_BATCH;
+            let small = state.is_small()
+                && ops.iter().map(DocOp::weight).fold(0, usize::saturating_add) <= SMALL_BATCH;
             let job = move || {
                 let applied = state.apply(ops);
                 (state, applied)

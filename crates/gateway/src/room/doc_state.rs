@@ -115,12 +115,12 @@ pub(crate) enum DocOp {
 
 impl DocOp {
     /// How much work the op may be, in update bytes, for choosing where a
-    /// batch runs (`room::batch`): a SyncStep1 (an encode of the document)
+    /// batch runs (`room::batch`, which adds them saturating): a SyncStep1 (an encode of the document)
     /// and a text replacement (a diff) count as too much to run in place.
     pub(crate) fn weight(&self) -> usize {
         match self {
             DocOp::Update { bytes, .. } => bytes.len(),
-            DocOp::ReplaceText(_) | DocOp::SyncStep1 { .. } => usize::MAX / 4,
+            DocOp::ReplaceText(_) | DocOp::SyncStep1 { .. } => usize::MAX,
         }
     }
 }
