@@ -168,15 +168,18 @@ impl Peer {
             if cond(&self.state()) {
                 return;
             }
-            if tokio::time::timeout_at(deadline, changed.changed())
-                .await
-                .is_err()
-            {
+            // Timed out, or the connection's task is gone (nothing will
+            // change any more: waiting again would spin).
+            let waited = tokio::time::timeout_at(deadline, changed.changed()).await;
+            if !matches!(waited, Ok(Ok(()))) {
+                if cond(&self.state()) {
+                    return;
+                }
                 let s = self.state();
                 let text = s.text();
                 let head: String = text.chars().take(80).collect();
                 panic!(
-                    "timed out waiting for {what}; text ({} chars) starts {head:?}; close={:?} ended={}",
+                    "timed out (or the connection ended) waiting for {what}; text ({} chars) starts {head:?}; close={:?} ended={}",
                     text.chars().count(),
                     s.close,
                     s.ended
