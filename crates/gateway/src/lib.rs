@@ -10,7 +10,8 @@
 //! - `config`: limits and timings ([`Limits`], the `tandem serve` flags).
 //! - `inspect`: reading an update before yrs applies it (nesting depth,
 //!   deleted ranges, bytes left over), recursion-free.
-//! - `yrs_threads`: the big-stack threads all yrs work runs on.
+//! - `yrs_threads`: the big-stack threads yrs work runs on (small batches
+//!   run in place on a server worker marked as having the same stack).
 //! - `rate`: the per-connection inbound rate limit (token buckets on
 //!   messages and bytes; 4429), sans I/O.
 //! - `web`: the browser editor's static files.

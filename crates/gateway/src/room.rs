@@ -12,6 +12,8 @@
 //! fan-out to the peers' queues, awareness expiry, compaction, unload and
 //! shutdown. The rest, one concept per file:
 //!
+//! - `cold`: the load, answering joiners that sync from scratch from the
+//!   stored bytes while the `Doc` is built.
 //! - `batch`: one batch of peer traffic and HTTP edits: the document work
 //!   goes to a yrs thread in one job, then await durable → fan out → reply.
 //! - `doc_state`: the document and the one write path (inspect → authorize →
