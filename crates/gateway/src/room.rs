@@ -4,9 +4,14 @@
 //! Peers talk to the room over channels: a join arrives on the control
 //! channel with the peer's inbound receiver; the room polls every peer's
 //! inbound stream, takes everything that is ready as one batch, applies it,
-//! appends the batch's updates to the store as one record, awaits durability
-//! once for the whole batch (group commit), and only then fans the encoded
-//! frames out to the peers' bounded outbound queues.
+//! appends the batch's updates to the store as one record, and fans the
+//! encoded frames out to the peers' bounded outbound queues only once the
+//! whole batch is durable (group commit). While a batch waits for its disk
+//! sync the room goes on applying the next ones (up to
+//! `batch::MAX_IN_FLIGHT`); batches are sent strictly in order, each after
+//! its own changes and every earlier batch's are durable, and any other
+//! frame (awareness, replies) queues behind them, so nothing a peer
+//! receives is ever ahead of the disk or out of order.
 //!
 //! This file is the actor's lifecycle: load, the run loop, joins and leaves,
 //! fan-out to the peers' queues, awareness expiry, compaction, unload and
@@ -29,7 +34,7 @@
 //! (`link::RoomEnd`); the connection answers with 1011 (a room never lets go
 //! of a live peer without a close code otherwise). The next join opens a fresh room that reloads from the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,6 +134,7 @@ pub(crate) async fn run(
         empty_since: Some(Instant::now()),
         awareness_due: None,
         compacting: Arc::new(AtomicBool::new(false)),
+        in_flight: VecDeque::new(),
         usage,
         had_peer: false,
         shared,
@@ -195,6 +201,9 @@ struct Room {
     /// A background compaction is running (at most one per document; the
     /// flag is shared with the blocking task that clears it).
     compacting: Arc<AtomicBool>,
+    /// Batches applied and on their way to disk, oldest first (at most
+    /// `batch::MAX_IN_FLIGHT`); each is sent once durable, in order.
+    in_flight: VecDeque<batch::InFlight>,
     /// In use or idle, for the registry's least-recently-used eviction:
     /// released once per handled control message and per departed peer.
     usage: Arc<RoomUsage>,
@@ -260,7 +269,11 @@ impl Room {
                     Some(flow) => flow,
                     None => return,
                 },
-                Some(first) = self.inbound.next(), if !self.inbound.is_empty() => {
+                // The oldest batch on its way to disk is there: send it.
+                durable = std::future::poll_fn(|cx| batch::poll_oldest(&mut self.in_flight, cx)), if !self.in_flight.is_empty() => {
+                    self.settle(durable)
+                }
+                Some(first) = self.inbound.next(), if !self.inbound.is_empty() && self.in_flight.len() < batch::MAX_IN_FLIGHT => {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match self.inbound.next().now_or_never() {
@@ -273,7 +286,7 @@ impl Room {
                 _ = sleep_until_or_never(self.awareness_due) => {
                     let mut outbox = Outbox::default();
                     self.release_awareness(&mut outbox);
-                    self.dispatch(outbox);
+                    self.send(outbox);
                     Flow::Go
                 }
                 _ = &mut maintenance, if due.is_some() => {
@@ -312,6 +325,7 @@ impl Room {
                 Some(flow)
             }
             Some(Control::Evict) => {
+                self.settle_all().await;
                 self.compact().await;
                 info!("room unloaded to make space (least recently used)");
                 None
@@ -319,6 +333,7 @@ impl Room {
             #[cfg(test)]
             Some(Control::Panic) => panic!("test: the room task panics"),
             Some(Control::Shutdown) | None => {
+                self.settle_all().await;
                 self.shutdown(control).await;
                 None
             }
@@ -477,7 +492,7 @@ impl Room {
         if let Some(expired) = self.presence.sweep(Instant::now()) {
             let mut outbox = Outbox::default();
             outbox.push(Target::All, protocol::encode_awareness(&expired));
-            self.dispatch(outbox);
+            self.send(outbox);
         }
     }
 
@@ -491,7 +506,9 @@ impl Room {
         } else {
             limits.http_room_grace()
         };
-        self.peers.is_empty() && self.empty_since.is_some_and(|t| t.elapsed() >= grace)
+        self.peers.is_empty()
+            && self.in_flight.is_empty()
+            && self.empty_since.is_some_and(|t| t.elapsed() >= grace)
     }
 
     /// Closes every peer with `code` (store failure, shutdown).

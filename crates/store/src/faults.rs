@@ -1,9 +1,10 @@
 //! A fault-injecting seam at the disk-sync boundary, so tests can make the
 //! store's syncs fail (as a full disk would) and heal again, without a real
-//! full disk. Production code never sets one.
+//! full disk, or hold them (as a slow disk would) and let them go. Production
+//! code never sets one.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// A switch shared by a test and the store it configures (through
 /// `StoreConfig::sync_faults`): while it is on, every disk sync fails with
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Default)]
 pub struct SyncFaults {
     failing: Arc<AtomicBool>,
+    /// While true, a sync waits before reaching the disk.
+    held: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl SyncFaults {
@@ -29,8 +32,27 @@ impl SyncFaults {
         self.failing.store(false, Ordering::SeqCst);
     }
 
-    /// The injected error when the switch is on.
+    /// Makes every following sync wait before it reaches the disk (a slow
+    /// disk), until [`SyncFaults::release`].
+    pub fn hold(&self) {
+        *crate::commit::lock(&self.held.0) = true;
+    }
+
+    /// Lets held syncs (and every later one) go on.
+    pub fn release(&self) {
+        *crate::commit::lock(&self.held.0) = false;
+        self.held.1.notify_all();
+    }
+
+    /// Waits while syncs are held, then the injected error when the switch
+    /// is on.
     pub(crate) fn check(&self) -> std::io::Result<()> {
+        let (held, released) = &*self.held;
+        let mut guard = crate::commit::lock(held);
+        while *guard {
+            guard = released.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(guard);
         if self.failing.load(Ordering::SeqCst) {
             Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
         } else {

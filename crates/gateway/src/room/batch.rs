@@ -1,16 +1,25 @@
 //! One batch of peer traffic and HTTP edits: the document work of the whole
-//! batch goes to a yrs thread as one job ([`DocState::apply`]), then the room
-//! awaits the batch's store appends once (group commit), then fans the frames
-//! out in arrival order and answers the HTTP edits. Nothing of a batch is
-//! sent before all of its changes are durable.
+//! batch goes to a yrs thread as one job ([`DocState::apply`]), then the
+//! batch waits for its store appends once (group commit) as an [`InFlight`]
+//! batch, then its frames go out in arrival order and its HTTP edits are
+//! answered. Nothing of a batch is sent before all of its changes, and all
+//! of every earlier batch's, are durable; meanwhile the room applies the
+//! next batches (at most [`MAX_IN_FLIGHT`] wait at once), so a fast sender
+//! is not held to one batch per disk sync.
 //!
 //! A refused change closes its sender (1007, or 4413 past the size quota) or
 //! fails its HTTP edit; nothing of it is stored, and whatever the batch
 //! accepted before it is stored and sent as usual.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use tandem_store::{Appended, StoreError};
 
 use tokio::sync::oneshot;
 use tracing::{error, warn};
@@ -50,6 +59,66 @@ type Ack = (
     Result<(), EditError>,
 );
 
+/// Most batches on their way to disk at once: while the oldest waits for
+/// its sync the room applies the next ones, so one sync covers several
+/// batches (a streaming client is no longer held to one batch per sync).
+/// Bounds what the room holds of frames not yet sent.
+pub(super) const MAX_IN_FLIGHT: usize = 8;
+
+/// Resolves once every store append of a batch is durable.
+type Durable = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// A batch whose changes are applied and on their way to disk: its frames
+/// and HTTP answers go out once they are durable, after every earlier
+/// batch's (durable before broadcast, in order).
+pub(super) struct InFlight {
+    /// Resolves once every store append of the batch is durable. In a
+    /// mutex only so that the room stays `Sync` (its `&self` methods are
+    /// held across awaits); reached only through `get_mut`, never locked.
+    durable: Mutex<Durable>,
+    /// The batch's frames, plus those of later batches with nothing to wait for.
+    outbox: Outbox,
+    /// The batch's HTTP answers.
+    acks: Vec<Ack>,
+}
+
+/// Polls the oldest batch on its way to disk (pending when there is none).
+/// A function of the queue alone, so the room's `select!` can poll it next
+/// to its other fields.
+pub(super) fn poll_oldest(
+    in_flight: &mut VecDeque<InFlight>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), StoreError>> {
+    match in_flight.front_mut() {
+        Some(batch) => batch.poll_durable(cx),
+        None => Poll::Pending,
+    }
+}
+
+impl InFlight {
+    /// A batch waiting for `tickets`.
+    fn new(tickets: Vec<Appended>, outbox: Outbox, acks: Vec<Ack>) -> Self {
+        let durable = async move {
+            let done = futures_util::future::join_all(tickets.into_iter().map(|t| t.durable()));
+            done.await
+                .into_iter()
+                .find_map(Result::err)
+                .map_or(Ok(()), Err)
+        };
+        InFlight {
+            durable: Mutex::new(Box::pin(durable)),
+            outbox,
+            acks,
+        }
+    }
+
+    /// Polls the batch's durability.
+    fn poll_durable(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StoreError>> {
+        let durable = self.durable.get_mut().unwrap_or_else(|e| e.into_inner());
+        durable.as_mut().poll(cx)
+    }
+}
+
 impl Room {
     /// Handles one batch (see the module docs); a store failure or a panic
     /// on the yrs thread closes every peer with 1011 and fails the room.
@@ -87,26 +156,79 @@ impl Room {
             }
         }
         let (outbox, acks) = self.walk(steps, outcomes);
-        // Group commit: one durability wait for the whole batch, before anything is sent.
-        let durable =
-            futures_util::future::join_all(tickets.into_iter().map(|t| t.durable())).await;
-        if let Some(Err(e)) = durable.into_iter().find(|r| r.is_err()) {
-            error!(error = %e, "store failed to persist updates");
-            let e = Arc::new(RoomError::from(e));
-            for (reply, _) in acks {
-                let _ = reply.send(Err(EditError::Failed(e.clone())));
+        if tickets.is_empty() && self.in_flight.is_empty() {
+            // Nothing to wait for (awareness, replies, refusals): out now.
+            self.dispatch(outbox);
+            for (reply, result) in acks {
+                let _ = reply.send(result);
             }
-            return self.fail(Vec::new(), e);
-        }
-        self.dispatch(outbox);
-        for (reply, result) in acks {
-            let _ = reply.send(result);
+        } else if let (true, Some(last)) = (tickets.is_empty(), self.in_flight.back_mut()) {
+            // Nothing of its own to wait for, but it goes out after the
+            // batch before it (a SyncStep2 may hold that batch's changes).
+            last.outbox.append(outbox);
+            last.acks.extend(acks);
+        } else {
+            // Group commit: one durability wait for the whole batch, before
+            // anything of it is sent; the room goes on with the next batch.
+            while self.in_flight.len() >= MAX_IN_FLIGHT {
+                let durable = std::future::poll_fn(|cx| poll_oldest(&mut self.in_flight, cx)).await;
+                if self.settle(durable) == Flow::Failed {
+                    return Flow::Failed;
+                }
+            }
+            self.in_flight
+                .push_back(InFlight::new(tickets, outbox, acks));
         }
         if self.peers.is_empty() && self.empty_since.is_none() {
             self.empty_since = Some(Instant::now());
         }
         self.compact_in_background();
         Flow::Go
+    }
+
+    /// The oldest batch on its way to disk is there (or failed): sends its
+    /// frames and answers its HTTP edits, or fails the room.
+    pub(super) fn settle(&mut self, durable: Result<(), StoreError>) -> Flow {
+        let Some(batch) = self.in_flight.pop_front() else {
+            return Flow::Go;
+        };
+        if let Err(e) = durable {
+            error!(error = %e, "store failed to persist updates");
+            let e = Arc::new(RoomError::from(e));
+            for (reply, _) in batch.acks {
+                let _ = reply.send(Err(EditError::Failed(e.clone())));
+            }
+            return self.fail(Vec::new(), e);
+        }
+        self.dispatch(batch.outbox);
+        for (reply, result) in batch.acks {
+            let _ = reply.send(result);
+        }
+        Flow::Go
+    }
+
+    /// Waits for every batch on its way to disk and sends it (before the
+    /// room unloads or shuts down).
+    pub(super) async fn settle_all(&mut self) -> Flow {
+        while !self.in_flight.is_empty() {
+            let durable = std::future::poll_fn(|cx| poll_oldest(&mut self.in_flight, cx)).await;
+            if self.settle(durable) == Flow::Failed {
+                return Flow::Failed;
+            }
+        }
+        Flow::Go
+    }
+
+    /// Sends `outbox` now, or after the batches still on their way to disk
+    /// (so frames never overtake a batch queued before them).
+    pub(super) fn send(&mut self, outbox: Outbox) {
+        if outbox.is_empty() {
+            return;
+        }
+        match self.in_flight.back_mut() {
+            Some(last) => last.outbox.append(outbox),
+            None => self.dispatch(outbox),
+        }
     }
 
     /// Splits the batch into the document ops (for the yrs thread) and the
@@ -294,6 +416,13 @@ impl Room {
         let error = error.into();
         for step in steps {
             if let Step::Edit(reply) = step {
+                let _ = reply.send(Err(EditError::Failed(error.clone())));
+            }
+        }
+        // Batches still on their way to disk are never sent: their senders
+        // are closed with the rest, their HTTP edits fail.
+        for batch in std::mem::take(&mut self.in_flight) {
+            for (reply, _) in batch.acks {
                 let _ = reply.send(Err(EditError::Failed(error.clone())));
             }
         }

@@ -55,6 +55,19 @@ impl Outbox {
         self.frames.push_back((target, frame));
     }
 
+    /// Queues every frame of `later` after everything queued here (a batch
+    /// that must wait for an earlier one still on its way to disk).
+    pub(super) fn append(&mut self, mut later: Outbox) {
+        self.end_run();
+        later.end_run();
+        self.frames.append(&mut later.frames);
+    }
+
+    /// Whether nothing is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.frames.is_empty() && self.sender.is_none()
+    }
+
     /// The next frame to send, in order (ends the open run first).
     pub(super) fn pop(&mut self) -> Option<(Target, Bytes)> {
         self.end_run();

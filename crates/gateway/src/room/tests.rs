@@ -44,8 +44,15 @@ struct FakePeer {
 
 impl Fixture {
     fn new(limits: Limits) -> Fixture {
+        Fixture::with_config(limits, |_| {})
+    }
+
+    /// A fixture whose store config `adjust` changes first.
+    fn with_config(limits: Limits, adjust: impl FnOnce(&mut StoreConfig)) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        adjust(&mut config);
+        let store = Store::open(config).unwrap();
         let rooms = Rooms::new(store.clone(), limits, Arc::new(Metrics::default()));
         Fixture {
             rooms,
@@ -252,6 +259,84 @@ async fn an_update_reaches_the_other_peer_and_the_store_in_order() {
     a.send_update(a.type_text("two")).await;
     b.wait_text("one two").await;
     assert_eq!(fx.stored_updates("order"), 2);
+}
+
+#[tokio::test]
+async fn the_room_applies_the_next_batch_while_one_waits_for_its_sync_and_sends_both_in_order() {
+    let faults = tandem_store::SyncFaults::new();
+    let seam = faults.clone();
+    let mut fx = Fixture::with_config(Limits::default(), |c| c.sync_faults = Some(seam));
+    let a = fx.join("pipeline", Mode::Write).await;
+    let mut b = fx.join("pipeline", Mode::Write).await;
+    faults.hold();
+    // Let go of held syncs however the test ends (the store's drop waits
+    // for its flusher, which a held sync would block forever).
+    let _release = Release(faults.clone());
+    a.send_update(a.type_text("one ")).await;
+    // Another frame once the room has taken the first (its own batch).
+    wait_for(|| fx.stored_updates("pipeline") == 1).await;
+    a.send_update(a.type_text("two")).await;
+    // The room took the second batch although the first is not durable...
+    wait_for(|| fx.stored_updates("pipeline") == 2).await;
+    // ...and nothing of either went out before the disk had it.
+    assert!(b.nothing_queued(), "a frame went out before its sync");
+    faults.release();
+    b.wait_text("one two").await;
+}
+
+#[tokio::test]
+async fn a_failed_sync_sends_none_of_the_batches_in_flight_and_fails_their_edits() {
+    let faults = tandem_store::SyncFaults::new();
+    let seam = faults.clone();
+    let mut fx = Fixture::with_config(Limits::default(), |c| c.sync_faults = Some(seam));
+    let a = fx.join("lost", Mode::Write).await;
+    let mut b = fx.join("lost", Mode::Write).await;
+    faults.hold();
+    let _release = Release(faults.clone());
+    a.send_update(a.type_text("one ")).await;
+    wait_for(|| fx.stored_updates("lost") == 1).await;
+    let edit = fx.edit(
+        "lost",
+        Edit::Update {
+            bytes: Bytes::from(text_update(99, "http")),
+            encoding: Encoding::V1,
+        },
+    );
+    let (edited, ()) = tokio::join!(edit, async {
+        wait_for(|| fx.stored_updates("lost") == 2).await;
+        faults.fail();
+        faults.release();
+    });
+    assert!(
+        matches!(edited, Err(EditError::Failed(_))),
+        "the HTTP edit in flight failed: {edited:?}"
+    );
+    assert_eq!(b.wait_close().await, CloseCode::Internal);
+    assert!(
+        b.nothing_queued(),
+        "no frame of a batch that never became durable"
+    );
+    assert_eq!(b.text(), "");
+}
+
+/// Releases held syncs when dropped.
+struct Release(tandem_store::SyncFaults);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Waits until `done` holds (or fails the test after [`WAIT`]).
+async fn wait_for(done: impl Fn() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("condition within the wait");
 }
 
 #[tokio::test]
