@@ -542,11 +542,19 @@ impl Room {
         self.compact().await;
     }
 
-    /// Starts a compaction if the log passed its threshold and none is running.
-    /// The store's compaction is safe alongside appends, so the room goes on.
-    fn compact_in_background(&mut self) {
-        if self.compacting.load(Ordering::Relaxed)
-            || !self.shared.store.needs_compaction(&self.doc_id)
+    /// Starts a compaction if the log passed its threshold and none is
+    /// running: from `live` (the live document, encoded by the batch that
+    /// found the compaction due) when there is one, else, before this room
+    /// has appended anything, by the store's replay. Due but without
+    /// `live`, it waits for the next batch to encode it. The store's
+    /// compaction is safe alongside appends, so the room goes on.
+    fn compact_in_background(&mut self, live: Option<(tandem_store::Seq, Vec<u8>)>) {
+        if self.compacting.load(Ordering::Relaxed) {
+            return;
+        }
+        if live.is_none()
+            && (self.state.as_ref().is_none_or(|s| s.has_appended())
+                || !self.shared.store.needs_compaction(&self.doc_id))
         {
             return;
         }
@@ -557,7 +565,11 @@ impl Room {
             self.compacting.clone(),
         );
         let job = yrs_threads::run(move || {
-            if let Err(e) = store.compact(&id) {
+            let compacted = match live {
+                Some((upto, state)) => store.compact_from_state(&id, upto, state),
+                None => store.compact(&id),
+            };
+            if let Err(e) = compacted {
                 warn!(doc = %id.as_str(), error = %e, "compaction failed");
             }
         });

@@ -107,6 +107,14 @@
 //! twice the bytes appended since the previous one (linear overall), and a
 //! load replays a log at most about as large as the snapshot.
 //!
+//! [`Store::compact`] decodes and replays the whole log into a `Doc` to
+//! encode the new snapshot, which costs as much CPU again as applying those
+//! updates did. A caller that holds the live document (a room: the only
+//! writer of its document while loaded) uses [`Store::compact_from_state`]
+//! instead, handing over its own encoding as of the last record it
+//! appended; the store then only rewrites keys (measured: 25 % less server
+//! CPU per update while streaming the automerge-paper trace).
+//!
 //! # Bad data
 //!
 //! A log record that cannot be decoded or applied makes [`Store::load`]

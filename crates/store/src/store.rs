@@ -12,7 +12,7 @@ use crate::doc_state::{DocSlot, DocState, read_state};
 use crate::manifest::{Checkpoints, Manifest, holdings};
 use crate::open::{contain, open_sled};
 use crate::records::{self, SnapshotHeader};
-use crate::replay::{self, StoredUpdate};
+use crate::replay::{self, StoredSnapshot, StoredUpdate};
 use crate::upgrade::check_format;
 use crate::wal::{self, Ops};
 use crate::{DocId, StoreConfig, StoreError};
@@ -482,10 +482,56 @@ impl Store {
     /// exactly the records it merged. Fails without changing anything when
     /// a record is corrupt.
     pub fn compact(&self, doc: &DocId) -> Result<CompactStats, StoreError> {
+        self.compact_with(doc, None, |snapshot, log| {
+            let merged = replay::replay(doc, self.doc_options(), snapshot, log, None)?;
+            Ok(merged
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default()))
+        })
+    }
+
+    /// Replaces the records up to `upto` with `state`, the caller's own
+    /// encoding (`encode_state_as_update_v1`) of the document as of
+    /// `upto`, without replaying the log. Blocking, atomic, like
+    /// [`Store::compact`].
+    ///
+    /// For the one writer of a loaded document (a room), whose `Doc` holds
+    /// exactly the snapshot plus every record up to the last one it
+    /// appended ([`Appended::seq`]): merging costs it one encode instead of
+    /// decoding and replaying the whole log again. `upto` past the last
+    /// appended record is refused (nothing changes).
+    pub fn compact_from_state(
+        &self,
+        doc: &DocId,
+        upto: Seq,
+        state: Vec<u8>,
+    ) -> Result<CompactStats, StoreError> {
+        self.compact_with(doc, Some(upto), move |_, _| Ok(state))
+    }
+
+    /// The compaction both entries share: reads the snapshot and the log up
+    /// to `upto` (the last appended record when `None`), has `merge` encode
+    /// the merged state, and writes it with the merged records removed.
+    fn compact_with(
+        &self,
+        doc: &DocId,
+        upto: Option<Seq>,
+        merge: impl FnOnce(Option<&StoredSnapshot>, &[StoredUpdate]) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<CompactStats, StoreError> {
         self.check_writable()?;
         let slot = self.slot(doc);
         let _maintenance = lock(&slot.maintenance);
-        let upto = self.with_state(&slot, doc, |s| s.next_seq - 1)?;
+        let last = self.with_state(&slot, doc, |s| s.next_seq - 1)?;
+        let upto = match upto {
+            Some(upto) if upto > last => {
+                return Err(StoreError::InvalidUpdate {
+                    doc: doc.clone(),
+                    reason: format!("compaction up to {upto} past the last record {last}"),
+                });
+            }
+            Some(upto) => upto,
+            None => last,
+        };
         // Every record up to `upto` must be in sled before it is read.
         self.settle(&slot);
         let (snapshot, log) = {
@@ -505,10 +551,7 @@ impl Store {
             });
         }
         let merged_count: u64 = log.iter().map(StoredUpdate::count).sum();
-        let merged = replay::replay(doc, self.doc_options(), snapshot.as_ref(), &log, None)?;
-        let state = merged
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
+        let state = merge(snapshot.as_ref(), &log)?;
 
         let now = now_ms();
         let header = SnapshotHeader {

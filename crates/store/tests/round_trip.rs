@@ -238,3 +238,33 @@ fn compaction_waits_for_the_log_to_match_the_snapshot() {
     }
     assert!(store.needs_compaction(&doc));
 }
+
+#[test]
+fn compaction_from_a_callers_state_merges_up_to_its_record_and_keeps_the_rest() {
+    use yrs::{ReadTxn, StateVector, Transact};
+    let dir = tempfile::tempdir().unwrap();
+    let doc = id("live");
+    let editor = Editor::new(9);
+    {
+        let store = open(dir.path());
+        for i in 0..40 {
+            append_durable(&store, &doc, &editor.insert(i, "a"));
+        }
+        // The caller's document as of record 40, then two more records.
+        let state = editor
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        append_durable(&store, &doc, &editor.insert(0, "b"));
+        append_durable(&store, &doc, &editor.insert(0, "c"));
+        let refused = store.compact_from_state(&doc, 43, state.clone());
+        assert!(refused.is_err(), "past the last record");
+        let stats = store.compact_from_state(&doc, 40, state).unwrap();
+        assert_eq!(stats.merged_updates, 40);
+        let info = store.info(&doc).unwrap().unwrap();
+        assert_eq!((info.log_len, info.update_count), (2, 42));
+        assert_eq!(text(&store.load(&doc).unwrap()), text(&editor.doc));
+    }
+    let store = open(dir.path());
+    assert_eq!(text(&store.load(&doc).unwrap()), text(&editor.doc));
+}

@@ -126,14 +126,23 @@ impl Room {
         let (steps, ops) = self.plan(batch);
         let mut outcomes = Vec::new();
         let mut tickets = Vec::new();
+        let mut compaction = None;
         if !ops.is_empty() {
             let Some(mut state) = self.state.take() else {
                 return Flow::Failed;
             };
-            let small = state.is_small()
+            // A compaction that is due is done from the live document,
+            // encoded right after this batch (not in place: a whole encode).
+            let compaction_due = !self.compacting.load(Ordering::Relaxed)
+                && self.shared.store.needs_compaction(&self.doc_id);
+            let small = !compaction_due
+                && state.is_small()
                 && ops.iter().map(DocOp::weight).fold(0, usize::saturating_add) <= SMALL_BATCH;
             let job = move || {
-                let applied = state.apply(ops);
+                let mut applied = state.apply(ops);
+                if compaction_due && applied.store_failed.is_none() {
+                    applied.compaction = state.compaction_state();
+                }
                 (state, applied)
             };
             let done = if small {
@@ -146,6 +155,7 @@ impl Room {
                     self.state = Some(state);
                     outcomes = applied.outcomes;
                     tickets = applied.tickets;
+                    compaction = applied.compaction;
                     applied.store_failed
                 }
                 Err(panicked) => Some(RoomError::from(panicked)),
@@ -182,7 +192,7 @@ impl Room {
         if self.peers.is_empty() && self.empty_since.is_none() {
             self.empty_since = Some(Instant::now());
         }
-        self.compact_in_background();
+        self.compact_in_background(compaction);
         Flow::Go
     }
 

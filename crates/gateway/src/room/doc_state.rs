@@ -157,6 +157,9 @@ pub(crate) struct Applied {
     pub tickets: Vec<Appended>,
     /// The store failed: the room must close its peers with 1011 and go.
     pub store_failed: Option<RoomError>,
+    /// The live document encoded for a compaction that was due, with the
+    /// last record it holds (see [`DocState::compaction_state`]).
+    pub compaction: Option<(tandem_store::Seq, Vec<u8>)>,
 }
 
 /// The live document and what the write path keeps about it.
@@ -185,6 +188,11 @@ pub(crate) struct DocState {
     doc_id: DocId,
     /// The bounds.
     caps: Caps,
+    /// The last log record this room appended: the live document holds the
+    /// stored snapshot and every record up to it, no more (the room is the
+    /// document's only writer while it is loaded), so it can be compacted
+    /// from the live document ([`DocState::compaction_state`]).
+    last_appended: Option<tandem_store::Seq>,
 }
 
 impl DocState {
@@ -211,12 +219,32 @@ impl DocState {
             store,
             doc_id,
             caps,
+            last_appended: None,
         })
     }
 
     /// The live document's state vector (for SyncStep1 to joiners).
     pub(crate) fn state_vector(&self) -> StateVector {
         self.doc.transact().state_vector()
+    }
+
+    /// The live document encoded whole, with the last record it holds, for
+    /// `Store::compact_from_state` (one encode instead of the store decoding
+    /// and replaying the whole log again); `None` until this room has
+    /// appended a record (then the store compacts by replaying).
+    pub(crate) fn compaction_state(&self) -> Option<(tandem_store::Seq, Vec<u8>)> {
+        let upto = self.last_appended?;
+        let state = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        Some((upto, state))
+    }
+
+    /// Whether this room has appended a record (compactions then start
+    /// from the live document).
+    pub(crate) fn has_appended(&self) -> bool {
+        self.last_appended.is_some()
     }
 
     /// A document whose ops are cheap: under 1 MiB encoded, nothing
@@ -236,6 +264,7 @@ impl DocState {
             outcomes: Vec::with_capacity(ops.len()),
             tickets: Vec::new(),
             store_failed: None,
+            compaction: None,
         };
         let mut unstored: Vec<Bytes> = Vec::new();
         let mut refused: HashSet<PeerId> = HashSet::new();
@@ -497,7 +526,10 @@ impl DocState {
         }
         let updates: Vec<&[u8]> = unstored.iter().map(|u| &u[..]).collect();
         match self.store.append_batch(&self.doc_id, &updates) {
-            Ok(ticket) => out.tickets.push(ticket),
+            Ok(ticket) => {
+                self.last_appended = Some(ticket.seq);
+                out.tickets.push(ticket);
+            }
             Err(e) => out.store_failed = Some(e.into()),
         }
         unstored.clear();

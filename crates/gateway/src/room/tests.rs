@@ -319,6 +319,34 @@ async fn a_failed_sync_sends_none_of_the_batches_in_flight_and_fails_their_edits
     assert_eq!(b.text(), "");
 }
 
+#[tokio::test]
+async fn a_live_room_compacts_from_its_document_and_the_store_keeps_every_change() {
+    let mut fx = Fixture::with_config(Limits::default(), |c| {
+        c.compact_after_updates = 5;
+        c.compact_min_log_percent = 0;
+    });
+    let a = fx.join("compact", Mode::Write).await;
+    let mut b = fx.join("compact", Mode::Write).await;
+    let mut typed = String::new();
+    for i in 0..60 {
+        let word = format!("w{i} ");
+        a.send_update(a.type_text(&word)).await;
+        typed.push_str(&word);
+        // One batch each: every few batches one finds a compaction due.
+        b.wait_text(&typed).await;
+    }
+    let id = DocId::new("compact").unwrap();
+    let info = || fx.store.info(&id).unwrap().expect("stored");
+    // Compactions ran while the room was live (the log is shorter than
+    // the 60 records appended) and nothing was lost: the store's own copy
+    // equals what the peers have.
+    wait_for(|| info().log_len < 60).await;
+    assert_eq!(info().update_count, 60);
+    let stored = fx.store.load(&id).unwrap();
+    let text = stored.get_or_insert_text(TEXT_ROOT);
+    assert_eq!(text.get_string(&stored.transact()), typed);
+}
+
 /// Releases held syncs when dropped.
 struct Release(tandem_store::SyncFaults);
 
