@@ -11,7 +11,7 @@
 //! The socket is the raw upgraded connection from [`crate::upgrade`],
 //! framed by [`crate::wire`] (not tokio-tungstenite's stream): an idle
 //! connection holds no read or write buffer, and costs ~5 KiB (its task,
-//! ~1.5 KiB; tokio's I/O registration; its [`Line`]; its share of its room,
+//! ~1.4 KiB; tokio's I/O registration; its [`Line`]; its share of its room,
 //! ~1.6 KiB with two peers per room; measured with `tandem-bench
 //! connections` at 10,000 connections) instead of ~7.3 KiB with
 //! tungstenite's 2 KiB read buffer and ~138 KiB with warp's defaults. The
@@ -135,7 +135,7 @@ struct PeerIo {
 
 /// The payload of the last ping not yet answered: the reader fills it, the
 /// writer sends the pong (RFC 6455 §5.5.3: only the latest must be answered).
-type Pong = Mutex<Option<Bytes>>;
+type Pong = Mutex<Option<Box<[u8]>>>;
 
 impl PeerIo {
     /// Runs the reader and the writer until both have ended (each gets
@@ -232,7 +232,7 @@ async fn read_loop(
         let frame = match incoming {
             Incoming::Binary(frame) => frame,
             Incoming::Ping(payload) => {
-                *pong.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+                *pong.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::from(payload).into());
                 line.wake_conn();
                 continue;
             }
@@ -244,7 +244,8 @@ async fn read_loop(
         match protocol::decode_frame(&frame) {
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
-                if line.send_inbound(messages).await.is_err() {
+                // Boxed: it exists only while a frame is handed over.
+                if Box::pin(line.send_inbound(messages)).await.is_err() {
                     // The room stopped reading us (it closed this peer): stop reading.
                     line.reader_ended();
                     return;
@@ -263,7 +264,7 @@ async fn read_loop(
 /// What the writer does next.
 enum Step {
     /// Answer a ping.
-    Pong(Bytes),
+    Pong(Box<[u8]>),
     /// What the room or the reader asked for.
     Line(Next),
 }

@@ -8,7 +8,7 @@
 //! 2 KiB one was a third of an idle connection's memory. Here an idle
 //! connection holds no buffer at all:
 //!
-//! - [`Reader`] reads frame headers into a 32-byte array inline in the
+//! - [`Reader`] reads frame headers into a 16-byte array inline in the
 //!   connection's task, checks the announced length against
 //!   `--max-message-bytes` (frame and reassembled message) *before* reading
 //!   the payload, then reads the payload straight into a buffer of exactly
@@ -109,9 +109,9 @@ pub(crate) enum ReadError {
     Io(#[from] io::Error),
 }
 
-/// Header bytes read ahead: the longest header (14 bytes) and then some,
-/// so a small frame usually arrives with one read.
-const HEAD: usize = 32;
+/// Header bytes read ahead: the longest header (14 bytes) and then some
+/// (a frame's first payload bytes, or the next frame's header).
+const HEAD: usize = 16;
 
 /// Most of a payload zero-filled ahead of the bytes that arrived.
 pub(crate) const CHUNK: usize = 64 * 1024;
@@ -122,7 +122,7 @@ const MAX_CONTROL: u64 = 125;
 /// Reads a client's frames (see the module docs).
 ///
 /// A state machine polled by the connection's task rather than an `async
-/// fn`: its whole state is this struct (~100 bytes), which the task holds
+/// fn`: its whole state is this struct (~64 bytes), which the task holds
 /// inline; nested futures would hold several copies.
 pub(crate) struct Reader {
     /// `--max-message-bytes`: the largest frame and reassembled message.
@@ -130,8 +130,9 @@ pub(crate) struct Reader {
     /// Bytes read but not yet consumed (the start of the next frame).
     head: [u8; HEAD],
     filled: u8,
-    /// The frame whose payload is being read.
-    frame: Option<Payload>,
+    /// The frame whose payload is being read (boxed: idle, the task holds
+    /// one pointer for it).
+    frame: Option<Box<Payload>>,
     /// The fragments of a binary message so far.
     partial: Option<Vec<u8>>,
 }
@@ -215,16 +216,16 @@ impl Reader {
                 }
                 frame.bytes.truncate(at + n);
             }
-            let Some(Payload {
+            let Some(frame) = self.frame.take() else {
+                continue;
+            };
+            let Payload {
                 opcode,
                 is_final,
                 mask,
                 mut bytes,
                 ..
-            }) = self.frame.take()
-            else {
-                continue;
-            };
+            } = *frame;
             unmask(&mut bytes, mask);
             let incoming = match opcode {
                 OpCode::Control(Control::Ping) => Incoming::Ping(bytes.into()),
@@ -299,13 +300,13 @@ impl Reader {
         let ahead = len.min(usize::from(self.filled));
         bytes.extend_from_slice(&self.head[..ahead]);
         self.consume(ahead);
-        self.frame = Some(Payload {
+        self.frame = Some(Box::new(Payload {
             opcode: header.opcode,
             is_final: header.is_final,
             mask,
             len,
             bytes,
-        });
+        }));
         Ok(None)
     }
 
