@@ -25,8 +25,12 @@
 //! - `room`: the room task (an actor) that owns a document, its awareness
 //!   and its peers, and the registry ([`Rooms`]) that finds or opens rooms.
 //!   Start at `room.rs`; the one write path is `room/doc_state.rs`.
-//! - `upgrade`: the WebSocket handshake, ours rather than `warp::ws()` so
-//!   each connection gets small socket buffers (2 KiB) instead of 2 × 128 KiB.
+//! - `wire`: WebSocket framing (RFC 6455) on the raw upgraded connection:
+//!   a reader that holds no buffer while idle (it allocates each frame's
+//!   payload once its header has passed the size limit) and a writer
+//!   whose buffer exists only while a write is under way.
+//! - `upgrade`: the WebSocket handshake, ours rather than `warp::ws()` (whose
+//!   tungstenite stream keeps 2 × 128 KiB of buffers per connection).
 //! - `peer`: one WebSocket connection: read, decode frames, write, heartbeat.
 //! - `backup`: `GET /api/backup`, the streamed backup archive.
 //! - `api`: `/healthz`, `/metrics`, `/api/docs...` (list, read, write), `/api/backup`.
@@ -157,6 +161,7 @@ mod room;
 mod server;
 mod upgrade;
 mod web;
+mod wire;
 mod yrs_threads;
 
 pub use access::{Mode, Principal};

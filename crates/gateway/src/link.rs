@@ -397,6 +397,12 @@ impl Line {
         self.conn_waker.register(cx.waker());
     }
 
+    /// Connection side: wakes the connection's task (its reader has
+    /// something for its writer, e.g. a ping to answer).
+    pub(crate) fn wake_conn(&self) {
+        self.conn_waker.wake();
+    }
+
     /// Connection side: the close code asked for, if any (without waiting).
     pub(crate) fn kill_code(&self) -> Option<CloseCode> {
         self.state().kill

@@ -2,29 +2,30 @@
 //! only this connection), forwards them to the room, and writes the room's
 //! frames, pings and the final close frame.
 //!
-//! The reader and the writer are two futures of one task. The writer owns
-//! the socket's sink and drains, in priority order: a close request (from
-//! the room or the reader), the bounded outbound queue, the ping timer.
+//! The reader and the writer are two futures of one task, over one socket
+//! (no split: each takes the socket only inside a poll). The writer drains,
+//! in priority order: a close request (from the room or the reader), a
+//! pong owed for the client's last ping, the bounded outbound queue, the
+//! ping timer.
 //!
-//! The socket is a plain tokio-tungstenite stream from [`crate::upgrade`]
-//! (not warp's `WebSocket`), configured there with small buffers: an idle
-//! connection costs ~8 KiB (its task, the socket's read buffer, its share
-//! of its room; measured with `tandem-bench connections`) instead of
-//! ~138 KiB with warp's defaults. The room and the connection share one
-//! [`Line`] (see `link.rs`), not channels.
+//! The socket is the raw upgraded connection from [`crate::upgrade`],
+//! framed by [`crate::wire`] (not tokio-tungstenite's stream): an idle
+//! connection holds no read or write buffer, and costs ~5 KiB (its task,
+//! ~1.4 KiB; tokio's I/O registration; its [`Line`]; its share of its room,
+//! ~1.6 KiB with two peers per room; measured with `tandem-bench
+//! connections` at 10,000 connections) instead of ~7.3 KiB with
+//! tungstenite's 2 KiB read buffer and ~138 KiB with warp's defaults. The
+//! room and the connection share one [`Line`] (see `link.rs`), not channels.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use tandem_store::DocId;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tracing::{Instrument, debug, info, warn};
 
 use crate::access::Principal;
@@ -35,6 +36,7 @@ use crate::protocol;
 use crate::rate::InboundRate;
 use crate::room::{LivePeer, Rooms};
 use crate::upgrade::Socket;
+use crate::wire::{Incoming, ReadError, Reader, Writer};
 
 /// How long to wait for a close handshake or a blocked write at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -62,7 +64,6 @@ pub(crate) fn serve(
     let span = tracing::info_span!("peer", doc = %doc.as_str(), peer = %id);
     let limits = rooms.limits();
     let ping_every = limits.ping_interval();
-    let (sink, stream) = ws.split();
     let line = Arc::new(Line::new(rooms.queued_bytes(), limits.peer_queue));
     let link = PeerLink {
         id,
@@ -81,8 +82,9 @@ pub(crate) fn serve(
             .ok()
     });
     let io = PeerIo {
-        sink,
-        stream,
+        socket: ws,
+        reader: Reader::new(limits.max_message_bytes),
+        coalesce: limits.socket_buffer_bytes.max(MIN_COALESCE),
         line: ConnEnd(line),
         ping_every,
         metrics,
@@ -108,10 +110,17 @@ impl Drop for ConnEnd {
     }
 }
 
+/// Smallest write-coalescing target used (`--socket-buffer-bytes`).
+const MIN_COALESCE: usize = 256;
+
 /// Everything a connection's task owns once it has joined its room.
 struct PeerIo {
-    sink: SplitSink<Socket, Message>,
-    stream: SplitStream<Socket>,
+    /// The upgraded connection (read and written by this task alone).
+    socket: Socket,
+    /// Frame parsing state: a few header bytes, a message's fragments.
+    reader: Reader,
+    /// Bytes worth writing to the socket at once (`--socket-buffer-bytes`).
+    coalesce: usize,
     /// Frames and close codes from the room, decoded frames to it, liveness.
     line: ConnEnd,
     ping_every: Duration,
@@ -124,23 +133,38 @@ struct PeerIo {
     _live: Option<LivePeer>,
 }
 
+/// The payload of the last ping not yet answered: the reader fills it, the
+/// writer sends the pong (RFC 6455 §5.5.3: only the latest must be answered).
+type Pong = Mutex<Option<Box<[u8]>>>;
+
 impl PeerIo {
     /// Runs the reader and the writer until both have ended (each gets
     /// [`CLOSE_TIMEOUT`] to finish once the other has).
-    async fn run(self) {
-        let PeerIo {
-            sink,
-            stream,
-            line,
-            ping_every,
-            metrics,
-            ends,
-            rate,
-            _live,
-        } = self;
-        let reader = read_loop(stream, rate, &line.0, &metrics);
-        let writer = write_loop(sink, &line.0, ping_every, &metrics);
-        tokio::pin!(reader, writer, ends);
+    ///
+    /// The reader and writer borrow this struct's fields rather than take
+    /// them: an `async fn` keeps its arguments for its whole life, so state
+    /// moved from one future into another would be held twice.
+    async fn run(mut self) {
+        let pong = Pong::default();
+        // Pinned where they are made (`tokio::pin!` would move them into a
+        // second slot of this future, which then holds both).
+        let mut reader = std::pin::pin!(read_loop(
+            &self.socket,
+            &mut self.reader,
+            &mut self.rate,
+            &self.line.0,
+            &pong,
+            &self.metrics,
+        ));
+        let mut writer = std::pin::pin!(write_loop(
+            &self.socket,
+            self.coalesce,
+            &self.line.0,
+            &pong,
+            self.ping_every,
+            &self.metrics,
+        ));
+        let (line, ends) = (&self.line, &mut self.ends);
         let mut ending = false;
         loop {
             tokio::select! {
@@ -156,7 +180,7 @@ impl PeerIo {
                     break;
                 }
                 // The writer sends the close frame; the reader then ends.
-                code = &mut ends, if !ending => {
+                code = &mut *ends, if !ending => {
                     ending = true;
                     let _ = line.0.kill(code);
                 }
@@ -169,49 +193,59 @@ impl PeerIo {
 /// Reads until the socket ends or sends something bad; on bad input (or
 /// faster than `rate` admits: 4429) asks the writer to close with the
 /// matching code. Its end tells the room this peer left (after every frame
-/// it sent).
+/// it sent). Pings are handed to the writer to answer.
 async fn read_loop(
-    mut stream: SplitStream<Socket>,
-    mut rate: InboundRate,
+    socket: &Socket,
+    reader: &mut Reader,
+    rate: &mut InboundRate,
     line: &Line,
+    pong: &Pong,
     metrics: &Metrics,
 ) {
     let code = loop {
-        let msg = match stream.next().await {
-            None => break CloseCode::Normal,
-            Some(Ok(msg)) => msg,
-            Some(Err(e)) => {
-                if is_too_large(&e) {
-                    warn!(error = %e, "frame too large");
-                    break CloseCode::TooLarge;
-                }
+        let incoming = match reader.read(socket).await {
+            Ok(Some(incoming)) => incoming,
+            Ok(None) => break CloseCode::Normal,
+            Err(e @ ReadError::TooLarge { .. }) => {
+                warn!(error = %e, "frame too large");
+                break CloseCode::TooLarge;
+            }
+            Err(e) => {
                 debug!(error = %e, "read failed");
                 break CloseCode::Normal;
             }
         };
         line.saw_frame();
-        if msg.is_close() {
-            break CloseCode::Normal;
-        }
-        if !rate.admit(msg.len(), std::time::Instant::now()) {
+        let len = match &incoming {
+            Incoming::Close => break CloseCode::Normal,
+            Incoming::Text => {
+                warn!("text frame");
+                break CloseCode::TextFrame;
+            }
+            Incoming::Binary(frame) | Incoming::Ping(frame) => frame.len(),
+            Incoming::Pong(len) => *len,
+        };
+        if !rate.admit(len, std::time::Instant::now()) {
             warn!("inbound rate limit exceeded");
             break CloseCode::RateLimited;
         }
-        if msg.is_text() {
-            warn!("text frame");
-            break CloseCode::TextFrame;
-        }
-        if !msg.is_binary() {
-            continue; // ping/pong: only liveness
-        }
-        let frame: Bytes = msg.into_data();
+        let frame = match incoming {
+            Incoming::Binary(frame) => frame,
+            Incoming::Ping(payload) => {
+                *pong.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::from(payload).into());
+                line.wake_conn();
+                continue;
+            }
+            _ => continue, // a pong: only liveness
+        };
         metrics
             .bytes_in
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
         match protocol::decode_frame(&frame) {
             Ok(messages) if messages.is_empty() => {}
             Ok(messages) => {
-                if line.send_inbound(messages).await.is_err() {
+                // Boxed: it exists only while a frame is handed over.
+                if Box::pin(line.send_inbound(messages)).await.is_err() {
                     // The room stopped reading us (it closed this peer): stop reading.
                     line.reader_ended();
                     return;
@@ -227,46 +261,73 @@ async fn read_loop(
     let _ = line.kill(code);
 }
 
-/// Writes queued frames and pings; returns the close code it sent, if any.
+/// What the writer does next.
+enum Step {
+    /// Answer a ping.
+    Pong(Box<[u8]>),
+    /// What the room or the reader asked for.
+    Line(Next),
+}
+
+/// Writes queued frames, pongs and pings; returns the close code it sent,
+/// if any.
 ///
 /// Every write races the close request, and a write blocked for two ping
 /// intervals (a peer that stopped reading) ends the connection: a stuck
-/// socket never pins this task.
+/// socket never pins this task. A write abandoned for a close request
+/// leaves its unwritten bytes queued in `out`, ahead of the close frame.
 ///
 /// The write futures are boxed: they exist only while a write is under way,
 /// so an idle connection's task does not carry their space (~300 bytes).
 async fn write_loop(
-    mut sink: SplitSink<Socket, Message>,
+    socket: &Socket,
+    coalesce: usize,
     line: &Line,
+    pong: &Pong,
     ping_every: Duration,
     metrics: &Metrics,
 ) -> Option<CloseCode> {
+    let mut out = Writer::new(coalesce);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stall = ping_every * 2;
     let code = loop {
         let written = tokio::select! {
             biased;
-            next = std::future::poll_fn(|cx| line.poll_next(cx)) => match next {
-                Next::Close(code) => break code,
+            next = std::future::poll_fn(|cx| {
+                if let Some(payload) = pong.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    return std::task::Poll::Ready(Step::Pong(payload));
+                }
+                line.poll_next(cx).map(Step::Line)
+            }) => match next {
+                Step::Line(Next::Close(code)) => break code,
                 // The room let go of this peer without a close code: it
                 // failed (a panic dropped it; see `room`'s containment docs).
-                Next::RoomGone => break CloseCode::Internal,
-                Next::Frame(frame) => tokio::select! {
+                Step::Line(Next::RoomGone) => break CloseCode::Internal,
+                Step::Line(Next::Frame(frame)) => tokio::select! {
                     biased;
                     code = wait_kill(line) => break code,
-                    ok = Box::pin(tokio::time::timeout(stall, write_batch(&mut sink, frame, line))) => ok,
+                    ok = Box::pin(tokio::time::timeout(stall, write_batch(socket, &mut out, frame, line))) => ok,
                 },
+                Step::Pong(payload) => {
+                    out.pong(&payload);
+                    tokio::select! {
+                        biased;
+                        code = wait_kill(line) => break code,
+                        ok = Box::pin(tokio::time::timeout(stall, out.flush(socket))) => ok.map(|r| r.is_ok()),
+                    }
+                }
             },
             _ = ping.tick() => {
                 if line.silent_for() > stall {
                     debug!("peer missed pongs: dropping");
                     return None;
                 }
+                out.ping();
                 tokio::select! {
                     biased;
                     code = wait_kill(line) => break code,
-                    ok = Box::pin(tokio::time::timeout(stall, async { sink.send(Message::Ping(Bytes::new())).await.is_ok() })) => ok,
+                    ok = Box::pin(tokio::time::timeout(stall, out.flush(socket))) => ok.map(|r| r.is_ok()),
                 }
             }
         };
@@ -282,11 +343,8 @@ async fn write_loop(
     if code != CloseCode::Normal {
         metrics.record_close(code);
     }
-    let close = Message::Close(Some(CloseFrame {
-        code: code.code().into(),
-        reason: code.reason().into(),
-    }));
-    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close))).await;
+    out.close(code.code(), code.reason());
+    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, out.flush(socket))).await;
     (code != CloseCode::Normal).then_some(code)
 }
 
@@ -309,54 +367,49 @@ async fn wait_kill(line: &Line) -> CloseCode {
 }
 
 /// Writes `first` and whatever else is already queued, then flushes once.
-async fn write_batch(sink: &mut SplitSink<Socket, Message>, first: Bytes, line: &Line) -> bool {
+async fn write_batch(socket: &Socket, out: &mut Writer, first: Bytes, line: &Line) -> bool {
     let mut next = Some(first);
     while let Some(frame) = next {
-        if write_message(sink, frame).await.is_err() {
+        if write_message(socket, out, &frame).await.is_err() {
             return false;
         }
         next = line.try_next_frame();
     }
-    sink.flush().await.is_ok()
+    out.flush(socket).await.is_ok()
 }
 
 /// Largest WebSocket frame the server writes; a bigger message goes out as
 /// several frames (fragments, RFC 6455 §5.4; every client reassembles them).
 ///
-/// tungstenite copies each frame whole into the connection's write buffer
-/// (and drains that buffer with a memmove per socket write): a 15 MB
-/// document sent to 50 joiners as single frames cost 50 copies (~750 MB)
-/// and quadratic draining; as fragments each connection holds at most one.
+/// Each frame is copied into the connection's write buffer (which is
+/// written out whenever it holds `--socket-buffer-bytes`): a 15 MB document
+/// sent to 50 joiners as single frames cost 50 copies (~750 MB); as
+/// fragments each connection holds at most one.
 const FRAGMENT_BYTES: usize = 64 * 1024;
 
-/// Writes one binary message, fragmented if it is large (no copy: each
-/// fragment is a slice of the shared bytes).
-async fn write_message(
-    sink: &mut SplitSink<Socket, Message>,
-    message: Bytes,
-) -> Result<(), tungstenite::Error> {
-    use tungstenite::protocol::frame::Frame;
-    use tungstenite::protocol::frame::coding::{Data, OpCode};
+/// Queues one binary message, fragmented if it is large, writing to the
+/// socket whenever enough is queued.
+async fn write_message(socket: &Socket, out: &mut Writer, message: &[u8]) -> std::io::Result<()> {
     if message.len() <= FRAGMENT_BYTES {
-        return sink.feed(Message::binary(message)).await;
+        out.frame(OpCode::Data(Data::Binary), true, message);
+    } else {
+        let mut at = 0;
+        while at < message.len() {
+            let end = (at + FRAGMENT_BYTES).min(message.len());
+            let opcode = OpCode::Data(if at == 0 {
+                Data::Binary
+            } else {
+                Data::Continue
+            });
+            out.frame(opcode, end == message.len(), &message[at..end]);
+            if out.wants_flush() {
+                out.flush(socket).await?;
+            }
+            at = end;
+        }
     }
-    let mut at = 0;
-    while at < message.len() {
-        let end = (at + FRAGMENT_BYTES).min(message.len());
-        let opcode = OpCode::Data(if at == 0 {
-            Data::Binary
-        } else {
-            Data::Continue
-        });
-        let fragment = Frame::message(message.slice(at..end), opcode, end == message.len());
-        sink.feed(Message::Frame(fragment)).await?;
-        at = end;
+    if out.wants_flush() {
+        out.flush(socket).await?;
     }
     Ok(())
-}
-
-/// True when a read failed because the frame or message exceeded the size
-/// limit ([`crate::upgrade::socket_config`] sets both to `--max-message-bytes`).
-fn is_too_large(e: &tungstenite::Error) -> bool {
-    matches!(e, tungstenite::Error::Capacity(_))
 }

@@ -90,7 +90,6 @@ pub fn routes(
     metrics: Arc<Metrics>,
     auth: Auth,
 ) -> BoxedFilter<(Box<dyn Reply>,)> {
-    let socket_config = upgrade::socket_config(rooms.limits());
     let rooms_for_api = rooms.clone();
     let m = metrics.clone();
     let ws = warp::path!("ws" / String)
@@ -121,14 +120,14 @@ pub fn routes(
                     Ok(admitted) => admitted,
                     Err(denial) => {
                         info!(doc = %doc.as_str(), code = denial.close_code().code(), reason = %denial, "websocket refused");
-                        return Box::new(ws.accept(socket_config, move |socket| upgrade::deny(socket, denial)));
+                        return Box::new(ws.accept(move |socket| upgrade::deny(socket, denial)));
                     }
                 };
                 if principal.sub != Principal::anonymous().sub {
                     info!(doc = %doc.as_str(), sub = %principal.sub, mode = %principal.mode, "websocket admitted");
                 }
                 let (rooms, metrics, held) = (rooms.clone(), m.clone(), held.unwrap_or_default());
-                Box::new(ws.accept(socket_config, move |socket| {
+                Box::new(ws.accept(move |socket| {
                     // The room filters by the principal's mode; the session
                     // (with auth on) ends the connection with 4401 at `exp`
                     // or 4403 at a matching revocation.

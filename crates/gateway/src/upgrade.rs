@@ -1,20 +1,18 @@
 //! The WebSocket upgrade (RFC 6455 handshake), done here instead of with
-//! `warp::ws()` so that we choose tungstenite's buffer sizes.
+//! `warp::ws()` so that the connection's frames are ours ([`crate::wire`]).
 //!
 //! Why not `warp::ws()`: warp 0.4 exposes only the message and frame size
 //! limits, so every connection got tungstenite's default 128 KiB read buffer
 //! and 128 KiB write-coalescing target. The read buffer is allocated per
 //! connection and zero-filled up to its capacity on every socket read, which
 //! cost ~138 KiB RSS per idle connection and made `memset` the largest item
-//! of the server's CPU profile under fan-out. Our frames are small (one Yjs
-//! update or awareness change each), so [`socket_config`] uses small ones
-//! (`--socket-buffer-bytes`, 2 KiB by default); bigger frames still arrive
-//! whole (the buffer grows to fit one frame, up to `--max-message-bytes`).
+//! of the server's CPU profile under fan-out. Even a 2 KiB tungstenite
+//! buffer was a third of an idle connection; `wire` holds none while idle.
 //!
 //! The handshake is what warp does internally: check the request headers,
 //! take hyper's `OnUpgrade` from the request, answer 101 with
-//! `sec-websocket-accept`, and once hyper hands over the connection, wrap
-//! it in a tokio-tungstenite stream on a spawned task. Connections upgraded
+//! `sec-websocket-accept`, and once hyper hands over the connection, run
+//! the connection on it (framed by `wire`) on a spawned task. Connections upgraded
 //! here, like warp's, leave hyper's graceful shutdown: the server closes them
 //! through their rooms (1001) at shutdown.
 //!
@@ -26,40 +24,20 @@
 use std::convert::Infallible;
 use std::future::Future;
 
-use futures_util::SinkExt;
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tracing::debug;
 use warp::Filter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
 use crate::auth::Denial;
-use crate::config::Limits;
+use crate::wire::Writer;
 
-/// An upgraded WebSocket connection.
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// The tungstenite settings of every connection: `--socket-buffer-bytes`
-/// for the read buffer and the write-coalescing target (tungstenite's
-/// defaults are 128 KiB each), and frames or messages over
-/// `--max-message-bytes` fail with a capacity error (closed with 1009).
-pub(crate) fn socket_config(limits: &Limits) -> WebSocketConfig {
-    let buffer = limits.socket_buffer_bytes.max(MIN_SOCKET_BUFFER);
-    WebSocketConfig::default()
-        .read_buffer_size(buffer)
-        .write_buffer_size(buffer)
-        .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes))
-}
-
-/// Smallest socket buffer used: below this, reads get uselessly small.
-const MIN_SOCKET_BUFFER: usize = 256;
+/// An upgraded WebSocket connection (framed by [`crate::wire`]).
+pub(crate) type Socket = crate::wire::Socket;
 
 /// A valid WebSocket upgrade request, ready to be accepted.
 pub(crate) struct Upgrade {
@@ -91,7 +69,7 @@ impl Upgrade {
 
     /// Answers 101 Switching Protocols and runs `serve` on the upgraded
     /// connection (on its own task) once hyper hands it over.
-    pub(crate) fn accept<F, Fut>(self, config: WebSocketConfig, serve: F) -> impl Reply
+    pub(crate) fn accept<F, Fut>(self, serve: F) -> impl Reply
     where
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -106,8 +84,7 @@ impl Upgrade {
                     return;
                 }
             };
-            let io = TokioIo::new(upgraded);
-            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            let socket = Socket::new(TokioIo::new(upgraded));
             // The connection runs on a task of its own, sized to its future
             // alone: awaited here, it would also carry this task's upgrade
             // state (~1.6 KiB more per connection).
@@ -146,21 +123,19 @@ pub(crate) fn permission_denied(reason: &str) -> Vec<u8> {
 
 /// Refuses an upgraded connection: *permission denied* with the reason,
 /// then the close code (4401 or 4403). Nothing the client sent is read.
-pub(crate) async fn deny(mut socket: Socket, denial: Denial) {
+pub(crate) async fn deny(socket: Socket, denial: Denial) {
     let reason = denial.to_string();
     let code = denial.close_code();
-    let close = Message::Close(Some(CloseFrame {
-        code: code.code().into(),
-        reason: code.reason().into(),
-    }));
-    let send = async {
-        socket
-            .send(Message::binary(permission_denied(&reason)))
-            .await?;
-        socket.send(close).await
-    };
-    if let Err(e) = tokio::time::timeout(DENY_TIMEOUT, send).await {
-        debug!(error = %e, "refused socket did not take its close frame");
+    let mut out = Writer::new(0);
+    out.frame(
+        OpCode::Data(Data::Binary),
+        true,
+        &permission_denied(&reason),
+    );
+    out.close(code.code(), code.reason());
+    let sent = tokio::time::timeout(DENY_TIMEOUT, out.flush(&socket)).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        debug!(?sent, "refused socket did not take its close frame");
     }
 }
 
