@@ -49,10 +49,11 @@ pub struct Limits {
     #[arg(long, env = "TANDEM_AWARENESS_TIMEOUT_MS", default_value_t = 30_000)]
     pub awareness_timeout_ms: u64,
 
-    /// Per-connection WebSocket read buffer and write-coalescing target, in
-    /// bytes. Each socket read takes at most this much; a bigger frame still
-    /// arrives whole (the buffer grows to fit it). Small keeps idle
-    /// connections cheap: this is allocated for every connection.
+    /// Per-connection write-coalescing target, in bytes: queued frames are
+    /// gathered into one socket write up to about this much. The buffer
+    /// exists only while a write is under way (an idle connection holds
+    /// none), and nothing is read through it: inbound frames are read into
+    /// a buffer of exactly their size (`wire.rs`).
     #[arg(long, env = "TANDEM_SOCKET_BUFFER_BYTES", default_value_t = 2048)]
     pub socket_buffer_bytes: usize,
 
