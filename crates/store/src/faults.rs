@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Clone, Default)]
 pub struct SyncFaults {
     failing: Arc<AtomicBool>,
+    /// The next apply of a durable write to sled fails (once).
+    apply: Arc<AtomicBool>,
 }
 
 impl SyncFaults {
@@ -27,6 +29,22 @@ impl SyncFaults {
     /// Lets syncs reach the disk again.
     pub fn heal(&self) {
         self.failing.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes the next apply of a logged, synced (so acknowledged) write to
+    /// sled fail once, as a sled I/O error would: the store must still
+    /// serve it, through the recovery's replay of the log.
+    pub fn fail_next_apply(&self) {
+        self.apply.store(true, Ordering::SeqCst);
+    }
+
+    /// The injected error of [`SyncFaults::fail_next_apply`], once.
+    pub(crate) fn check_apply(&self) -> std::io::Result<()> {
+        if self.apply.swap(false, Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(5)) // EIO
+        } else {
+            Ok(())
+        }
     }
 
     /// The injected error when the switch is on.

@@ -48,9 +48,12 @@
 //! resolves Ok, and when `import`, `compact`, `delete` or `flush` return Ok,
 //! the write's record is in the write-ahead log (`<data dir>/tandem-wal`,
 //! see [`wal`]) and the log has been `fdatasync`ed, which also persists the
-//! file's size and makes the kernel issue a cache-flush to the drive; only
-//! then is the write applied to sled (so it is readable once durable, and a
-//! reader of a document waits for that document's writes in flight). Every
+//! file's size and makes the kernel issue a cache-flush to the drive. The
+//! ticket resolves right then; the write is applied to sled just after (a
+//! reader of a document waits until that document's writes in flight are
+//! applied, and a listing until every write in flight is, so no read misses
+//! an acknowledged write; if the apply fails, reads of the document fail
+//! until the automatic recovery has replayed the log into sled). Every
 //! few seconds sled is flushed (`sled::Db::flush`: `pwrite` +
 //! `sync_file_range`) and its data file `fdatasync`ed, and the log is
 //! emptied; every open replays the log first. Such a write survives a

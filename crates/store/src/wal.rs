@@ -17,8 +17,8 @@
 //! A write (an append, a compaction, a delete) is a list of sled inserts
 //! and removes ([`Ops`]). It is queued with the group commit; the flusher
 //! thread writes every queued record to `<data dir>/tandem-wal` in one
-//! `write`, `fdatasync`s the file, and only then applies the writes to
-//! sled, in the same order, and resolves their tickets. So sled never holds
+//! `write`, `fdatasync`s the file, resolves their tickets, and only then
+//! applies the writes to sled, in the same order. So sled never holds
 //! a write the log does not hold before it, and sled's own state (whatever
 //! sled persisted of it by itself) is always the state of the last
 //! checkpoint plus a prefix of the log. Every operation is a blind write of
@@ -36,9 +36,10 @@
 //! after such a record is kept aside as `tandem-wal.damaged-<ms>` and
 //! logged, never silently dropped.
 //!
-//! Writes are readable once applied, that is once durable: the store makes
-//! a reader of a document wait for the document's writes in flight
-//! (`Store` docs), so a caller still reads its own writes.
+//! Writes are readable once applied, right after they are durable: the
+//! store makes a reader of a document wait until the document's writes in
+//! flight are applied (a listing: every write in flight), so a caller still
+//! reads its own writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -60,3 +60,23 @@ fn a_clean_close_leaves_an_empty_log_and_reads_see_their_own_writes() {
     );
     assert_eq!(text(&open(dir.path()).load(&doc).unwrap()), "mine");
 }
+
+#[test]
+fn an_acknowledged_write_is_listed_counted_and_loaded_at_once() {
+    // Tickets resolve once the log is synced, before sled has the write:
+    // every read path must still see it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..100u32 {
+        let doc = id(&format!("doc-{i:03}"));
+        append_durable(&store, &doc, &Editor::new(5).insert(0, "x"));
+        assert_eq!(
+            store.list().unwrap().len(),
+            i as usize + 1,
+            "list after {i}"
+        );
+        assert_eq!(store.stored_ids().unwrap().len(), i as usize + 1);
+        assert_eq!(store.info(&doc).unwrap().map(|d| d.update_count), Some(1));
+        assert_eq!(text(&store.load(&doc).unwrap()), "x");
+    }
+}
