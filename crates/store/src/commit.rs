@@ -451,7 +451,7 @@ impl Shared {
     fn commit_logged(
         &self,
         target: u64,
-        records: Vec<u8>,
+        mut records: Vec<u8>,
         queued: Vec<Queued>,
     ) -> Result<(), StoreError> {
         let mut wal = lock(&self.wal);
@@ -462,7 +462,7 @@ impl Shared {
             Some(faults) => faults.check().map_err(StoreError::from),
             None => Ok(()),
         }
-        .and_then(|()| wal.write(&records))
+        .and_then(|()| wal.write(&mut records))
         .and_then(|()| wal.sync());
         if let Err(e) = logged {
             let mut state = lock(&self.state);
