@@ -135,7 +135,8 @@ pub(crate) struct DocSlot {
     pub(crate) layout: RwLock<()>,
     /// Commit position of this document's latest write: a reader waits
     /// until it is applied (with a write-ahead log a write reaches sled
-    /// only once durable), so it reads its own writes.
+    /// only after it is durable and acknowledged), so it reads its own
+    /// writes.
     pub(crate) pending: std::sync::atomic::AtomicU64,
 }
 

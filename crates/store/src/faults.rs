@@ -14,6 +14,8 @@ pub struct SyncFaults {
     failing: Arc<AtomicBool>,
     /// While true, a sync waits before reaching the disk.
     held: Arc<(Mutex<bool>, Condvar)>,
+    /// The next apply of a durable write to sled fails (once).
+    apply: Arc<AtomicBool>,
 }
 
 impl SyncFaults {
@@ -30,6 +32,22 @@ impl SyncFaults {
     /// Lets syncs reach the disk again.
     pub fn heal(&self) {
         self.failing.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes the next apply of a logged, synced (so acknowledged) write to
+    /// sled fail once, as a sled I/O error would: the store must still
+    /// serve it, through the recovery's replay of the log.
+    pub fn fail_next_apply(&self) {
+        self.apply.store(true, Ordering::SeqCst);
+    }
+
+    /// The injected error of [`SyncFaults::fail_next_apply`], once.
+    pub(crate) fn check_apply(&self) -> std::io::Result<()> {
+        if self.apply.swap(false, Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(5)) // EIO
+        } else {
+            Ok(())
+        }
     }
 
     /// Makes every following sync wait before it reaches the disk (a slow

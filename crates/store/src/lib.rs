@@ -24,8 +24,9 @@
 //!   outside sled's file, checked at open; checkpoints.
 //! - `faults`: [`SyncFaults`], the fault-injecting seam at the disk-sync
 //!   boundary (tests).
-//! - [`wal`]: the write-ahead log (record format, replay at open): how a
-//!   write is durable without a sled flush per commit.
+//! - [`wal`]: the write-ahead log (preallocated file, records stamped
+//!   with the log's epoch, replay at open): how a write is durable without
+//!   a sled flush per commit.
 //! - `commit`: group commit, the flusher thread behind `Appended`, and the
 //!   automatic recovery from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
@@ -47,10 +48,15 @@
 //! With [`Durability::Flush`] (the default): when an [`Appended`] ticket
 //! resolves Ok, and when `import`, `compact`, `delete` or `flush` return Ok,
 //! the write's record is in the write-ahead log (`<data dir>/tandem-wal`,
-//! see [`wal`]) and the log has been `fdatasync`ed, which also persists the
-//! file's size and makes the kernel issue a cache-flush to the drive; only
-//! then is the write applied to sled (so it is readable once durable, and a
-//! reader of a document waits for that document's writes in flight). Every
+//! see [`wal`]) and the log has been `fdatasync`ed, which makes the kernel
+//! issue a cache-flush to the drive (the log is preallocated, so there is
+//! no file-size change to persist; a round that outgrows it persists the
+//! new size in the same `fdatasync`). The
+//! ticket resolves right then; the write is applied to sled just after (a
+//! reader of a document waits until that document's writes in flight are
+//! applied, and a listing until every write in flight is, so no read misses
+//! an acknowledged write; if the apply fails, reads of the document fail
+//! until the automatic recovery has replayed the log into sled). Every
 //! few seconds sled is flushed (`sled::Db::flush`: `pwrite` +
 //! `sync_file_range`) and its data file `fdatasync`ed, and the log is
 //! emptied; every open replays the log first. Such a write survives a

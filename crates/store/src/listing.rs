@@ -71,6 +71,8 @@ impl Store {
             key.push(0);
             start = start.max(key);
         }
+        // Acknowledged writes may still be going into sled.
+        self.settle_all()?;
         crate::open::contain("listing documents", || {
             let mut docs = Vec::with_capacity(limit + 1);
             for item in self.db()?.range(start.clone()..end.to_vec()) {
@@ -120,6 +122,7 @@ impl Store {
     /// record, sorted: how `check` and `salvage` find documents whose
     /// metadata was lost. Scans every record key (O(documents) seeks).
     pub fn stored_ids(&self) -> Result<Vec<DocId>, StoreError> {
+        self.settle_all()?;
         crate::open::contain("scanning the data directory", || {
             let mut ids = record_doc_ids(&self.db()?)?;
             let (start, end) = records::doc_meta_range();

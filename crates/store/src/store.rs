@@ -56,7 +56,7 @@ impl Appended {
     /// Blocking twin of `durable`, for non-async callers.
     pub fn wait_durable(self) -> Result<Seq, StoreError> {
         if let Some(ticket) = self.ticket {
-            ticket.wait()?;
+            ticket.wait_durable()?;
         }
         Ok(self.seq)
     }
@@ -106,9 +106,11 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Clean shutdown: a last checkpoint records what the store holds.
+        // Clean shutdown: a last checkpoint records what the store holds
+        // (once every write is applied, so the document count has them).
         if self.access == Access::Checked
             && self.commit.check_healthy().is_ok()
+            && self.commit.upto(self.commit.stats().writes).wait().is_ok()
             && let Ok(db) = self.commit.db()
             && let Err(e) = self.checkpoints.now(&db, || self.commit.sync_now())
         {
@@ -358,7 +360,7 @@ impl Store {
                     let pending = slot.pending.load(std::sync::atomic::Ordering::SeqCst);
                     (s.next_seq - 1, pending)
                 })?;
-                self.settle_upto(pending);
+                self.settle_upto(pending)?;
                 upto
             }
             Access::Recovery => Seq::MAX,
@@ -383,17 +385,30 @@ impl Store {
     }
 
     /// Waits until the document's writes so far are in sled (they get
-    /// there once durable). A failed write is not waited for: what sled
-    /// holds is then what is read.
-    fn settle(&self, slot: &DocSlot) {
-        self.settle_upto(slot.pending.load(std::sync::atomic::Ordering::SeqCst));
+    /// there right after they are durable). A write that failed before it
+    /// was durable is not waited for: what sled holds is then what is read.
+    /// Fails when an acknowledged write could not be applied to sled yet
+    /// (until the recovery replays the log), so no read misses one.
+    fn settle(&self, slot: &DocSlot) -> Result<(), StoreError> {
+        self.settle_upto(slot.pending.load(std::sync::atomic::Ordering::SeqCst))
     }
 
-    /// Waits until the writes up to commit position `pending` are in sled.
-    fn settle_upto(&self, pending: u64) {
-        if pending > 0 {
-            let _ = self.inner.commit.upto(pending).wait();
+    /// Waits until every write registered so far is in sled (see
+    /// [`Store::settle`]): for reads that scan sled across documents.
+    pub(crate) fn settle_all(&self) -> Result<(), StoreError> {
+        if self.inner.access == Access::Recovery {
+            return Ok(());
         }
+        self.settle_upto(self.inner.commit.stats().writes)
+    }
+
+    /// Waits until the writes up to commit position `pending` are in sled
+    /// (see [`Store::settle`]).
+    fn settle_upto(&self, pending: u64) -> Result<(), StoreError> {
+        if pending > 0 {
+            self.inner.commit.upto(pending).wait_readable()?;
+        }
+        Ok(())
     }
 
     /// Appends one v1 update to the document's log. The record is written
@@ -533,7 +548,7 @@ impl Store {
             None => last,
         };
         // Every record up to `upto` must be in sled before it is read.
-        self.settle(&slot);
+        self.settle(&slot)?;
         let (snapshot, log) = {
             let _reading = slot.layout.read().unwrap_or_else(|e| e.into_inner());
             contain("reading a document", || {
@@ -617,7 +632,7 @@ impl Store {
         let mut state = lock(&slot.state);
         // No append can start now (it needs `state`): let those in flight
         // reach sled, so the scan below sees every key.
-        self.settle(&slot);
+        self.settle(&slot)?;
         let _writing = slot.layout.write().unwrap_or_else(|e| e.into_inner());
         let mut batch = Ops::default();
         let mut existed = false;

@@ -20,12 +20,18 @@ fn wait_writable(store: &Store) {
     }
 }
 
+/// A configuration for `dir` whose syncs the returned switch can fail.
+fn config_with_faults(dir: &Path) -> (StoreConfig, SyncFaults) {
+    let faults = SyncFaults::new();
+    let mut config = StoreConfig::new(dir);
+    config.sync_faults = Some(faults.clone());
+    (config, faults)
+}
+
 #[test]
 fn failing_syncs_refuse_writes_keep_reads_and_recover_by_themselves() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = SyncFaults::new();
-    let mut config = StoreConfig::new(dir.path());
-    config.sync_faults = Some(faults.clone());
+    let (config, faults) = config_with_faults(dir.path());
     let store = Store::open(config).unwrap();
     let doc = id("typed");
     let editor = Editor::new(1);
@@ -150,4 +156,31 @@ fn a_real_full_disk_is_survived_and_recovery_needs_no_restart() {
             "acknowledged {word} lost after reopen"
         );
     }
+}
+
+#[test]
+fn an_acknowledged_write_whose_sled_apply_failed_is_never_missed_and_recovery_replays_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, faults) = config_with_faults(dir.path());
+    let store = Store::open(config.clone()).unwrap();
+    let doc = id("applied-late");
+    let editor = Editor::new(3);
+    append_durable(&store, &doc, &editor.insert(0, "first "));
+    // Read (so applied to sled: acknowledged writes may not be yet).
+    assert_eq!(text(&store.load(&doc).unwrap()), "first ");
+
+    faults.fail_next_apply();
+    // In the log and synced: acknowledged, although sled never got it.
+    append_durable(&store, &doc, &editor.insert(u32::MAX, "second"));
+    // A read fails or sees it; it never misses it.
+    match store.load(&doc) {
+        Ok(loaded) => assert_eq!(text(&loaded), "first second"),
+        Err(e) => assert!(matches!(e, StoreError::FlushFailed(_)), "{e:?}"),
+    }
+    wait_writable(&store);
+    assert_eq!(text(&store.load(&doc).unwrap()), "first second");
+    assert_eq!(store.info(&doc).unwrap().unwrap().update_count, 2);
+    drop(store);
+    let reopened = Store::open(config).unwrap();
+    assert_eq!(text(&reopened.load(&doc).unwrap()), "first second");
 }
