@@ -202,6 +202,9 @@ const RECORD_HEADER: usize = 16;
 /// file, which stays correct.
 pub const PREALLOCATED_BYTES: u64 = CHECKPOINT_BYTES + (1 << 20);
 
+/// Bytes zeroed or read per call (below glibc's 128 KiB mmap threshold).
+const ZERO_CHUNK: usize = 64 << 10;
+
 /// The 32-byte header of a log of `epoch`.
 fn header(epoch: u64) -> [u8; HEADER_BYTES as usize] {
     let mut out = [0u8; HEADER_BYTES as usize];
@@ -251,7 +254,9 @@ pub(crate) fn empty(dir: &Path) -> Result<(), StoreError> {
     let epoch = (old + 1).max(crate::store::now_ms());
     if file.metadata()?.len() < PREALLOCATED_BYTES {
         file.set_len(0)?;
-        let zeroes = vec![0u8; 1 << 20];
+        // Small chunks: a freed allocation of 128 KiB or more raises
+        // glibc's mmap threshold, which then keeps freed memory resident.
+        let zeroes = [0u8; ZERO_CHUNK];
         let mut left = PREALLOCATED_BYTES;
         while left > 0 {
             let n = left.min(zeroes.len() as u64) as usize;
@@ -354,9 +359,12 @@ impl Wal {
     /// a failed write or sync: those records were never acknowledged, and
     /// are written again once the store recovers) and syncs.
     pub(crate) fn reset(&mut self) -> Result<(), StoreError> {
-        if self.written_at > self.durable_at {
-            let zeroes = vec![0u8; (self.written_at - self.durable_at) as usize];
-            self.file.write_all_at(&zeroes, self.durable_at)?;
+        let zeroes = [0u8; ZERO_CHUNK];
+        let mut at = self.durable_at;
+        while at < self.written_at {
+            let n = (self.written_at - at).min(ZERO_CHUNK as u64);
+            self.file.write_all_at(&zeroes[..n as usize], at)?;
+            at += n;
         }
         self.written_at = self.durable_at;
         self.file.sync_data()?;
@@ -450,23 +458,88 @@ fn valid_record_after(bytes: &[u8], from: usize, epoch: u64) -> bool {
     })
 }
 
-/// The log's bytes (none when there is no log).
-fn read_log(path: &Path) -> Result<Vec<u8>, StoreError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
+/// The front of a log file, read in [`ZERO_CHUNK`]s as far as parsing
+/// needs: a preallocated log is mostly zeroes or stale records, which are
+/// never read whole (unless a bad record needs the rest to be judged).
+struct LogReader {
+    file: Option<File>,
+    bytes: Vec<u8>,
+    /// The file's size.
+    len: usize,
+}
+
+impl LogReader {
+    fn open(path: &Path) -> Result<LogReader, StoreError> {
+        match File::open(path) {
+            Ok(file) => {
+                let len = file.metadata()?.len() as usize;
+                Ok(LogReader {
+                    file: Some(file),
+                    bytes: Vec::new(),
+                    len,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogReader {
+                file: None,
+                bytes: Vec::new(),
+                len: 0,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads until `want` bytes are in (or the file ends).
+    fn fill(&mut self, want: usize) -> Result<(), StoreError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let want = want.min(self.len);
+        while self.bytes.len() < want {
+            let at = self.bytes.len();
+            let n = (want - at).max(ZERO_CHUNK).min(self.len - at);
+            self.bytes.resize(at + n, 0);
+            if let Err(e) = file.read_exact_at(&mut self.bytes[at..], at as u64) {
+                self.bytes.truncate(at);
+                self.len = at; // the file shrank meanwhile
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The record at `at`, reading as much of the file as it needs.
+    fn record_at(&mut self, at: usize, epoch: Option<u64>) -> Result<Record, StoreError> {
+        loop {
+            let have = self.bytes.len();
+            let record = record_at(&self.bytes, at, epoch);
+            if !matches!(record, Record::Torn) || have >= self.len {
+                return Ok(record);
+            }
+            // Cut short by what was read so far: read what its length says.
+            let need = self
+                .bytes
+                .get(at..at + 4)
+                .map_or(0, |l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize);
+            self.fill(
+                at.saturating_add(RECORD_HEADER)
+                    .saturating_add(need)
+                    .max(have + 1),
+            )?;
+        }
     }
 }
 
-/// The log's epoch (`None`: format 1) and the offset of its first record;
-/// an offset past the end when its header is damaged.
-fn start_of(bytes: &[u8]) -> (Option<u64>, usize) {
-    match epoch_of(bytes) {
-        None => (None, 0),
-        Some(Ok(epoch)) => (Some(epoch), HEADER_BYTES as usize),
-        Some(Err(())) => (None, bytes.len() + 1),
-    }
+/// The log's epoch (`None`: format 1, or a damaged header: `damaged`)
+/// and the offset of its first record.
+fn start_of(log: &mut LogReader) -> Result<(Option<u64>, usize, bool), StoreError> {
+    log.fill(HEADER_BYTES as usize)?;
+    Ok(match epoch_of(&log.bytes) {
+        None => (None, 0, false),
+        Some(Ok(epoch)) => (Some(epoch), HEADER_BYTES as usize, false),
+        Some(Err(())) => (None, log.len, true),
+    })
 }
 
 /// Applies every whole, intact record of `dir`'s log (of the log's current
@@ -474,15 +547,13 @@ fn start_of(bytes: &[u8]) -> (Option<u64>, usize) {
 /// [`empty`].
 pub(crate) fn replay(dir: &Path, db: &sled::Db) -> Result<Replayed, StoreError> {
     let path = dir.join(WAL_FILE);
-    let bytes = read_log(&path)?;
+    let mut log = LogReader::open(&path)?;
     let mut replayed = Replayed::default();
-    let (epoch, mut at) = start_of(&bytes);
     // A damaged header: nothing can be trusted to be of the current epoch.
-    let mut damaged = at > bytes.len();
-    at = at.min(bytes.len());
+    let (epoch, mut at, mut damaged) = start_of(&mut log)?;
     let mut torn = false;
-    while at < bytes.len() {
-        match record_at(&bytes, at, epoch) {
+    while at < log.len {
+        match log.record_at(at, epoch)? {
             Record::Valid(ops, next) => {
                 db.apply_batch(ops.to_batch())?;
                 replayed.records += 1;
@@ -497,15 +568,16 @@ pub(crate) fn replay(dir: &Path, db: &sled::Db) -> Result<Replayed, StoreError> 
                 // In a preallocated log, a torn last write is a bad record
                 // followed by nothing valid; anything valid after it is
                 // damage in the middle.
+                log.fill(log.len)?;
                 match epoch {
-                    Some(epoch) if !valid_record_after(&bytes, at + 1, epoch) => torn = true,
+                    Some(epoch) if !valid_record_after(&log.bytes, at + 1, epoch) => torn = true,
                     _ => damaged = true,
                 }
                 break;
             }
         }
     }
-    replayed.ignored_bytes = bytes.len().saturating_sub(at);
+    replayed.ignored_bytes = log.len.saturating_sub(at);
     if damaged {
         let aside = dir.join(format!("{WAL_FILE}.damaged-{}", crate::store::now_ms()));
         std::fs::copy(&path, &aside)?;
@@ -532,10 +604,10 @@ pub(crate) fn replay(dir: &Path, db: &sled::Db) -> Result<Replayed, StoreError> 
 /// Records of the current epoch in `dir`'s log that an open would replay
 /// (for tests and inspection; applies nothing).
 pub fn logged_records(dir: &Path) -> Result<usize, StoreError> {
-    let bytes = read_log(&dir.join(WAL_FILE))?;
-    let (epoch, mut at) = start_of(&bytes);
+    let mut log = LogReader::open(&dir.join(WAL_FILE))?;
+    let (epoch, mut at, _) = start_of(&mut log)?;
     let mut records = 0;
-    while let Record::Valid(_, next) = record_at(&bytes, at, epoch) {
+    while let Record::Valid(_, next) = log.record_at(at, epoch)? {
         records += 1;
         at = next;
     }
