@@ -246,16 +246,24 @@ impl Room {
     fn plan(&mut self, batch: Vec<(PeerId, PeerEvent)>) -> (Vec<Step>, Vec<DocOp>) {
         let mut steps = Vec::new();
         let mut ops = Vec::new();
+        // Whose update the last step was, if it was one: an update that
+        // follows it from the same sender continues its run.
+        let mut run_of: Option<PeerId> = None;
         for (peer, event) in batch {
             match event {
-                PeerEvent::Left => steps.push(Step::Left(peer)),
+                PeerEvent::Left => {
+                    run_of = None;
+                    steps.push(Step::Left(peer));
+                }
                 PeerEvent::Edit(req) => {
+                    run_of = None;
                     ops.push(match req.edit {
                         Edit::Update { bytes, encoding } => DocOp::Update {
                             sender: None,
                             bytes,
                             encoding,
                             may_write: req.principal.mode.can_write(),
+                            continues_run: false,
                         },
                         Edit::ReplaceText(_) if !req.principal.mode.can_write() => {
                             let _ = req.reply.send(Err(EditError::ReadOnly));
@@ -270,6 +278,9 @@ impl Room {
                         continue; // closed by the room earlier: ignore the rest
                     };
                     for message in messages {
+                        if !matches!(message, Inbound::Update(_) | Inbound::Auth) {
+                            run_of = None;
+                        }
                         match message {
                             Inbound::SyncStep1(state) => {
                                 ops.push(DocOp::SyncStep1 {
@@ -284,8 +295,10 @@ impl Room {
                                     bytes,
                                     encoding: Encoding::V1,
                                     may_write,
+                                    continues_run: run_of == Some(peer),
                                 });
                                 steps.push(Step::Doc(peer));
+                                run_of = Some(peer);
                             }
                             Inbound::Awareness(update) => steps.push(Step::Awareness(peer, update)),
                             Inbound::QueryAwareness => steps.push(Step::Query(peer)),
@@ -316,6 +329,13 @@ impl Room {
                             .updates_applied
                             .fetch_add(1, Ordering::Relaxed);
                         outbox.update(peer, update);
+                    }
+                    // Part of the run whose first op carried the change.
+                    Some(Outcome::Merged) => {
+                        self.shared
+                            .metrics
+                            .updates_applied
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     Some(Outcome::Reply(frame)) if self.peers.contains_key(&peer) => {
                         outbox.push(Target::One(peer), frame);

@@ -101,6 +101,10 @@ pub(crate) enum DocOp {
         encoding: Encoding,
         /// The sender may change the document.
         may_write: bool,
+        /// It directly follows an update from the same sender, with nothing
+        /// of the batch in between: the two may be applied as one merged
+        /// update (see [`DocState::apply`]).
+        continues_run: bool,
     },
     /// Replace the root text with this string (HTTP `PUT .../text`).
     ReplaceText(String),
@@ -140,6 +144,10 @@ pub(crate) enum Outcome {
     Refused(Refusal),
     /// Not looked at: its sender was refused earlier in the batch.
     Skipped,
+    /// Applied merged into the run of its sender's updates before it: the
+    /// run's first op carries the change (`Changed`), this one adds nothing
+    /// more to send.
+    Merged,
 }
 
 impl From<InspectError> for Refusal {
@@ -259,6 +267,17 @@ impl DocState {
     }
 
     /// Runs `ops` in order (see the module docs).
+    ///
+    /// A run of one sender's consecutive updates (see
+    /// [`DocOp::Update::continues_run`]) is first applied as ONE update,
+    /// merged with `yrs::merge_updates_v1`: one inspection, one transaction
+    /// and one stored record instead of one each, and consecutive
+    /// keystrokes become a few structs instead of one per character (the
+    /// throughput stream's cost per update was mostly yrs's per-transaction
+    /// and per-struct work). If the merged update is refused, whatever it
+    /// applied is rolled back as for any refusal and the run is applied one
+    /// update at a time, so exactly the same updates are accepted and
+    /// refused as without merging.
     pub(crate) fn apply(&mut self, ops: Vec<DocOp>) -> Applied {
         let mut out = Applied {
             outcomes: Vec::with_capacity(ops.len()),
@@ -268,14 +287,21 @@ impl DocState {
         };
         let mut unstored: Vec<Bytes> = Vec::new();
         let mut refused: HashSet<PeerId> = HashSet::new();
-        for op in ops {
+        let mut at = 0;
+        while at < ops.len() {
             if out.store_failed.is_some() {
                 out.outcomes.push(Outcome::Skipped);
+                at += 1;
                 continue;
             }
-            let outcome = match op {
-                DocOp::SyncStep1 { sender, .. } if refused.contains(&sender) => Outcome::Skipped,
-                DocOp::SyncStep1 { state, .. } => Outcome::Reply(self.sync_step2(&state)),
+            let run = run_len(&ops[at..], &refused);
+            if run > 1 && self.update_run(&ops[at..at + run], &mut unstored, &mut out) {
+                at += run;
+                continue;
+            }
+            let outcome = match &ops[at] {
+                DocOp::SyncStep1 { sender, .. } if refused.contains(sender) => Outcome::Skipped,
+                DocOp::SyncStep1 { state, .. } => Outcome::Reply(self.sync_step2(state)),
                 DocOp::Update { sender, .. } if sender.is_some_and(|s| refused.contains(&s)) => {
                     Outcome::Skipped
                 }
@@ -284,19 +310,55 @@ impl DocState {
                     bytes,
                     encoding,
                     may_write,
+                    ..
                 } => {
-                    let outcome = self.update(&bytes, encoding, may_write, &mut unstored, &mut out);
+                    let outcome =
+                        self.update(bytes, *encoding, *may_write, &mut unstored, &mut out);
                     if let (Outcome::Refused(_), Some(s)) = (&outcome, sender) {
-                        refused.insert(s);
+                        refused.insert(*s);
                     }
                     outcome
                 }
-                DocOp::ReplaceText(text) => self.replace_text(&text, &mut unstored, &mut out),
+                DocOp::ReplaceText(text) => self.replace_text(text, &mut unstored, &mut out),
             };
             out.outcomes.push(outcome);
+            at += 1;
         }
         self.flush(&mut unstored, &mut out);
         out
+    }
+
+    /// Applies `run` (updates of one sender, see [`run_len`]) as one merged
+    /// update; true when it was accepted (its outcomes are pushed), false
+    /// when the run must be applied one update at a time (nothing of it is
+    /// left applied).
+    fn update_run(&mut self, run: &[DocOp], unstored: &mut Vec<Bytes>, out: &mut Applied) -> bool {
+        let parts: Vec<&[u8]> = run
+            .iter()
+            .filter_map(|op| match op {
+                DocOp::Update { bytes, .. } => Some(&bytes[..]),
+                _ => None,
+            })
+            .collect();
+        // yrs may panic on hostile bytes: then each update goes its own way.
+        let merged = catch_unwind(AssertUnwindSafe(|| yrs::merge_updates_v1(&parts)));
+        let Ok(Ok(merged)) = merged else {
+            return false;
+        };
+        match self.update(&merged, Encoding::V1, true, unstored, out) {
+            Outcome::Refused(_) => false,
+            Outcome::Changed(change) => {
+                out.outcomes.push(Outcome::Changed(change));
+                out.outcomes
+                    .extend(std::iter::repeat_with(|| Outcome::Merged).take(run.len() - 1));
+                true
+            }
+            _ => {
+                out.outcomes
+                    .extend(std::iter::repeat_with(|| Outcome::Unchanged).take(run.len()));
+                true
+            }
+        }
     }
 
     /// SyncStep2 for `state`; the empty-state answer is encoded once.
@@ -549,6 +611,40 @@ impl DocState {
     }
 }
 
+/// How many ops from the start of `ops` form one sender's run of updates
+/// that may be applied merged: v1 updates from a peer allowed to write,
+/// each but the first continuing the run, from a sender not `refused`.
+/// 1 when the first op starts none.
+fn run_len(ops: &[DocOp], refused: &HashSet<PeerId>) -> usize {
+    let mergeable = |op: &DocOp| {
+        matches!(
+            op,
+            DocOp::Update {
+                sender: Some(sender),
+                encoding: Encoding::V1,
+                may_write: true,
+                ..
+            } if !refused.contains(sender)
+        )
+    };
+    if !ops.first().is_some_and(mergeable) {
+        return 1;
+    }
+    1 + ops[1..]
+        .iter()
+        .take_while(|op| {
+            mergeable(op)
+                && matches!(
+                    op,
+                    DocOp::Update {
+                        continues_run: true,
+                        ..
+                    }
+                )
+        })
+        .count()
+}
+
 /// The nesting depths, encoded size and item structs of a document.
 fn measure(doc: &Doc) -> Result<(Depths, usize, usize), InspectError> {
     let txn = doc.transact();
@@ -619,6 +715,141 @@ pub(crate) fn root_kind(doc: &Doc) -> Option<&'static str> {
 }
 
 #[cfg(test)]
+mod runs {
+    //! A sender's run of updates applied merged: the same outcome as one by one.
+    use super::*;
+
+    fn state(dir: &std::path::Path, max_doc_bytes: usize) -> DocState {
+        let store = Store::open(tandem_store::StoreConfig::new(dir)).unwrap();
+        let caps = Caps {
+            max_depth: 100,
+            max_pending_bytes: 64 * 1024,
+            max_pending_deletes: 10_000,
+            max_doc_bytes,
+            max_doc_items: 500_000,
+        };
+        DocState::load(store, DocId::new("runs").unwrap(), caps).unwrap()
+    }
+
+    /// One update per string of `parts`, each typed at the end by client 5.
+    fn keystrokes(parts: &[&str]) -> Vec<Vec<u8>> {
+        let doc = Doc::with_client_id(5);
+        let text = doc.get_or_insert_text(TEXT_ROOT);
+        parts
+            .iter()
+            .map(|part| {
+                let sv = doc.transact().state_vector();
+                let len = text.len(&doc.transact());
+                text.insert(&mut doc.transact_mut(), len, part);
+                doc.transact().encode_diff_v1(&sv)
+            })
+            .collect()
+    }
+
+    /// The updates as one peer's consecutive ops (`merged`: marked as a run).
+    fn ops(updates: &[Vec<u8>], merged: bool) -> Vec<DocOp> {
+        updates
+            .iter()
+            .enumerate()
+            .map(|(i, u)| DocOp::Update {
+                sender: Some(PeerId(7)),
+                bytes: Bytes::from(u.clone()),
+                encoding: Encoding::V1,
+                may_write: true,
+                continues_run: merged && i > 0,
+            })
+            .collect()
+    }
+
+    fn text(state: &DocState) -> String {
+        let text = state.doc.get_or_insert_text(TEXT_ROOT);
+        text.get_string(&state.doc.transact())
+    }
+
+    fn stored(state: &DocState) -> u64 {
+        state
+            .store
+            .info(&state.doc_id)
+            .unwrap()
+            .map_or(0, |i| i.update_count)
+    }
+
+    /// The outcome kinds, comparable across the two ways of applying.
+    fn kinds(outcomes: &[Outcome]) -> Vec<&'static str> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Changed(_) | Outcome::Merged => "applied",
+                Outcome::Unchanged => "unchanged",
+                Outcome::Refused(_) => "refused",
+                Outcome::Skipped => "skipped",
+                Outcome::Reply(_) | Outcome::Denied => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_senders_run_is_applied_as_one_update_and_stored_as_one_record() {
+        let parts: Vec<String> = (0..50).map(|i| format!("{}", i % 10)).collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let updates = keystrokes(&parts);
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = state(dir.path(), usize::MAX);
+        let out = run.apply(ops(&updates, true));
+        assert!(matches!(out.outcomes[0], Outcome::Changed(_)));
+        assert!(
+            out.outcomes[1..]
+                .iter()
+                .all(|o| matches!(o, Outcome::Merged))
+        );
+        assert_eq!(text(&run), parts.concat());
+        assert_eq!(stored(&run), 1, "one merged record");
+        // The same updates not marked as a run: one record each.
+        let dir = tempfile::tempdir().unwrap();
+        let mut single = state(dir.path(), usize::MAX);
+        let out = single.apply(ops(&updates, false));
+        assert!(
+            out.outcomes
+                .iter()
+                .all(|o| matches!(o, Outcome::Changed(_)))
+        );
+        assert_eq!(text(&single), parts.concat());
+        assert_eq!(stored(&single), 50);
+    }
+
+    #[test]
+    fn a_refused_update_in_a_run_refuses_exactly_what_it_would_alone() {
+        let big = "y".repeat(3_000);
+        let updates = keystrokes(&["ab", "cd", &big, "ef"]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = state(dir.path(), 2_000);
+        let merged = run.apply(ops(&updates, true));
+        let dir = tempfile::tempdir().unwrap();
+        let mut single = state(dir.path(), 2_000);
+        let alone = single.apply(ops(&updates, false));
+        assert_eq!(
+            kinds(&merged.outcomes),
+            ["applied", "applied", "refused", "skipped"]
+        );
+        assert_eq!(kinds(&merged.outcomes), kinds(&alone.outcomes));
+        assert_eq!(text(&run), "abcd");
+        assert_eq!(text(&single), "abcd");
+        assert_eq!(stored(&run), 2);
+    }
+
+    #[test]
+    fn a_run_with_a_malformed_update_keeps_the_updates_before_it() {
+        let mut updates = keystrokes(&["ab", "cd"]);
+        updates.push(vec![0xff, 0xff, 0xff]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = state(dir.path(), usize::MAX);
+        let out = run.apply(ops(&updates, true));
+        assert_eq!(kinds(&out.outcomes), ["applied", "applied", "refused"]);
+        assert_eq!(text(&run), "abcd");
+    }
+}
+
+#[cfg(test)]
 mod measure {
     //! Run by hand: `cargo test -p tandem-gateway caps_cost -- --ignored --nocapture`.
     use std::time::Instant;
@@ -644,6 +875,7 @@ mod measure {
             bytes: Bytes::from(bytes),
             encoding: Encoding::V1,
             may_write: true,
+            continues_run: false,
         }
     }
 

@@ -98,6 +98,13 @@ impl Fixture {
             .map_or(0, |i| i.update_count)
     }
 
+    /// The text of `doc` as the store holds it (loaded from the store).
+    fn stored_text(&self, doc: &str) -> String {
+        let doc = self.store.load(&DocId::new(doc).unwrap()).unwrap();
+        let text = doc.get_or_insert_text(TEXT_ROOT);
+        text.get_string(&doc.transact())
+    }
+
     async fn edit(&self, doc: &str, edit: Edit) -> Result<(), EditError> {
         self.rooms
             .edit(&DocId::new(doc).unwrap(), Principal::anonymous(), edit)
@@ -258,7 +265,7 @@ async fn an_update_reaches_the_other_peer_and_the_store_in_order() {
     a.send_update(a.type_text("one ")).await;
     a.send_update(a.type_text("two")).await;
     b.wait_text("one two").await;
-    assert_eq!(fx.stored_updates("order"), 2);
+    assert_eq!(fx.stored_text("order"), "one two");
 }
 
 #[tokio::test]
@@ -787,7 +794,7 @@ async fn the_size_quota_measures_exactly_before_refusing() {
     a.send_update(a.type_text(&"y".repeat(6_000))).await;
     a.round_trip().await;
     assert!(a.line.kill_code().is_none(), "refused although it fits");
-    assert_eq!(fx.stored_updates("shrink"), 3);
+    assert_eq!(fx.stored_text("shrink"), "y".repeat(6_000));
 }
 
 #[tokio::test]
