@@ -14,7 +14,8 @@ pub struct Metrics {
     pub room_loads: AtomicU64,
     /// WebSocket connections currently joined to a room.
     pub peers_connected: AtomicI64,
-    /// Document updates applied and stored.
+    /// Document updates applied and stored (each non-empty update of a
+    /// sender's run counts, though the run is applied and stored merged).
     pub updates_applied: AtomicU64,
     /// Awareness updates applied.
     pub awareness_updates: AtomicU64,

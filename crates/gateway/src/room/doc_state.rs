@@ -349,8 +349,15 @@ impl DocState {
             Outcome::Refused(_) => false,
             Outcome::Changed(change) => {
                 out.outcomes.push(Outcome::Changed(change));
-                out.outcomes
-                    .extend(std::iter::repeat_with(|| Outcome::Merged).take(run.len() - 1));
+                // An empty update (a client's SyncStep2 with nothing new)
+                // changed nothing, merged or not.
+                out.outcomes.extend(parts[1..].iter().map(|part| {
+                    if *part == Update::EMPTY_V1 {
+                        Outcome::Unchanged
+                    } else {
+                        Outcome::Merged
+                    }
+                }));
                 true
             }
             _ => {
@@ -627,7 +634,12 @@ fn run_len(ops: &[DocOp], refused: &HashSet<PeerId>) -> usize {
             } if !refused.contains(sender)
         )
     };
-    if !ops.first().is_some_and(mergeable) {
+    // A run starts at an update that is not empty (the first op carries the
+    // run's change, and counts as an applied update).
+    let starts = |op: &DocOp| {
+        mergeable(op) && matches!(op, DocOp::Update { bytes, .. } if bytes[..] != *Update::EMPTY_V1)
+    };
+    if !ops.first().is_some_and(starts) {
         return 1;
     }
     1 + ops[1..]
