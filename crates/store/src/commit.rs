@@ -226,6 +226,13 @@ struct State {
     /// `Some` while the store is failing: since when.
     failing_since: Option<SystemTime>,
     shutdown: bool,
+    /// The flusher is waiting on `work`: only then does a new write have
+    /// to wake it (a `Condvar` notify is a syscall even with no waiter,
+    /// and the flusher otherwise finds the write on its next round).
+    flusher_waiting: bool,
+    /// Threads blocked on `progressed` (readers waiting for applied):
+    /// only then does a round have to notify it.
+    blocked: usize,
 }
 
 struct Shared {
@@ -283,6 +290,8 @@ impl GroupCommit {
                 progress: Progress::default(),
                 failing_since: None,
                 shutdown: false,
+                flusher_waiting: false,
+                blocked: 0,
             }),
             work: Condvar::new(),
             progressed: Condvar::new(),
@@ -341,8 +350,11 @@ impl GroupCommit {
         });
         state.registered += 1;
         let position = state.registered;
+        let wake = state.flusher_waiting;
         drop(state);
-        self.shared.work.notify_one();
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(Ticket {
             shared: Arc::clone(&self.shared),
             position,
@@ -363,8 +375,9 @@ impl GroupCommit {
         let mut state = lock(&self.shared.state);
         state.registered += 1;
         let position = state.registered;
+        let wake = state.flusher_waiting;
         drop(state);
-        if self.shared.mode == Durability::Flush {
+        if self.shared.mode == Durability::Flush && wake {
             self.shared.work.notify_one();
         }
         Ticket {
@@ -502,9 +515,24 @@ impl Shared {
         let mut state = lock(&self.state);
         state.progress.durable = state.progress.durable.max(target);
         let progress = state.progress.clone();
+        let wake = state.blocked > 0;
         drop(state);
-        self.progressed.notify_all();
+        if wake {
+            self.progressed.notify_all();
+        }
         self.progress_tx.send_replace(progress);
+    }
+
+    /// Blocks on `progressed` until notified, counted in `blocked` so that
+    /// rounds notify only when someone waits.
+    fn wait_progress<'a>(&self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        state.blocked += 1;
+        let mut state = self
+            .progressed
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner());
+        state.blocked -= 1;
+        state
     }
 
     /// Flushes sled and empties the log once it is due (every record in the
@@ -540,8 +568,11 @@ impl Shared {
             state.progress.reason = None;
         }
         let progress = (newly_durable || healed).then(|| state.progress.clone());
+        let wake = state.blocked > 0;
         drop(state);
-        self.progressed.notify_all();
+        if wake {
+            self.progressed.notify_all();
+        }
         if let Some(progress) = progress {
             self.progress_tx.send_replace(progress);
         }
@@ -621,11 +652,7 @@ impl Ticket {
                 }
                 return Ok(());
             }
-            state = self
-                .shared
-                .progressed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            state = self.shared.wait_progress(state);
         }
     }
 
@@ -639,11 +666,7 @@ impl Ticket {
             if let Some(outcome) = self.outcome_at(&state.progress, applied) {
                 return outcome;
             }
-            state = self
-                .shared
-                .progressed
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
+            state = self.shared.wait_progress(state);
         }
     }
 
@@ -774,13 +797,15 @@ fn flusher_loop(shared: &Shared) {
             if pending && (interval.is_none() || state.shutdown) {
                 break;
             }
+            state.flusher_waiting = true;
             state = match interval {
                 None => shared.work.wait(state).unwrap_or_else(|e| e.into_inner()),
                 Some(every) => {
-                    let (guard, timeout) = shared
+                    let (mut guard, timeout) = shared
                         .work
                         .wait_timeout(state, every)
                         .unwrap_or_else(|e| e.into_inner());
+                    guard.flusher_waiting = false;
                     if timeout.timed_out()
                         && guard.registered > guard.progress.durable.max(guard.progress.failed_upto)
                     {
@@ -790,6 +815,7 @@ fn flusher_loop(shared: &Shared) {
                     guard
                 }
             };
+            state.flusher_waiting = false;
         }
         if state.failing_since.is_some() {
             drop(state);
