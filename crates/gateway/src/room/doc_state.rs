@@ -849,6 +849,84 @@ mod runs {
         assert_eq!(stored(&run), 2);
     }
 
+    /// One thing a client sends: a keystroke, a deletion, a big insert (past
+    /// the size quota once the document has grown) or garbage.
+    #[derive(Debug, Clone)]
+    enum Send {
+        Type(u8, u8),
+        Delete(u8),
+        Big(u16),
+        Garbage(Vec<u8>),
+    }
+
+    fn send() -> impl proptest::strategy::Strategy<Value = Send> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (any::<u8>(), 0u8..26).prop_map(|(at, c)| Send::Type(at, c)),
+            2 => any::<u8>().prop_map(Send::Delete),
+            1 => (100u16..800).prop_map(Send::Big),
+            1 => proptest::collection::vec(any::<u8>(), 1..12).prop_map(Send::Garbage),
+        ]
+    }
+
+    /// The updates a client sends, made on its own document.
+    fn encode(sends: &[Send]) -> Vec<Vec<u8>> {
+        let doc = Doc::with_client_id(9);
+        let text = doc.get_or_insert_text(TEXT_ROOT);
+        sends
+            .iter()
+            .map(|send| {
+                let sv = doc.transact().state_vector();
+                let len = text.len(&doc.transact());
+                match send {
+                    Send::Type(at, c) => {
+                        let at = u32::from(*at) % (len + 1);
+                        let c = char::from(b'a' + c).to_string();
+                        text.insert(&mut doc.transact_mut(), at, &c);
+                    }
+                    Send::Delete(at) if len > 0 => {
+                        text.remove_range(&mut doc.transact_mut(), u32::from(*at) % len, 1);
+                    }
+                    Send::Delete(_) => {}
+                    Send::Big(n) => {
+                        text.insert(&mut doc.transact_mut(), len, &"b".repeat(*n as usize))
+                    }
+                    Send::Garbage(bytes) => return bytes.clone(),
+                }
+                doc.transact().encode_diff_v1(&sv)
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Whatever a client sends, applying its run merged accepts and
+        /// refuses exactly what applying it one update at a time does, and
+        /// leaves the same document in memory and in the store.
+        #[test]
+        fn a_merged_run_ends_like_one_update_at_a_time(
+            sends in proptest::collection::vec(send(), 1..40),
+        ) {
+            let updates = encode(&sends);
+            let dir = tempfile::tempdir().unwrap();
+            let mut run = state(dir.path(), 1_500);
+            let merged = run.apply(ops(&updates, true));
+            let dir = tempfile::tempdir().unwrap();
+            let mut single = state(dir.path(), 1_500);
+            let alone = single.apply(ops(&updates, false));
+            proptest::prop_assert_eq!(kinds(&merged.outcomes), kinds(&alone.outcomes));
+            proptest::prop_assert_eq!(text(&run), text(&single));
+            let stored = |s: &DocState| {
+                let doc = s.store.load(&s.doc_id).unwrap();
+                let text = doc.get_or_insert_text(TEXT_ROOT);
+                text.get_string(&doc.transact())
+            };
+            proptest::prop_assert_eq!(stored(&run), text(&single));
+            proptest::prop_assert_eq!(stored(&single), text(&single));
+        }
+    }
+
     #[test]
     fn a_run_with_a_malformed_update_keeps_the_updates_before_it() {
         let mut updates = keystrokes(&["ab", "cd"]);
