@@ -2,7 +2,7 @@
 //! awareness table and the peers, and is the only code that touches them.
 //!
 //! Peers talk to the room over channels: a join arrives on the control
-//! channel with the peer's inbound receiver; the room polls every peer's
+//! queue (`control`) with the peer's `Line`; the room polls every peer's
 //! inbound stream, takes everything that is ready as one batch, applies it,
 //! appends the batch's updates to the store as one record, and fans the
 //! encoded frames out to the peers' bounded outbound queues only once the
@@ -17,6 +17,7 @@
 //! fan-out to the peers' queues, awareness expiry, compaction, unload and
 //! shutdown. The rest, one concept per file:
 //!
+//! - `control`: the queue joins, HTTP edits and shutdown arrive on.
 //! - `cold`: the load, answering joiners that sync from scratch from the
 //!   stored bytes while the `Doc` is built.
 //! - `batch`: one batch of peer traffic and HTTP edits: the document work
@@ -56,6 +57,7 @@ use crate::yrs_threads;
 
 mod batch;
 mod cold;
+mod control;
 mod doc_state;
 mod live;
 mod outbox;
@@ -63,6 +65,7 @@ mod registry;
 #[cfg(test)]
 mod tests;
 
+use control::ControlReceiver;
 pub(crate) use doc_state::root_kind;
 use doc_state::{Caps, DocState};
 use outbox::{Outbox, Target};
@@ -112,7 +115,7 @@ struct PeerSlot {
 pub(crate) async fn run(
     doc_id: DocId,
     key: u64,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    mut control: ControlReceiver,
     usage: Arc<RoomUsage>,
     shared: Arc<Shared>,
     _running: mpsc::Sender<()>,
@@ -217,7 +220,7 @@ struct Room {
 impl Room {
     /// The actor's loop: control messages first (joins, HTTP edits,
     /// shutdown), then a batch of peer traffic, then periodic maintenance.
-    async fn run(&mut self, mut control: mpsc::UnboundedReceiver<Control>, first: Option<Control>) {
+    async fn run(&mut self, mut control: ControlReceiver, first: Option<Control>) {
         let limits = &self.shared.limits;
         let tick_every = limits
             .room_unload_grace()
@@ -313,7 +316,7 @@ impl Room {
     async fn on_control(
         &mut self,
         ctl: Option<Control>,
-        control: &mut mpsc::UnboundedReceiver<Control>,
+        control: &mut ControlReceiver,
     ) -> Option<Flow> {
         match ctl {
             Some(Control::Edit(req)) => {
@@ -522,9 +525,9 @@ impl Room {
 
     /// Server shutdown: closes peers and queued joins with 1001, fails
     /// queued HTTP edits, and compacts the document before the task ends.
-    async fn shutdown(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) {
+    async fn shutdown(&mut self, control: &mut ControlReceiver) {
         self.close_all(CloseCode::GoingAway);
-        while let Ok(ctl) = control.try_recv() {
+        while let Some(ctl) = control.try_recv() {
             match ctl {
                 Control::Join(link) => {
                     let _ = link.kill.try_send(CloseCode::GoingAway);

@@ -4,9 +4,9 @@
 //! and `--max-rooms-per-sub`: a join past either is refused with 4429), and
 //! stops every room at shutdown.
 //!
-//! A join is sent to the room's control channel while the registry lock is
-//! held, and a room unregisters itself (to unload) only under that lock and
-//! only if its control channel is empty. So a join either reaches a live room
+//! A join is sent to the room's control queue (`control`) while the registry
+//! lock is held, and a room unregisters itself (to unload) only under that
+//! lock and only if its control queue is empty. So a join either reaches a live room
 //! or finds no room and opens a fresh one: it is never lost in between.
 
 use std::collections::HashMap;
@@ -16,6 +16,8 @@ use std::time::Instant;
 
 use tandem_store::{DocId, Store, StoreHealth};
 use tokio::sync::{mpsc, oneshot};
+
+use super::control::{self, ControlReceiver, ControlSender};
 use tracing::{Instrument, info};
 
 use crate::access::Principal;
@@ -102,10 +104,10 @@ struct Registry {
 struct RoomEntry {
     /// The room instance's key (see `Registry::next_key`).
     key: u64,
-    /// The room's control channel (joins, HTTP edits, shutdown). Unbounded so
+    /// The room's control queue (joins, HTTP edits, shutdown). Unbounded so
     /// sending under the registry lock never waits; it carries only joins and
-    /// HTTP edits (peer traffic has its own bounded channels).
-    control: mpsc::UnboundedSender<Control>,
+    /// HTTP edits (peer traffic has its own bounded queues, in each `Line`).
+    control: ControlSender,
     /// In use, or idle since when.
     usage: Arc<RoomUsage>,
 }
@@ -236,7 +238,7 @@ impl Rooms {
             entry.usage.hold();
             match entry.control.send(message) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => {
+                Err(back) => {
                     // The room task ended without unregistering (it failed): replace it.
                     reg.rooms.remove(doc);
                     message = back;
@@ -249,7 +251,7 @@ impl Rooms {
         let Some(running) = reg.running.clone() else {
             return Err(CloseCode::GoingAway);
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
+        let (control, control_rx) = control::queue();
         let usage = Arc::new(RoomUsage::default());
         usage.hold();
         if control.send(message).is_err() {
@@ -393,7 +395,7 @@ impl Shared {
         &self,
         doc: &DocId,
         key: u64,
-        control: &mpsc::UnboundedReceiver<Control>,
+        control: &ControlReceiver,
     ) -> bool {
         let mut reg = self.lock();
         if !control.is_empty() {
@@ -410,7 +412,7 @@ impl Shared {
         &self,
         doc: &DocId,
         key: u64,
-        control: &mut mpsc::UnboundedReceiver<Control>,
+        control: &mut ControlReceiver,
         code: CloseCode,
     ) {
         {
@@ -420,7 +422,7 @@ impl Shared {
             }
         }
         control.close();
-        while let Ok(ctl) = control.try_recv() {
+        while let Some(ctl) = control.try_recv() {
             match ctl {
                 Control::Join(link) => {
                     let _ = link.kill.try_send(code);
@@ -433,5 +435,54 @@ impl Shared {
                 Control::Panic => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tandem_store::{DocId, Store, StoreConfig};
+
+    use super::*;
+    use crate::access::{Mode, Principal};
+    use crate::link::{Kill, Line, PeerId, PeerLink, RoomEnd};
+    use crate::mailbox::Edit;
+
+    #[tokio::test]
+    async fn close_room_fails_the_queued_joins_and_edits_with_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let rooms = Rooms::new(store, Limits::default(), Arc::new(Metrics::default()));
+        let (tx, mut rx) = control::queue();
+        let line = Arc::new(Line::new(Default::default(), 16));
+        let link = PeerLink {
+            id: PeerId(1),
+            kill: Kill::new(line.clone()),
+            line: RoomEnd::new(line.clone()),
+            principal: Principal {
+                sub: "a".into(),
+                mode: Mode::Write,
+            },
+        };
+        let (reply, outcome) = oneshot::channel();
+        let edit = EditRequest {
+            edit: Edit::ReplaceText("x".into()),
+            principal: Principal::anonymous(),
+            reply,
+        };
+        assert!(tx.send(Control::Join(Box::new(link))).is_ok());
+        assert!(tx.send(Control::Edit(Box::new(edit))).is_ok());
+        let doc = DocId::new("d").unwrap();
+        rooms
+            .shared
+            .close_room(&doc, 0, &mut rx, CloseCode::Internal);
+        assert_eq!(line.kill_code(), Some(CloseCode::Internal));
+        assert!(matches!(
+            outcome.await,
+            Ok(Err(EditError::Unavailable(CloseCode::Internal)))
+        ));
+        // A closed room takes nothing more: the registry opens a fresh one.
+        assert!(tx.send(Control::Evict).is_err());
     }
 }
