@@ -144,49 +144,57 @@ impl PeerIo {
     /// The reader and writer borrow this struct's fields rather than take
     /// them: an `async fn` keeps its arguments for its whole life, so state
     /// moved from one future into another would be held twice.
-    async fn run(mut self) {
-        let pong = Pong::default();
-        // Pinned where they are made (`tokio::pin!` would move them into a
-        // second slot of this future, which then holds both).
-        let mut reader = std::pin::pin!(read_loop(
-            &self.socket,
-            &mut self.reader,
-            &mut self.rate,
-            &self.line.0,
-            &pong,
-            &self.metrics,
-        ));
-        let mut writer = std::pin::pin!(write_loop(
-            &self.socket,
-            self.coalesce,
-            &self.line.0,
-            &pong,
-            self.ping_every,
-            &self.metrics,
-        ));
-        let (line, ends) = (&self.line, &mut self.ends);
-        let mut ending = false;
-        loop {
-            tokio::select! {
-                _ = &mut reader => {
-                    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)).await;
-                    break;
-                }
-                code = &mut writer => {
-                    if let Some(code) = code {
-                        info!(code = code.code(), reason = code.reason(), "closed by server");
+    ///
+    /// Not an `async fn` either: one copies its arguments into its body's
+    /// locals and keeps both (`self` twice: ~256 bytes per connection); an
+    /// `async move` block that borrows what it captured holds it once.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let io = &mut self;
+            let pong = Pong::default();
+            // Pinned where they are made (`tokio::pin!` would move them into a
+            // second slot of this future, which then holds both).
+            let mut reader = std::pin::pin!(read_loop(
+                &io.socket,
+                &mut io.reader,
+                &mut io.rate,
+                &io.line.0,
+                &pong,
+                &io.metrics,
+            ));
+            let mut writer = std::pin::pin!(write_loop(
+                &io.socket,
+                io.coalesce,
+                &io.line.0,
+                &pong,
+                io.ping_every,
+                &io.metrics,
+            ));
+            let (line, ends) = (&io.line, &mut io.ends);
+            let mut ending = false;
+            loop {
+                tokio::select! {
+                    _ = &mut reader => {
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)).await;
+                        break;
                     }
-                    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reader)).await;
-                    break;
-                }
-                // The writer sends the close frame; the reader then ends.
-                code = &mut *ends, if !ending => {
-                    ending = true;
-                    let _ = line.0.kill(code);
+                    code = &mut writer => {
+                        if let Some(code) = code {
+                            info!(code = code.code(), reason = code.reason(), "closed by server");
+                        }
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reader)).await;
+                        break;
+                    }
+                    // The writer sends the close frame; the reader then ends.
+                    code = &mut *ends, if !ending => {
+                        ending = true;
+                        let _ = line.0.kill(code);
+                    }
                 }
             }
+            debug!("disconnected");
         }
-        debug!("disconnected");
     }
 }
 
