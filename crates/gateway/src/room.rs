@@ -36,6 +36,7 @@
 //! of a live peer without a close code otherwise). The next join opens a fresh room that reloads from the store.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,15 +112,21 @@ struct PeerSlot {
     awareness_held: Option<yrs::sync::AwarenessUpdate>,
 }
 
-/// Runs the room for `doc` until it unloads, fails or the server stops.
-pub(crate) async fn run(
+/// The room for `doc`: a future that runs it until it unloads, fails or
+/// the server stops (the registry spawns it).
+///
+/// Built without an `async fn`, so the room task holds its state once: an
+/// `async fn` copies its arguments into its body's locals and keeps both.
+/// The load is boxed (~740 bytes, only while it runs), so an idle room's
+/// task holds the room and its loop alone.
+pub(crate) fn run(
     doc_id: DocId,
     key: u64,
-    mut control: ControlReceiver,
+    control: ControlReceiver,
     usage: Arc<RoomUsage>,
     shared: Arc<Shared>,
-    _running: mpsc::Sender<()>,
-) {
+    running: mpsc::Sender<()>,
+) -> impl Future<Output = ()> + Send {
     let caps = Caps {
         max_depth: shared.limits.max_nesting_depth,
         max_pending_bytes: shared.limits.max_pending_bytes,
@@ -142,23 +149,28 @@ pub(crate) async fn run(
         had_peer: false,
         shared,
     };
-    // Joiners are answered from the stored bytes while the `Doc` loads (`cold`).
-    let held = match cold::load(&mut room, &mut control, caps).await {
-        Ok(held) => held,
-        Err(e) => {
-            error!(error = %e, "loading document failed");
-            room.close_all(CloseCode::Internal);
-            let shared = room.shared.clone();
-            shared.close_room(&room.doc_id, room.key, &mut control, CloseCode::Internal);
-            return;
-        }
-    };
-    room.shared
-        .metrics
-        .room_loads
-        .fetch_add(1, Ordering::Relaxed);
-    debug!("room loaded");
-    room.run(control, held).await;
+    let mut control = control;
+    async move {
+        // Held until the room ends (`Shared::all_stopped` waits for it).
+        let _running = &running;
+        // Joiners are answered from the stored bytes while the `Doc` loads (`cold`).
+        let held = match Box::pin(cold::load(&mut room, &mut control, caps)).await {
+            Ok(held) => held,
+            Err(e) => {
+                error!(error = %e, "loading document failed");
+                room.close_all(CloseCode::Internal);
+                let shared = room.shared.clone();
+                shared.close_room(&room.doc_id, room.key, &mut control, CloseCode::Internal);
+                return;
+            }
+        };
+        room.shared
+            .metrics
+            .room_loads
+            .fetch_add(1, Ordering::Relaxed);
+        debug!("room loaded");
+        room.run(&mut control, held).await;
+    }
 }
 
 /// Whether the room goes on after handling something.
@@ -220,7 +232,7 @@ struct Room {
 impl Room {
     /// The actor's loop: control messages first (joins, HTTP edits,
     /// shutdown), then a batch of peer traffic, then periodic maintenance.
-    async fn run(&mut self, mut control: ControlReceiver, first: Option<Control>) {
+    async fn run(&mut self, control: &mut ControlReceiver, first: Option<Control>) {
         let limits = &self.shared.limits;
         let tick_every = limits
             .room_unload_grace()
@@ -232,20 +244,17 @@ impl Room {
         // `tick_every`. A room of idle peers without awareness states
         // sleeps (it used to tick every second: 5,000 idle rooms were
         // 5,000 wakeups a second).
-        let maintenance = tokio::time::sleep(tick_every);
-        tokio::pin!(maintenance);
+        // Pinned where it is made (`tokio::pin!` would move it into a
+        // second slot of this future, which then holds both).
+        let mut maintenance = std::pin::pin!(tokio::time::sleep(tick_every));
         let mut unload_check: Option<Instant> = None;
         // A control message that arrived while the document loaded comes first.
         if let Some(ctl) = first {
-            match self.on_control(Some(ctl), &mut control).await {
+            match self.on_control(Some(ctl), control).await {
                 Some(Flow::Go) => {}
                 Some(Flow::Failed) => {
-                    self.shared.close_room(
-                        &self.doc_id,
-                        self.key,
-                        &mut control,
-                        CloseCode::Internal,
-                    );
+                    self.shared
+                        .close_room(&self.doc_id, self.key, control, CloseCode::Internal);
                     return;
                 }
                 None => return,
@@ -268,7 +277,7 @@ impl Room {
             }
             let flow = tokio::select! {
                 biased;
-                ctl = control.recv() => match self.on_control(ctl, &mut control).await {
+                ctl = control.recv() => match self.on_control(ctl, control).await {
                     Some(flow) => flow,
                     None => return,
                 },
@@ -295,7 +304,7 @@ impl Room {
                 _ = &mut maintenance, if due.is_some() => {
                     unload_check = None;
                     self.maintain();
-                    if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, &control) {
+                    if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, control) {
                         self.compact().await;
                         info!("room unloaded");
                         return;
@@ -305,7 +314,7 @@ impl Room {
             };
             if flow == Flow::Failed {
                 self.shared
-                    .close_room(&self.doc_id, self.key, &mut control, CloseCode::Internal);
+                    .close_room(&self.doc_id, self.key, control, CloseCode::Internal);
                 return;
             }
         }

@@ -18,6 +18,7 @@ use tandem_store::{DocId, Store, StoreHealth};
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::{self, ControlReceiver, ControlSender};
+use futures_util::FutureExt;
 use tracing::{Instrument, info};
 
 use crate::access::Principal;
@@ -280,12 +281,12 @@ impl Rooms {
             doc: doc.clone(),
             key,
         };
+        // `map`, not an `async` block: one awaiting the room would hold
+        // the room's future and its arguments both.
         tokio::spawn(
-            async move {
-                super::run(doc, key, control_rx, room_usage, shared, running).await;
-                drop(registered);
-            }
-            .instrument(span),
+            super::run(doc, key, control_rx, room_usage, shared, running)
+                .map(move |()| drop(registered))
+                .instrument(span),
         );
         Ok(())
     }
