@@ -67,8 +67,8 @@ mod registry;
 mod tests;
 
 use control::ControlReceiver;
+use doc_state::DocState;
 pub(crate) use doc_state::root_kind;
-use doc_state::{Caps, DocState};
 use outbox::{Outbox, Target};
 pub(crate) use registry::LivePeer;
 pub use registry::Rooms;
@@ -85,8 +85,11 @@ enum PeerEvent {
     /// The connection ended (its inbound channel closed): the room drops the
     /// peer and its awareness states, after everything it sent before.
     Left,
-    /// An HTTP edit (never from a peer stream: the room makes a batch of it).
-    Edit(EditRequest),
+    /// An HTTP edit (never from a peer stream: the room makes a batch of
+    /// it). Boxed, as it comes in `Control::Edit`: it would make every
+    /// event as large (~90 bytes, not 32), and events sit in every idle
+    /// room's task (the loop's next-event slot) and in every peer's stream.
+    Edit(Box<EditRequest>),
 }
 
 /// A peer's inbound frames followed by `Left`, so the room learns of a
@@ -127,13 +130,6 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     running: mpsc::Sender<()>,
 ) -> impl Future<Output = ()> + Send {
-    let caps = Caps {
-        max_depth: shared.limits.max_nesting_depth,
-        max_pending_bytes: shared.limits.max_pending_bytes,
-        max_pending_deletes: shared.limits.max_pending_deletes,
-        max_doc_bytes: shared.limits.max_doc_bytes,
-        max_doc_items: shared.limits.max_doc_items,
-    };
     let mut room = Room {
         presence: Presence::new(shared.limits.awareness_timeout()),
         doc_id,
@@ -154,7 +150,7 @@ pub(crate) fn run(
         // Held until the room ends (`Shared::all_stopped` waits for it).
         let _running = &running;
         // Joiners are answered from the stored bytes while the `Doc` loads (`cold`).
-        let held = match Box::pin(cold::load(&mut room, &mut control, caps)).await {
+        let held = match Box::pin(cold::load(&mut room, &mut control)).await {
             Ok(held) => held,
             Err(e) => {
                 error!(error = %e, "loading document failed");
@@ -181,15 +177,6 @@ enum Flow {
     /// The store failed or the document work panicked: every peer was
     /// closed with 1011; the room must unregister and end.
     Failed,
-}
-
-/// Sleeps until `at`, or forever without one (a `select!` branch that is
-/// only ready when there is something to wait for).
-async fn sleep_until_or_never(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The actor's state: owned by the room task alone, so nothing is locked.
@@ -239,18 +226,20 @@ impl Room {
             .min(limits.http_room_grace())
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(20));
-        // Maintenance wakes the room only when something is due: the next
-        // awareness expiry, or (with no peer) the unload check every
-        // `tick_every`. A room of idle peers without awareness states
-        // sleeps (it used to tick every second: 5,000 idle rooms were
-        // 5,000 wakeups a second).
+        // Maintenance wakes the room only when something is due: a held-back
+        // awareness change, the next awareness expiry, or (with no peer)
+        // the unload check every `tick_every`. A room of idle peers without
+        // awareness states sleeps (it used to tick every second: 5,000 idle
+        // rooms were 5,000 wakeups a second). One timer for all three: each
+        // `Sleep` is ~112 bytes in every room's task.
         // Pinned where it is made (`tokio::pin!` would move it into a
         // second slot of this future, which then holds both).
         let mut maintenance = std::pin::pin!(tokio::time::sleep(tick_every));
         let mut unload_check: Option<Instant> = None;
         // A control message that arrived while the document loaded comes first.
         if let Some(ctl) = first {
-            match self.on_control(Some(ctl), control).await {
+            // Boxed, like every await of `on_control` (see the loop).
+            match Box::pin(self.on_control(Some(ctl), control)).await {
                 Some(Flow::Go) => {}
                 Some(Flow::Failed) => {
                     self.shared
@@ -266,10 +255,10 @@ impl Room {
             } else {
                 unload_check = None;
             }
-            let due = match (unload_check, self.presence.next_due()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let due = [unload_check, self.presence.next_due(), self.awareness_due]
+                .into_iter()
+                .flatten()
+                .min();
             if let Some(due) = due
                 && maintenance.deadline() != due.into()
             {
@@ -277,9 +266,18 @@ impl Room {
             }
             let flow = tokio::select! {
                 biased;
-                ctl = control.recv() => match self.on_control(ctl, control).await {
-                    Some(flow) => flow,
-                    None => return,
+                ctl = control.recv() => match ctl {
+                    // A join needs no await: handled in place.
+                    Some(Control::Join(link)) => {
+                        self.join(*link);
+                        Flow::Go
+                    }
+                    // Boxed: an edit, eviction or shutdown is rare, and its
+                    // state would otherwise sit in every idle room's task.
+                    ctl => match Box::pin(self.on_control(ctl, control)).await {
+                        Some(flow) => flow,
+                        None => return,
+                    },
                 },
                 // The oldest batch on its way to disk is there: send it.
                 durable = std::future::poll_fn(|cx| batch::poll_oldest(&mut self.in_flight, cx)), if !self.in_flight.is_empty() => {
@@ -295,19 +293,25 @@ impl Room {
                     }
                     Box::pin(self.process(batch)).await
                 }
-                _ = sleep_until_or_never(self.awareness_due) => {
-                    let mut outbox = Outbox::default();
-                    self.release_awareness(&mut outbox);
-                    self.send(outbox);
-                    Flow::Go
-                }
                 _ = &mut maintenance, if due.is_some() => {
-                    unload_check = None;
-                    self.maintain();
-                    if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, control) {
-                        self.compact().await;
-                        info!("room unloaded");
-                        return;
+                    // What was due by the deadline that fired, in the order
+                    // the two timers' branches had: awareness first.
+                    let fired = maintenance.deadline().into_std();
+                    if self.awareness_due.is_some_and(|at| at <= fired) {
+                        let mut outbox = Outbox::default();
+                        self.release_awareness(&mut outbox);
+                        self.send(outbox);
+                    }
+                    if unload_check.is_some_and(|at| at <= fired)
+                        || self.presence.next_due().is_some_and(|at| at <= fired)
+                    {
+                        unload_check = None;
+                        self.maintain();
+                        if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, control) {
+                            self.compact().await;
+                            info!("room unloaded");
+                            return;
+                        }
                     }
                     Flow::Go
                 }
@@ -332,7 +336,7 @@ impl Room {
                 // Boxed: the batch's state exists only while it runs, not
                 // in every idle room's task.
                 let flow =
-                    Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(*req))])).await;
+                    Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))])).await;
                 self.usage.release(&self.shared);
                 Some(flow)
             }

@@ -250,6 +250,7 @@ impl Room {
             match event {
                 PeerEvent::Left => steps.push(Step::Left(peer)),
                 PeerEvent::Edit(req) => {
+                    let req = *req;
                     ops.push(match req.edit {
                         Edit::Update { bytes, encoding } => DocOp::Update {
                             sender: None,

@@ -86,8 +86,8 @@ struct Waiting {
 pub(super) async fn load(
     room: &mut Room,
     control: &mut ControlReceiver,
-    caps: Caps,
 ) -> Result<Option<Control>, RoomError> {
+    let caps = Caps::of(&room.shared.limits);
     let (store, id) = (room.shared.store.clone(), room.doc_id.clone());
     let read = tokio::task::spawn_blocking(move || read(&store, &id)).await;
     let (stored, ready) = match read {
