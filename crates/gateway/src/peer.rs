@@ -5,8 +5,10 @@
 //! The reader and the writer are two futures of one task, over one socket
 //! (no split: each takes the socket only inside a poll). The writer drains,
 //! in priority order: a close request (from the room or the reader), a
-//! pong owed for the client's last ping, the bounded outbound queue, the
-//! ping timer.
+//! pong owed for the client's last ping, the bounded outbound queue, a
+//! ping. Pings are asked for by the registry's one ping sweep (each
+//! `--ping-interval`, for every joined connection), not by a timer per
+//! connection.
 //!
 //! The socket is the raw upgraded connection from [`crate::upgrade`],
 //! framed by [`crate::wire`] (not tokio-tungstenite's stream): an idle
@@ -275,6 +277,8 @@ enum Step {
     Pong(Box<[u8]>),
     /// What the room or the reader asked for.
     Line(Next),
+    /// The server's ping sweep asks for a ping (see `Line::ask_ping`).
+    Ping,
 }
 
 /// Writes queued frames, pongs and pings; returns the close code it sent,
@@ -287,6 +291,10 @@ enum Step {
 ///
 /// The write futures are boxed: they exist only while a write is under way,
 /// so an idle connection's task does not carry their space (~300 bytes).
+///
+/// A ping goes out when the registry's ping sweep asks for one
+/// ([`Line::ask_ping`], every `ping_every`); a peer silent for longer than
+/// two intervals by then is dropped.
 async fn write_loop(
     socket: &Socket,
     coalesce: usize,
@@ -296,37 +304,42 @@ async fn write_loop(
     metrics: &Metrics,
 ) -> Option<CloseCode> {
     let mut out = Writer::new(coalesce);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stall = ping_every * 2;
     let code = loop {
-        let written = tokio::select! {
-            biased;
-            next = std::future::poll_fn(|cx| {
-                if let Some(payload) = pong.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    return std::task::Poll::Ready(Step::Pong(payload));
-                }
-                line.poll_next(cx).map(Step::Line)
-            }) => match next {
-                Step::Line(Next::Close(code)) => break code,
-                // The room let go of this peer without a close code: it
-                // failed (a panic dropped it; see `room`'s containment docs).
-                Step::Line(Next::RoomGone) => break CloseCode::Internal,
-                Step::Line(Next::Frame(frame)) => tokio::select! {
+        let next = std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if let Some(payload) = pong.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Poll::Ready(Step::Pong(payload));
+            }
+            match line.poll_next(cx) {
+                Poll::Ready(next) => Poll::Ready(Step::Line(next)),
+                // Last, as the ping timer's branch was: `poll_next`
+                // registered the waker, so a ping asked for after this
+                // look still wakes the task.
+                Poll::Pending if line.take_ping() => Poll::Ready(Step::Ping),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        let written = match next {
+            Step::Line(Next::Close(code)) => break code,
+            // The room let go of this peer without a close code: it
+            // failed (a panic dropped it; see `room`'s containment docs).
+            Step::Line(Next::RoomGone) => break CloseCode::Internal,
+            Step::Line(Next::Frame(frame)) => tokio::select! {
+                biased;
+                code = wait_kill(line) => break code,
+                ok = Box::pin(tokio::time::timeout(stall, write_batch(socket, &mut out, frame, line))) => ok,
+            },
+            Step::Pong(payload) => {
+                out.pong(&payload);
+                tokio::select! {
                     biased;
                     code = wait_kill(line) => break code,
-                    ok = Box::pin(tokio::time::timeout(stall, write_batch(socket, &mut out, frame, line))) => ok,
-                },
-                Step::Pong(payload) => {
-                    out.pong(&payload);
-                    tokio::select! {
-                        biased;
-                        code = wait_kill(line) => break code,
-                        ok = Box::pin(tokio::time::timeout(stall, out.flush(socket))) => ok.map(|r| r.is_ok()),
-                    }
+                    ok = Box::pin(tokio::time::timeout(stall, out.flush(socket))) => ok.map(|r| r.is_ok()),
                 }
-            },
-            _ = ping.tick() => {
+            }
+            Step::Ping => {
                 if line.silent_for() > stall {
                     debug!("peer missed pongs: dropping");
                     return None;

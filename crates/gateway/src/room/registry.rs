@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
     /// Time origin of [`RoomUsage::idle_at`].
     epoch: Instant,
+    /// Starts the ping sweep (`ping_sweep`) with the first join.
+    ping_sweep: std::sync::Once,
 }
 
 /// Whether a room is in use, shared by the registry and the room task; what
@@ -132,6 +134,7 @@ impl Rooms {
                 live: Mutex::new(LiveTable::default()),
                 all_stopped: tokio::sync::Mutex::new(all_stopped),
                 epoch: Instant::now(),
+                ping_sweep: std::sync::Once::new(),
             }),
         }
     }
@@ -177,6 +180,10 @@ impl Rooms {
             counted,
         };
         let id = link.id;
+        self.shared.ping_sweep.call_once(|| {
+            let every = self.shared.limits.ping_interval();
+            tokio::spawn(ping_sweep(Arc::downgrade(&self.shared), every));
+        });
         // Counted before the join is sent, so concurrent joins of one `sub`
         // cannot all pass the quota; released if the join fails.
         self.shared
@@ -333,6 +340,35 @@ impl Rooms {
         }
         let mut all_stopped = self.shared.all_stopped.lock().await;
         while all_stopped.recv().await.is_some() {}
+    }
+}
+
+/// The server's one ping timer: every `every` (`--ping-interval`) it asks
+/// each joined connection to ping its peer ([`crate::link::Line::ask_ping`];
+/// the connection drops a peer silent for two intervals), until the
+/// registry is gone. One timer instead of one per connection (a tokio
+/// `Interval` and its boxed `Sleep`, ~150 bytes each), and no more
+/// wakeups: each connection is woken once per interval, as its own timer
+/// did. The live list is copied out (a pointer per connection) so the lock
+/// is not held while the connections are woken.
+async fn ping_sweep(shared: std::sync::Weak<Shared>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let lines: Vec<Arc<crate::link::Line>> = shared
+            .live_peers()
+            .peers
+            .values()
+            .map(|p| p.kill.line().clone())
+            .collect();
+        drop(shared);
+        for line in lines {
+            line.ask_ping();
+        }
     }
 }
 
