@@ -40,6 +40,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -94,7 +95,39 @@ enum PeerEvent {
 
 /// A peer's inbound frames followed by `Left`, so the room learns of a
 /// departure in order with the peer's traffic, from the same `StreamMap`.
-type PeerStream = Pin<Box<dyn Stream<Item = PeerEvent> + Send + Sync>>;
+///
+/// A plain struct, not a boxed chain of stream adapters: the map holds it
+/// inline (40 bytes), where the chain was a ~120-byte allocation per peer.
+struct PeerStream {
+    /// A frame read while the document loaded, handed out before the rest.
+    first: Option<Vec<Inbound>>,
+    /// The peer's frames as its connection queues them.
+    inbound: InboundFrames,
+    /// `inbound` ended and `Left` was handed out: the stream is done.
+    left: bool,
+}
+
+impl Stream for PeerStream {
+    type Item = PeerEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(PeerEvent::Frame(first)));
+        }
+        if this.left {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inbound).poll_next(cx) {
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(PeerEvent::Frame(frame))),
+            Poll::Ready(None) => {
+                this.left = true;
+                Poll::Ready(Some(PeerEvent::Left))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 /// The room's view of a joined peer.
 struct PeerSlot {
@@ -111,8 +144,10 @@ struct PeerSlot {
     /// Awareness rate limit: when this peer's next awareness broadcast may go.
     awareness_next: Instant,
     /// Awareness changes held back by the rate limit, merged (latest state
-    /// per client id), sent at `awareness_next`.
-    awareness_held: Option<yrs::sync::AwarenessUpdate>,
+    /// per client id), sent at `awareness_next`. Boxed: held only briefly,
+    /// and inline it would double every slot in every room's peer map
+    /// (80 bytes, not 40).
+    awareness_held: Option<Box<yrs::sync::AwarenessUpdate>>,
 }
 
 /// The room for `doc`: a future that runs it until it unloads, fails or
@@ -426,12 +461,11 @@ impl Room {
     /// Starts reading an admitted peer: `first` (a frame read while the
     /// document loaded, minus what was answered then) before the rest.
     fn listen(&mut self, id: PeerId, first: Option<Vec<Inbound>>, inbound: InboundFrames) {
-        let stream: PeerStream = Box::pin(
-            tokio_stream::iter(first)
-                .chain(inbound)
-                .map(PeerEvent::Frame)
-                .chain(tokio_stream::once(PeerEvent::Left)),
-        );
+        let stream = PeerStream {
+            first,
+            inbound,
+            left: false,
+        };
         self.inbound.insert(id, stream);
     }
 

@@ -391,7 +391,7 @@ impl Room {
                 outbox.push(Target::All, protocol::encode_awareness(&changed));
             }
             None => {
-                slot.awareness_held = Some(changed);
+                slot.awareness_held = Some(Box::new(changed));
                 let due = slot.awareness_next;
                 self.awareness_due = Some(self.awareness_due.map_or(due, |d| d.min(due)));
             }
