@@ -12,11 +12,18 @@
 //!
 //! The socket is the raw upgraded connection from [`crate::upgrade`],
 //! framed by [`crate::wire`] (not tokio-tungstenite's stream): an idle
-//! connection holds no read or write buffer, and costs ~5 KiB (its task,
-//! ~1.4 KiB; tokio's I/O registration; its [`Line`]; its share of its room,
-//! ~1.6 KiB with two peers per room; measured with `tandem-bench
-//! connections` at 10,000 connections) instead of ~7.3 KiB with
-//! tungstenite's 2 KiB read buffer and ~138 KiB with warp's defaults. The
+//! connection holds no read or write buffer, and costs ~3.5 KiB of RSS
+//! (`tandem-bench connections` at 10,000 connections, two per room)
+//! instead of ~7.3 KiB with tungstenite's 2 KiB read buffer and ~138 KiB
+//! with warp's defaults. Of its heap (heaptrack at 5,000): its task, 896
+//! bytes (tokio rounds a task to 128 bytes: 1,008 bytes was a 1,024-byte
+//! cell); tokio's I/O registration, 256; its [`Line`], 192; its entry in
+//! the registry's live list, ~160; and its share of its room, ~1 KiB: half
+//! the room's task (1,024 bytes), of its document, of its peer map and
+//! inbound streams, of its control queue and registry entry. Each state
+//! an `async` function keeps across an `.await` is in every idle
+//! connection's task: see the notes on [`PeerIo::run`], `Conn` and
+//! `read_loop`. The
 //! room and the connection share one [`Line`] (see `link.rs`), not channels.
 
 use std::future::Future;
