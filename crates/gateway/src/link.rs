@@ -133,6 +133,8 @@ struct LineState {
     reader_ended: bool,
     /// The connection's task ended: nothing more is written.
     conn_ended: bool,
+    /// The server's ping sweep asked for a ping (see `Line::ask_ping`).
+    ping_due: bool,
 }
 
 /// Why the room could not queue a frame for a peer.
@@ -403,6 +405,29 @@ impl Line {
         self.conn_waker.wake();
     }
 
+    /// Server side: asks the connection to ping its peer (and to check that
+    /// it answered the last ones). The server's one ping sweep calls this
+    /// for every joined connection each `--ping-interval`, instead of each
+    /// connection holding a timer of its own (a tokio `Interval` and its
+    /// boxed `Sleep`: ~150 bytes per connection).
+    pub(crate) fn ask_ping(&self) {
+        {
+            let mut state = self.state();
+            if state.conn_ended {
+                return;
+            }
+            state.ping_due = true;
+        }
+        self.conn_waker.wake();
+    }
+
+    /// Connection side: whether a ping was asked for since the last call
+    /// (the flag is cleared). Called after `poll_next` registered the
+    /// waker, so a request made in between still wakes the task.
+    pub(crate) fn take_ping(&self) -> bool {
+        std::mem::take(&mut self.state().ping_due)
+    }
+
     /// Connection side: the close code asked for, if any (without waiting).
     pub(crate) fn kill_code(&self) -> Option<CloseCode> {
         self.state().kill
@@ -450,6 +475,11 @@ impl Kill {
     pub(crate) fn try_send(&self, code: CloseCode) -> Result<(), QueueError> {
         self.0.kill(code)
     }
+
+    /// The connection's line (for the server's ping sweep).
+    pub(crate) fn line(&self) -> &Arc<Line> {
+        &self.0
+    }
 }
 
 /// The room's inbound stream of one peer (ends when its reader has ended
@@ -467,5 +497,42 @@ impl futures_util::Stream for InboundFrames {
 impl Drop for InboundFrames {
     fn drop(&mut self) {
         self.0.room_stopped_reading();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    /// Counts its wakeups.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_ping_asked_for_wakes_the_connection_once_and_is_taken_once() {
+        let line = Line::new(Default::default(), 4);
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        // The writer's order: look at the line (registers), then the ping.
+        assert!(line.poll_next(&mut cx).is_pending());
+        assert!(!line.take_ping());
+        line.ask_ping();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(line.poll_next(&mut cx).is_pending());
+        assert!(line.take_ping());
+        assert!(!line.take_ping());
+        // A connection that ended is not asked again.
+        line.conn_ended();
+        line.ask_ping();
+        assert!(!line.take_ping());
     }
 }

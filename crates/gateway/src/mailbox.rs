@@ -115,9 +115,8 @@ pub enum RoomError {
 
 /// Messages to the room that are not peer traffic.
 pub(crate) enum Control {
-    /// A connection joins (boxed, as is `Edit`: an unbounded channel
-    /// allocates a block of 32 messages up front in every room, so the
-    /// message stays a pointer wide).
+    /// A connection joins (boxed, as is `Edit`, so the message stays a
+    /// pointer wide in the room's control queue).
     Join(Box<PeerLink>),
     /// An HTTP edit.
     Edit(Box<EditRequest>),

@@ -5,16 +5,25 @@
 //! The reader and the writer are two futures of one task, over one socket
 //! (no split: each takes the socket only inside a poll). The writer drains,
 //! in priority order: a close request (from the room or the reader), a
-//! pong owed for the client's last ping, the bounded outbound queue, the
-//! ping timer.
+//! pong owed for the client's last ping, the bounded outbound queue, a
+//! ping. Pings are asked for by the registry's one ping sweep (each
+//! `--ping-interval`, for every joined connection), not by a timer per
+//! connection.
 //!
 //! The socket is the raw upgraded connection from [`crate::upgrade`],
 //! framed by [`crate::wire`] (not tokio-tungstenite's stream): an idle
-//! connection holds no read or write buffer, and costs ~5 KiB (its task,
-//! ~1.4 KiB; tokio's I/O registration; its [`Line`]; its share of its room,
-//! ~1.6 KiB with two peers per room; measured with `tandem-bench
-//! connections` at 10,000 connections) instead of ~7.3 KiB with
-//! tungstenite's 2 KiB read buffer and ~138 KiB with warp's defaults. The
+//! connection holds no read or write buffer, and costs ~3.5 KiB of RSS
+//! (`tandem-bench connections` at 10,000 connections, two per room)
+//! instead of ~7.3 KiB with tungstenite's 2 KiB read buffer and ~138 KiB
+//! with warp's defaults. Of its heap (heaptrack at 5,000): its task, 896
+//! bytes (tokio rounds a task to 128 bytes: 1,008 bytes was a 1,024-byte
+//! cell); tokio's I/O registration, 256; its [`Line`], 192; its entry in
+//! the registry's live list, ~160; and its share of its room, ~1 KiB: half
+//! the room's task (1,024 bytes), of its document, of its peer map and
+//! inbound streams, of its control queue and registry entry. Each state
+//! an `async` function keeps across an `.await` is in every idle
+//! connection's task: see the notes on [`PeerIo::run`], `Conn` and
+//! `read_loop`. The
 //! room and the connection share one [`Line`] (see `link.rs`), not channels.
 
 use std::future::Future;
@@ -82,12 +91,15 @@ pub(crate) fn serve(
             .ok()
     });
     let io = PeerIo {
-        socket: ws,
+        conn: Conn {
+            socket: ws,
+            line: ConnEnd(line),
+            pong: Pong::default(),
+            metrics,
+        },
         reader: Reader::new(limits.max_message_bytes),
         coalesce: limits.socket_buffer_bytes.max(MIN_COALESCE),
-        line: ConnEnd(line),
         ping_every,
-        metrics,
         ends,
         rate: InboundRate::new(limits, std::time::Instant::now()),
         _live: live,
@@ -115,16 +127,14 @@ const MIN_COALESCE: usize = 256;
 
 /// Everything a connection's task owns once it has joined its room.
 struct PeerIo {
-    /// The upgraded connection (read and written by this task alone).
-    socket: Socket,
+    /// What the reader and the writer share.
+    conn: Conn,
     /// Frame parsing state: a few header bytes, a message's fragments.
     reader: Reader,
     /// Bytes worth writing to the socket at once (`--socket-buffer-bytes`).
     coalesce: usize,
-    /// Frames and close codes from the room, decoded frames to it, liveness.
-    line: ConnEnd,
+    /// `--ping-interval`: a write blocked for two is a stuck peer.
     ping_every: Duration,
-    metrics: Arc<Metrics>,
     /// When the connection must end regardless of traffic (see [`Ends`]).
     ends: Ends,
     /// The inbound rate limit (4429).
@@ -137,6 +147,27 @@ struct PeerIo {
 /// writer sends the pong (RFC 6455 §5.5.3: only the latest must be answered).
 type Pong = Mutex<Option<Box<[u8]>>>;
 
+/// What the reader and the writer both use, each through one reference:
+/// an `async fn` holds every argument twice (as passed, and as its local),
+/// so four references per loop were 64 bytes of each connection's task.
+struct Conn {
+    /// The upgraded connection (read and written by this task alone).
+    socket: Socket,
+    /// Frames and close codes from the room, decoded frames to it, liveness.
+    line: ConnEnd,
+    /// A ping's payload for the writer to answer.
+    pong: Pong,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
+}
+
+impl Conn {
+    /// The connection's [`Line`] to its room.
+    fn line(&self) -> &Line {
+        &self.line.0
+    }
+}
+
 impl PeerIo {
     /// Runs the reader and the writer until both have ended (each gets
     /// [`CLOSE_TIMEOUT`] to finish once the other has).
@@ -144,49 +175,42 @@ impl PeerIo {
     /// The reader and writer borrow this struct's fields rather than take
     /// them: an `async fn` keeps its arguments for its whole life, so state
     /// moved from one future into another would be held twice.
-    async fn run(mut self) {
-        let pong = Pong::default();
-        // Pinned where they are made (`tokio::pin!` would move them into a
-        // second slot of this future, which then holds both).
-        let mut reader = std::pin::pin!(read_loop(
-            &self.socket,
-            &mut self.reader,
-            &mut self.rate,
-            &self.line.0,
-            &pong,
-            &self.metrics,
-        ));
-        let mut writer = std::pin::pin!(write_loop(
-            &self.socket,
-            self.coalesce,
-            &self.line.0,
-            &pong,
-            self.ping_every,
-            &self.metrics,
-        ));
-        let (line, ends) = (&self.line, &mut self.ends);
-        let mut ending = false;
-        loop {
-            tokio::select! {
-                _ = &mut reader => {
-                    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)).await;
-                    break;
-                }
-                code = &mut writer => {
-                    if let Some(code) = code {
-                        info!(code = code.code(), reason = code.reason(), "closed by server");
+    ///
+    /// Not an `async fn` either: one copies its arguments into its body's
+    /// locals and keeps both (`self` twice: ~256 bytes per connection); an
+    /// `async move` block that borrows what it captured holds it once.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let io = &mut self;
+            // Pinned where they are made (`tokio::pin!` would move them into a
+            // second slot of this future, which then holds both).
+            let mut reader = std::pin::pin!(read_loop(&io.conn, &mut io.reader, &mut io.rate));
+            let mut writer = std::pin::pin!(write_loop(&io.conn, io.coalesce, io.ping_every));
+            let (line, ends) = (&io.conn.line, &mut io.ends);
+            let mut ending = false;
+            loop {
+                tokio::select! {
+                    _ = &mut reader => {
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)).await;
+                        break;
                     }
-                    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reader)).await;
-                    break;
-                }
-                // The writer sends the close frame; the reader then ends.
-                code = &mut *ends, if !ending => {
-                    ending = true;
-                    let _ = line.0.kill(code);
+                    code = &mut writer => {
+                        if let Some(code) = code {
+                            info!(code = code.code(), reason = code.reason(), "closed by server");
+                        }
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut reader)).await;
+                        break;
+                    }
+                    // The writer sends the close frame; the reader then ends.
+                    code = &mut *ends, if !ending => {
+                        ending = true;
+                        let _ = line.0.kill(code);
+                    }
                 }
             }
+            debug!("disconnected");
         }
-        debug!("disconnected");
     }
 }
 
@@ -194,71 +218,68 @@ impl PeerIo {
 /// faster than `rate` admits: 4429) asks the writer to close with the
 /// matching code. Its end tells the room this peer left (after every frame
 /// it sent). Pings are handed to the writer to answer.
-async fn read_loop(
-    socket: &Socket,
-    reader: &mut Reader,
-    rate: &mut InboundRate,
-    line: &Line,
-    pong: &Pong,
-    metrics: &Metrics,
-) {
+async fn read_loop(conn: &Conn, reader: &mut Reader, rate: &mut InboundRate) {
     let code = loop {
-        let incoming = match reader.read(socket).await {
-            Ok(Some(incoming)) => incoming,
-            Ok(None) => break CloseCode::Normal,
-            Err(e @ ReadError::TooLarge { .. }) => {
-                warn!(error = %e, "frame too large");
-                break CloseCode::TooLarge;
+        // A block, so that of a frame only its decoded messages are held
+        // while they are handed to the room (not the frame twice as well).
+        let messages = {
+            let incoming = match reader.read(&conn.socket).await {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => break CloseCode::Normal,
+                Err(e @ ReadError::TooLarge { .. }) => {
+                    warn!(error = %e, "frame too large");
+                    break CloseCode::TooLarge;
+                }
+                Err(e) => {
+                    debug!(error = %e, "read failed");
+                    break CloseCode::Normal;
+                }
+            };
+            conn.line().saw_frame();
+            let len = match &incoming {
+                Incoming::Close => break CloseCode::Normal,
+                Incoming::Text => {
+                    warn!("text frame");
+                    break CloseCode::TextFrame;
+                }
+                Incoming::Binary(frame) | Incoming::Ping(frame) => frame.len(),
+                Incoming::Pong(len) => *len,
+            };
+            if !rate.admit(len, std::time::Instant::now()) {
+                warn!("inbound rate limit exceeded");
+                break CloseCode::RateLimited;
             }
-            Err(e) => {
-                debug!(error = %e, "read failed");
-                break CloseCode::Normal;
-            }
-        };
-        line.saw_frame();
-        let len = match &incoming {
-            Incoming::Close => break CloseCode::Normal,
-            Incoming::Text => {
-                warn!("text frame");
-                break CloseCode::TextFrame;
-            }
-            Incoming::Binary(frame) | Incoming::Ping(frame) => frame.len(),
-            Incoming::Pong(len) => *len,
-        };
-        if !rate.admit(len, std::time::Instant::now()) {
-            warn!("inbound rate limit exceeded");
-            break CloseCode::RateLimited;
-        }
-        let frame = match incoming {
-            Incoming::Binary(frame) => frame,
-            Incoming::Ping(payload) => {
-                *pong.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::from(payload).into());
-                line.wake_conn();
-                continue;
-            }
-            _ => continue, // a pong: only liveness
-        };
-        metrics
-            .bytes_in
-            .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        match protocol::decode_frame(&frame) {
-            Ok(messages) if messages.is_empty() => {}
-            Ok(messages) => {
-                // Boxed: it exists only while a frame is handed over.
-                if Box::pin(line.send_inbound(messages)).await.is_err() {
-                    // The room stopped reading us (it closed this peer): stop reading.
-                    line.reader_ended();
-                    return;
+            let frame = match incoming {
+                Incoming::Binary(frame) => frame,
+                Incoming::Ping(payload) => {
+                    *conn.pong.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Vec::from(payload).into());
+                    conn.line().wake_conn();
+                    continue;
+                }
+                _ => continue, // a pong: only liveness
+            };
+            conn.metrics
+                .bytes_in
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            match protocol::decode_frame(&frame) {
+                Ok(messages) if messages.is_empty() => continue,
+                Ok(messages) => messages,
+                Err(e) => {
+                    warn!(error = %e, "bad message");
+                    break e.close_code();
                 }
             }
-            Err(e) => {
-                warn!(error = %e, "bad message");
-                break e.close_code();
-            }
+        };
+        // Boxed: it exists only while a frame is handed over.
+        if Box::pin(conn.line().send_inbound(messages)).await.is_err() {
+            // The room stopped reading us (it closed this peer): stop reading.
+            conn.line().reader_ended();
+            return;
         }
     };
-    line.reader_ended();
-    let _ = line.kill(code);
+    conn.line().reader_ended();
+    let _ = conn.line().kill(code);
 }
 
 /// What the writer does next.
@@ -267,6 +288,8 @@ enum Step {
     Pong(Box<[u8]>),
     /// What the room or the reader asked for.
     Line(Next),
+    /// The server's ping sweep asks for a ping (see `Line::ask_ping`).
+    Ping,
 }
 
 /// Writes queued frames, pongs and pings; returns the close code it sent,
@@ -279,55 +302,57 @@ enum Step {
 ///
 /// The write futures are boxed: they exist only while a write is under way,
 /// so an idle connection's task does not carry their space (~300 bytes).
-async fn write_loop(
-    socket: &Socket,
-    coalesce: usize,
-    line: &Line,
-    pong: &Pong,
-    ping_every: Duration,
-    metrics: &Metrics,
-) -> Option<CloseCode> {
+///
+/// A ping goes out when the registry's ping sweep asks for one
+/// ([`Line::ask_ping`], every `ping_every`); a peer silent for longer than
+/// two intervals by then is dropped.
+async fn write_loop(conn: &Conn, coalesce: usize, ping_every: Duration) -> Option<CloseCode> {
     let mut out = Writer::new(coalesce);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stall = ping_every * 2;
     let code = loop {
-        let written = tokio::select! {
-            biased;
-            next = std::future::poll_fn(|cx| {
-                if let Some(payload) = pong.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    return std::task::Poll::Ready(Step::Pong(payload));
-                }
-                line.poll_next(cx).map(Step::Line)
-            }) => match next {
-                Step::Line(Next::Close(code)) => break code,
-                // The room let go of this peer without a close code: it
-                // failed (a panic dropped it; see `room`'s containment docs).
-                Step::Line(Next::RoomGone) => break CloseCode::Internal,
-                Step::Line(Next::Frame(frame)) => tokio::select! {
-                    biased;
-                    code = wait_kill(line) => break code,
-                    ok = Box::pin(tokio::time::timeout(stall, write_batch(socket, &mut out, frame, line))) => ok,
-                },
-                Step::Pong(payload) => {
-                    out.pong(&payload);
-                    tokio::select! {
-                        biased;
-                        code = wait_kill(line) => break code,
-                        ok = Box::pin(tokio::time::timeout(stall, out.flush(socket))) => ok.map(|r| r.is_ok()),
-                    }
-                }
+        let next = std::future::poll_fn(|cx| {
+            use std::task::Poll;
+            if let Some(payload) = conn.pong.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Poll::Ready(Step::Pong(payload));
+            }
+            match conn.line().poll_next(cx) {
+                Poll::Ready(next) => Poll::Ready(Step::Line(next)),
+                // Last, as the ping timer's branch was: `poll_next`
+                // registered the waker, so a ping asked for after this
+                // look still wakes the task.
+                Poll::Pending if conn.line().take_ping() => Poll::Ready(Step::Ping),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        let written = match next {
+            Step::Line(Next::Close(code)) => break code,
+            // The room let go of this peer without a close code: it
+            // failed (a panic dropped it; see `room`'s containment docs).
+            Step::Line(Next::RoomGone) => break CloseCode::Internal,
+            Step::Line(Next::Frame(frame)) => tokio::select! {
+                biased;
+                code = wait_kill(conn.line()) => break code,
+                ok = Box::pin(tokio::time::timeout(stall, write_batch(&conn.socket, &mut out, frame, conn.line()))) => ok,
             },
-            _ = ping.tick() => {
-                if line.silent_for() > stall {
+            Step::Pong(payload) => {
+                out.pong(&payload);
+                tokio::select! {
+                    biased;
+                    code = wait_kill(conn.line()) => break code,
+                    ok = Box::pin(tokio::time::timeout(stall, out.flush(&conn.socket))) => ok.map(|r| r.is_ok()),
+                }
+            }
+            Step::Ping => {
+                if conn.line().silent_for() > stall {
                     debug!("peer missed pongs: dropping");
                     return None;
                 }
                 out.ping();
                 tokio::select! {
                     biased;
-                    code = wait_kill(line) => break code,
-                    ok = Box::pin(tokio::time::timeout(stall, out.flush(socket))) => ok.map(|r| r.is_ok()),
+                    code = wait_kill(conn.line()) => break code,
+                    ok = Box::pin(tokio::time::timeout(stall, out.flush(&conn.socket))) => ok.map(|r| r.is_ok()),
                 }
             }
         };
@@ -341,10 +366,10 @@ async fn write_loop(
         }
     };
     if code != CloseCode::Normal {
-        metrics.record_close(code);
+        conn.metrics.record_close(code);
     }
     out.close(code.code(), code.reason());
-    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, out.flush(socket))).await;
+    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, out.flush(&conn.socket))).await;
     (code != CloseCode::Normal).then_some(code)
 }
 

@@ -2,7 +2,7 @@
 //! awareness table and the peers, and is the only code that touches them.
 //!
 //! Peers talk to the room over channels: a join arrives on the control
-//! channel with the peer's inbound receiver; the room polls every peer's
+//! queue (`control`) with the peer's `Line`; the room polls every peer's
 //! inbound stream, takes everything that is ready as one batch, applies it,
 //! appends the batch's updates to the store as one record, and fans the
 //! encoded frames out to the peers' bounded outbound queues only once the
@@ -17,6 +17,7 @@
 //! fan-out to the peers' queues, awareness expiry, compaction, unload and
 //! shutdown. The rest, one concept per file:
 //!
+//! - `control`: the queue joins, HTTP edits and shutdown arrive on.
 //! - `cold`: the load, answering joiners that sync from scratch from the
 //!   stored bytes while the `Doc` is built.
 //! - `batch`: one batch of peer traffic and HTTP edits: the document work
@@ -35,9 +36,11 @@
 //! of a live peer without a close code otherwise). The next join opens a fresh room that reloads from the store.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -56,6 +59,7 @@ use crate::yrs_threads;
 
 mod batch;
 mod cold;
+mod control;
 mod doc_state;
 mod live;
 mod outbox;
@@ -63,8 +67,9 @@ mod registry;
 #[cfg(test)]
 mod tests;
 
+use control::ControlReceiver;
+use doc_state::DocState;
 pub(crate) use doc_state::root_kind;
-use doc_state::{Caps, DocState};
 use outbox::{Outbox, Target};
 pub(crate) use registry::LivePeer;
 pub use registry::Rooms;
@@ -81,13 +86,48 @@ enum PeerEvent {
     /// The connection ended (its inbound channel closed): the room drops the
     /// peer and its awareness states, after everything it sent before.
     Left,
-    /// An HTTP edit (never from a peer stream: the room makes a batch of it).
-    Edit(EditRequest),
+    /// An HTTP edit (never from a peer stream: the room makes a batch of
+    /// it). Boxed, as it comes in `Control::Edit`: it would make every
+    /// event as large (~90 bytes, not 32), and events sit in every idle
+    /// room's task (the loop's next-event slot) and in every peer's stream.
+    Edit(Box<EditRequest>),
 }
 
 /// A peer's inbound frames followed by `Left`, so the room learns of a
 /// departure in order with the peer's traffic, from the same `StreamMap`.
-type PeerStream = Pin<Box<dyn Stream<Item = PeerEvent> + Send + Sync>>;
+///
+/// A plain struct, not a boxed chain of stream adapters: the map holds it
+/// inline (40 bytes), where the chain was a ~120-byte allocation per peer.
+struct PeerStream {
+    /// A frame read while the document loaded, handed out before the rest.
+    first: Option<Vec<Inbound>>,
+    /// The peer's frames as its connection queues them.
+    inbound: InboundFrames,
+    /// `inbound` ended and `Left` was handed out: the stream is done.
+    left: bool,
+}
+
+impl Stream for PeerStream {
+    type Item = PeerEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PeerEvent>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(PeerEvent::Frame(first)));
+        }
+        if this.left {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inbound).poll_next(cx) {
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(PeerEvent::Frame(frame))),
+            Poll::Ready(None) => {
+                this.left = true;
+                Poll::Ready(Some(PeerEvent::Left))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 /// The room's view of a joined peer.
 struct PeerSlot {
@@ -104,26 +144,27 @@ struct PeerSlot {
     /// Awareness rate limit: when this peer's next awareness broadcast may go.
     awareness_next: Instant,
     /// Awareness changes held back by the rate limit, merged (latest state
-    /// per client id), sent at `awareness_next`.
-    awareness_held: Option<yrs::sync::AwarenessUpdate>,
+    /// per client id), sent at `awareness_next`. Boxed: held only briefly,
+    /// and inline it would double every slot in every room's peer map
+    /// (80 bytes, not 40).
+    awareness_held: Option<Box<yrs::sync::AwarenessUpdate>>,
 }
 
-/// Runs the room for `doc` until it unloads, fails or the server stops.
-pub(crate) async fn run(
+/// The room for `doc`: a future that runs it until it unloads, fails or
+/// the server stops (the registry spawns it).
+///
+/// Built without an `async fn`, so the room task holds its state once: an
+/// `async fn` copies its arguments into its body's locals and keeps both.
+/// The load is boxed (~740 bytes, only while it runs), so an idle room's
+/// task holds the room and its loop alone.
+pub(crate) fn run(
     doc_id: DocId,
     key: u64,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: ControlReceiver,
     usage: Arc<RoomUsage>,
     shared: Arc<Shared>,
-    _running: mpsc::Sender<()>,
-) {
-    let caps = Caps {
-        max_depth: shared.limits.max_nesting_depth,
-        max_pending_bytes: shared.limits.max_pending_bytes,
-        max_pending_deletes: shared.limits.max_pending_deletes,
-        max_doc_bytes: shared.limits.max_doc_bytes,
-        max_doc_items: shared.limits.max_doc_items,
-    };
+    running: mpsc::Sender<()>,
+) -> impl Future<Output = ()> + Send {
     let mut room = Room {
         presence: Presence::new(shared.limits.awareness_timeout()),
         doc_id,
@@ -139,23 +180,28 @@ pub(crate) async fn run(
         had_peer: false,
         shared,
     };
-    // Joiners are answered from the stored bytes while the `Doc` loads (`cold`).
-    let held = match cold::load(&mut room, &mut control, caps).await {
-        Ok(held) => held,
-        Err(e) => {
-            error!(error = %e, "loading document failed");
-            room.close_all(CloseCode::Internal);
-            let shared = room.shared.clone();
-            shared.close_room(&room.doc_id, room.key, &mut control, CloseCode::Internal);
-            return;
-        }
-    };
-    room.shared
-        .metrics
-        .room_loads
-        .fetch_add(1, Ordering::Relaxed);
-    debug!("room loaded");
-    room.run(control, held).await;
+    let mut control = control;
+    async move {
+        // Held until the room ends (`Shared::all_stopped` waits for it).
+        let _running = &running;
+        // Joiners are answered from the stored bytes while the `Doc` loads (`cold`).
+        let held = match Box::pin(cold::load(&mut room, &mut control)).await {
+            Ok(held) => held,
+            Err(e) => {
+                error!(error = %e, "loading document failed");
+                room.close_all(CloseCode::Internal);
+                let shared = room.shared.clone();
+                shared.close_room(&room.doc_id, room.key, &mut control, CloseCode::Internal);
+                return;
+            }
+        };
+        room.shared
+            .metrics
+            .room_loads
+            .fetch_add(1, Ordering::Relaxed);
+        debug!("room loaded");
+        room.run(&mut control, held).await;
+    }
 }
 
 /// Whether the room goes on after handling something.
@@ -166,15 +212,6 @@ enum Flow {
     /// The store failed or the document work panicked: every peer was
     /// closed with 1011; the room must unregister and end.
     Failed,
-}
-
-/// Sleeps until `at`, or forever without one (a `select!` branch that is
-/// only ready when there is something to wait for).
-async fn sleep_until_or_never(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The actor's state: owned by the room task alone, so nothing is locked.
@@ -217,32 +254,31 @@ struct Room {
 impl Room {
     /// The actor's loop: control messages first (joins, HTTP edits,
     /// shutdown), then a batch of peer traffic, then periodic maintenance.
-    async fn run(&mut self, mut control: mpsc::UnboundedReceiver<Control>, first: Option<Control>) {
+    async fn run(&mut self, control: &mut ControlReceiver, first: Option<Control>) {
         let limits = &self.shared.limits;
         let tick_every = limits
             .room_unload_grace()
             .min(limits.http_room_grace())
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(20));
-        // Maintenance wakes the room only when something is due: the next
-        // awareness expiry, or (with no peer) the unload check every
-        // `tick_every`. A room of idle peers without awareness states
-        // sleeps (it used to tick every second: 5,000 idle rooms were
-        // 5,000 wakeups a second).
-        let maintenance = tokio::time::sleep(tick_every);
-        tokio::pin!(maintenance);
+        // Maintenance wakes the room only when something is due: a held-back
+        // awareness change, the next awareness expiry, or (with no peer)
+        // the unload check every `tick_every`. A room of idle peers without
+        // awareness states sleeps (it used to tick every second: 5,000 idle
+        // rooms were 5,000 wakeups a second). One timer for all three: each
+        // `Sleep` is ~112 bytes in every room's task.
+        // Pinned where it is made (`tokio::pin!` would move it into a
+        // second slot of this future, which then holds both).
+        let mut maintenance = std::pin::pin!(tokio::time::sleep(tick_every));
         let mut unload_check: Option<Instant> = None;
         // A control message that arrived while the document loaded comes first.
         if let Some(ctl) = first {
-            match self.on_control(Some(ctl), &mut control).await {
+            // Boxed, like every await of `on_control` (see the loop).
+            match Box::pin(self.on_control(Some(ctl), control)).await {
                 Some(Flow::Go) => {}
                 Some(Flow::Failed) => {
-                    self.shared.close_room(
-                        &self.doc_id,
-                        self.key,
-                        &mut control,
-                        CloseCode::Internal,
-                    );
+                    self.shared
+                        .close_room(&self.doc_id, self.key, control, CloseCode::Internal);
                     return;
                 }
                 None => return,
@@ -254,10 +290,10 @@ impl Room {
             } else {
                 unload_check = None;
             }
-            let due = match (unload_check, self.presence.next_due()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let due = [unload_check, self.presence.next_due(), self.awareness_due]
+                .into_iter()
+                .flatten()
+                .min();
             if let Some(due) = due
                 && maintenance.deadline() != due.into()
             {
@@ -265,9 +301,18 @@ impl Room {
             }
             let flow = tokio::select! {
                 biased;
-                ctl = control.recv() => match self.on_control(ctl, &mut control).await {
-                    Some(flow) => flow,
-                    None => return,
+                ctl = control.recv() => match ctl {
+                    // A join needs no await: handled in place.
+                    Some(Control::Join(link)) => {
+                        self.join(*link);
+                        Flow::Go
+                    }
+                    // Boxed: an edit, eviction or shutdown is rare, and its
+                    // state would otherwise sit in every idle room's task.
+                    ctl => match Box::pin(self.on_control(ctl, control)).await {
+                        Some(flow) => flow,
+                        None => return,
+                    },
                 },
                 // The oldest batch on its way to disk is there: send it.
                 durable = std::future::poll_fn(|cx| batch::poll_oldest(&mut self.in_flight, cx)), if !self.in_flight.is_empty() => {
@@ -283,26 +328,32 @@ impl Room {
                     }
                     Box::pin(self.process(batch)).await
                 }
-                _ = sleep_until_or_never(self.awareness_due) => {
-                    let mut outbox = Outbox::default();
-                    self.release_awareness(&mut outbox);
-                    self.send(outbox);
-                    Flow::Go
-                }
                 _ = &mut maintenance, if due.is_some() => {
-                    unload_check = None;
-                    self.maintain();
-                    if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, &control) {
-                        self.compact().await;
-                        info!("room unloaded");
-                        return;
+                    // What was due by the deadline that fired, in the order
+                    // the two timers' branches had: awareness first.
+                    let fired = maintenance.deadline().into_std();
+                    if self.awareness_due.is_some_and(|at| at <= fired) {
+                        let mut outbox = Outbox::default();
+                        self.release_awareness(&mut outbox);
+                        self.send(outbox);
+                    }
+                    if unload_check.is_some_and(|at| at <= fired)
+                        || self.presence.next_due().is_some_and(|at| at <= fired)
+                    {
+                        unload_check = None;
+                        self.maintain();
+                        if self.should_unload() && self.shared.unregister_if_idle(&self.doc_id, self.key, control) {
+                            self.compact().await;
+                            info!("room unloaded");
+                            return;
+                        }
                     }
                     Flow::Go
                 }
             };
             if flow == Flow::Failed {
                 self.shared
-                    .close_room(&self.doc_id, self.key, &mut control, CloseCode::Internal);
+                    .close_room(&self.doc_id, self.key, control, CloseCode::Internal);
                 return;
             }
         }
@@ -313,14 +364,14 @@ impl Room {
     async fn on_control(
         &mut self,
         ctl: Option<Control>,
-        control: &mut mpsc::UnboundedReceiver<Control>,
+        control: &mut ControlReceiver,
     ) -> Option<Flow> {
         match ctl {
             Some(Control::Edit(req)) => {
                 // Boxed: the batch's state exists only while it runs, not
                 // in every idle room's task.
                 let flow =
-                    Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(*req))])).await;
+                    Box::pin(self.process(vec![(PeerId::SERVER, PeerEvent::Edit(req))])).await;
                 self.usage.release(&self.shared);
                 Some(flow)
             }
@@ -410,12 +461,11 @@ impl Room {
     /// Starts reading an admitted peer: `first` (a frame read while the
     /// document loaded, minus what was answered then) before the rest.
     fn listen(&mut self, id: PeerId, first: Option<Vec<Inbound>>, inbound: InboundFrames) {
-        let stream: PeerStream = Box::pin(
-            tokio_stream::iter(first)
-                .chain(inbound)
-                .map(PeerEvent::Frame)
-                .chain(tokio_stream::once(PeerEvent::Left)),
-        );
+        let stream = PeerStream {
+            first,
+            inbound,
+            left: false,
+        };
         self.inbound.insert(id, stream);
     }
 
@@ -522,9 +572,9 @@ impl Room {
 
     /// Server shutdown: closes peers and queued joins with 1001, fails
     /// queued HTTP edits, and compacts the document before the task ends.
-    async fn shutdown(&mut self, control: &mut mpsc::UnboundedReceiver<Control>) {
+    async fn shutdown(&mut self, control: &mut ControlReceiver) {
         self.close_all(CloseCode::GoingAway);
-        while let Ok(ctl) = control.try_recv() {
+        while let Some(ctl) = control.try_recv() {
             match ctl {
                 Control::Join(link) => {
                     let _ = link.kill.try_send(CloseCode::GoingAway);

@@ -53,9 +53,10 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use tandem_store::StoredState;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::control::ControlReceiver;
 use super::doc_state::{Caps, DocState};
 use super::{Outbox, Room, Target};
 use futures_util::StreamExt as _;
@@ -84,9 +85,9 @@ struct Waiting {
 /// reading of control messages, if any, for the room to handle first.
 pub(super) async fn load(
     room: &mut Room,
-    control: &mut mpsc::UnboundedReceiver<Control>,
-    caps: Caps,
+    control: &mut ControlReceiver,
 ) -> Result<Option<Control>, RoomError> {
+    let caps = Caps::of(&room.shared.limits);
     let (store, id) = (room.shared.store.clone(), room.doc_id.clone());
     let read = tokio::task::spawn_blocking(move || read(&store, &id)).await;
     let (stored, ready) = match read {

@@ -88,6 +88,19 @@ pub(crate) struct Caps {
     pub max_doc_items: usize,
 }
 
+impl Caps {
+    /// The caps `limits` set.
+    pub(crate) fn of(limits: &crate::config::Limits) -> Caps {
+        Caps {
+            max_depth: limits.max_nesting_depth,
+            max_pending_bytes: limits.max_pending_bytes,
+            max_pending_deletes: limits.max_pending_deletes,
+            max_doc_bytes: limits.max_doc_bytes,
+            max_doc_items: limits.max_doc_items,
+        }
+    }
+}
+
 /// One thing to do with the document.
 #[derive(Debug)]
 pub(crate) enum DocOp {

@@ -4,9 +4,9 @@
 //! and `--max-rooms-per-sub`: a join past either is refused with 4429), and
 //! stops every room at shutdown.
 //!
-//! A join is sent to the room's control channel while the registry lock is
-//! held, and a room unregisters itself (to unload) only under that lock and
-//! only if its control channel is empty. So a join either reaches a live room
+//! A join is sent to the room's control queue (`control`) while the registry
+//! lock is held, and a room unregisters itself (to unload) only under that
+//! lock and only if its control queue is empty. So a join either reaches a live room
 //! or finds no room and opens a fresh one: it is never lost in between.
 
 use std::collections::HashMap;
@@ -16,6 +16,9 @@ use std::time::Instant;
 
 use tandem_store::{DocId, Store, StoreHealth};
 use tokio::sync::{mpsc, oneshot};
+
+use super::control::{self, ControlReceiver, ControlSender};
+use futures_util::FutureExt;
 use tracing::{Instrument, info};
 
 use crate::access::Principal;
@@ -54,6 +57,8 @@ pub(crate) struct Shared {
     all_stopped: tokio::sync::Mutex<mpsc::Receiver<()>>,
     /// Time origin of [`RoomUsage::idle_at`].
     epoch: Instant,
+    /// Starts the ping sweep (`ping_sweep`) with the first join.
+    ping_sweep: std::sync::Once,
 }
 
 /// Whether a room is in use, shared by the registry and the room task; what
@@ -102,10 +107,10 @@ struct Registry {
 struct RoomEntry {
     /// The room instance's key (see `Registry::next_key`).
     key: u64,
-    /// The room's control channel (joins, HTTP edits, shutdown). Unbounded so
+    /// The room's control queue (joins, HTTP edits, shutdown). Unbounded so
     /// sending under the registry lock never waits; it carries only joins and
-    /// HTTP edits (peer traffic has its own bounded channels).
-    control: mpsc::UnboundedSender<Control>,
+    /// HTTP edits (peer traffic has its own bounded queues, in each `Line`).
+    control: ControlSender,
     /// In use, or idle since when.
     usage: Arc<RoomUsage>,
 }
@@ -129,6 +134,7 @@ impl Rooms {
                 live: Mutex::new(LiveTable::default()),
                 all_stopped: tokio::sync::Mutex::new(all_stopped),
                 epoch: Instant::now(),
+                ping_sweep: std::sync::Once::new(),
             }),
         }
     }
@@ -174,6 +180,10 @@ impl Rooms {
             counted,
         };
         let id = link.id;
+        self.shared.ping_sweep.call_once(|| {
+            let every = self.shared.limits.ping_interval();
+            tokio::spawn(ping_sweep(Arc::downgrade(&self.shared), every));
+        });
         // Counted before the join is sent, so concurrent joins of one `sub`
         // cannot all pass the quota; released if the join fails.
         self.shared
@@ -236,7 +246,7 @@ impl Rooms {
             entry.usage.hold();
             match entry.control.send(message) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => {
+                Err(back) => {
                     // The room task ended without unregistering (it failed): replace it.
                     reg.rooms.remove(doc);
                     message = back;
@@ -249,7 +259,7 @@ impl Rooms {
         let Some(running) = reg.running.clone() else {
             return Err(CloseCode::GoingAway);
         };
-        let (control, control_rx) = mpsc::unbounded_channel();
+        let (control, control_rx) = control::queue();
         let usage = Arc::new(RoomUsage::default());
         usage.hold();
         if control.send(message).is_err() {
@@ -278,12 +288,12 @@ impl Rooms {
             doc: doc.clone(),
             key,
         };
+        // `map`, not an `async` block: one awaiting the room would hold
+        // the room's future and its arguments both.
         tokio::spawn(
-            async move {
-                super::run(doc, key, control_rx, room_usage, shared, running).await;
-                drop(registered);
-            }
-            .instrument(span),
+            super::run(doc, key, control_rx, room_usage, shared, running)
+                .map(move |()| drop(registered))
+                .instrument(span),
         );
         Ok(())
     }
@@ -330,6 +340,35 @@ impl Rooms {
         }
         let mut all_stopped = self.shared.all_stopped.lock().await;
         while all_stopped.recv().await.is_some() {}
+    }
+}
+
+/// The server's one ping timer: every `every` (`--ping-interval`) it asks
+/// each joined connection to ping its peer ([`crate::link::Line::ask_ping`];
+/// the connection drops a peer silent for two intervals), until the
+/// registry is gone. One timer instead of one per connection (a tokio
+/// `Interval` and its boxed `Sleep`, ~150 bytes each), and no more
+/// wakeups: each connection is woken once per interval, as its own timer
+/// did. The live list is copied out (a pointer per connection) so the lock
+/// is not held while the connections are woken.
+async fn ping_sweep(shared: std::sync::Weak<Shared>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let lines: Vec<Arc<crate::link::Line>> = shared
+            .live_peers()
+            .peers
+            .values()
+            .map(|p| p.kill.line().clone())
+            .collect();
+        drop(shared);
+        for line in lines {
+            line.ask_ping();
+        }
     }
 }
 
@@ -393,7 +432,7 @@ impl Shared {
         &self,
         doc: &DocId,
         key: u64,
-        control: &mpsc::UnboundedReceiver<Control>,
+        control: &ControlReceiver,
     ) -> bool {
         let mut reg = self.lock();
         if !control.is_empty() {
@@ -410,7 +449,7 @@ impl Shared {
         &self,
         doc: &DocId,
         key: u64,
-        control: &mut mpsc::UnboundedReceiver<Control>,
+        control: &mut ControlReceiver,
         code: CloseCode,
     ) {
         {
@@ -420,7 +459,7 @@ impl Shared {
             }
         }
         control.close();
-        while let Ok(ctl) = control.try_recv() {
+        while let Some(ctl) = control.try_recv() {
             match ctl {
                 Control::Join(link) => {
                     let _ = link.kill.try_send(code);
@@ -433,5 +472,54 @@ impl Shared {
                 Control::Panic => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tandem_store::{DocId, Store, StoreConfig};
+
+    use super::*;
+    use crate::access::{Mode, Principal};
+    use crate::link::{Kill, Line, PeerId, PeerLink, RoomEnd};
+    use crate::mailbox::Edit;
+
+    #[tokio::test]
+    async fn close_room_fails_the_queued_joins_and_edits_with_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let rooms = Rooms::new(store, Limits::default(), Arc::new(Metrics::default()));
+        let (tx, mut rx) = control::queue();
+        let line = Arc::new(Line::new(Default::default(), 16));
+        let link = PeerLink {
+            id: PeerId(1),
+            kill: Kill::new(line.clone()),
+            line: RoomEnd::new(line.clone()),
+            principal: Principal {
+                sub: "a".into(),
+                mode: Mode::Write,
+            },
+        };
+        let (reply, outcome) = oneshot::channel();
+        let edit = EditRequest {
+            edit: Edit::ReplaceText("x".into()),
+            principal: Principal::anonymous(),
+            reply,
+        };
+        assert!(tx.send(Control::Join(Box::new(link))).is_ok());
+        assert!(tx.send(Control::Edit(Box::new(edit))).is_ok());
+        let doc = DocId::new("d").unwrap();
+        rooms
+            .shared
+            .close_room(&doc, 0, &mut rx, CloseCode::Internal);
+        assert_eq!(line.kill_code(), Some(CloseCode::Internal));
+        assert!(matches!(
+            outcome.await,
+            Ok(Err(EditError::Unavailable(CloseCode::Internal)))
+        ));
+        // A closed room takes nothing more: the registry opens a fresh one.
+        assert!(tx.send(Control::Evict).is_err());
     }
 }
