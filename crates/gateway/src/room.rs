@@ -23,7 +23,8 @@
 //! - `batch`: one batch of peer traffic and HTTP edits: the document work
 //!   goes to a yrs thread in one job, then await durable → fan out → reply.
 //! - `doc_state`: the document and the one write path (inspect → authorize →
-//!   apply → caps → store), synchronous and sans I/O.
+//!   apply → caps → store), synchronous and sans I/O; a sender's run of
+//!   updates goes through it once, merged.
 //! - `live` (the registry's): the live connections and the per-`sub` quotas.
 //! - `outbox`: the frames a batch sends, in order, with a sender's
 //!   consecutive updates merged into one frame.
