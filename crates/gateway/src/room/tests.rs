@@ -843,3 +843,25 @@ async fn close_peers_closes_exactly_the_matching_connections() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_update_from_a_client_id_past_53_bits_fails_neither_the_room_nor_its_sender() {
+    let mut fx = Fixture::new(Limits::default());
+    let mut a = fx.join("big-id", Mode::Write).await;
+    let mut b = fx.join("big-id", Mode::Write).await;
+    // Client 5's update, its client id rewritten to 2^60 + 5 (Yjs ids have
+    // 53 bits; yrs debug_asserts that in its decoder, see Cargo.toml).
+    let mut update = text_update(5, "x");
+    assert_eq!(&update[..3], &[1, 1, 5]);
+    let mut id = Vec::new();
+    id.write_var((1u64 << 60) + 5);
+    update.splice(2..3, id);
+    a.send_update(update).await;
+    a.round_trip().await;
+    assert!(a.line.kill_code().is_none(), "the sender was closed");
+    b.send_update(b.type_text("still here")).await;
+    b.round_trip().await;
+    a.round_trip().await;
+    assert!(a.text().contains("still here"), "{}", a.text());
+    assert!(b.line.kill_code().is_none(), "the room failed");
+}
