@@ -214,6 +214,9 @@ pub(crate) struct DocState {
     /// document's only writer while it is loaded), so it can be compacted
     /// from the live document ([`DocState::compaction_state`]).
     last_appended: Option<tandem_store::Seq>,
+    /// Tests only: runs whose merged apply was tried (see `update_run`).
+    #[cfg(test)]
+    runs_tried: usize,
 }
 
 impl DocState {
@@ -241,6 +244,8 @@ impl DocState {
             doc_id,
             caps,
             last_appended: None,
+            #[cfg(test)]
+            runs_tried: 0,
         })
     }
 
@@ -306,16 +311,25 @@ impl DocState {
         let mut unstored: Vec<Bytes> = Vec::new();
         let mut refused: HashSet<PeerId> = HashSet::new();
         let mut at = 0;
+        // Ops before this index belong to a run that was not applied merged:
+        // they go one at a time (merging the rest of such a run again would
+        // cost a merge, and perhaps a refusal's reload, per update).
+        let mut one_by_one_until = 0;
         while at < ops.len() {
             if out.store_failed.is_some() {
                 out.outcomes.push(Outcome::Skipped);
                 at += 1;
                 continue;
             }
-            let run = run_len(&ops[at..], &refused);
-            if run > 1 && self.update_run(&ops[at..at + run], &mut unstored, &mut out) {
-                at += run;
-                continue;
+            if at >= one_by_one_until {
+                let run = run_len(&ops[at..], &refused);
+                if run > 1 {
+                    if self.update_run(&ops[at..at + run], &mut unstored, &mut out) {
+                        at += run;
+                        continue;
+                    }
+                    one_by_one_until = at + run;
+                }
             }
             let outcome = match &ops[at] {
                 DocOp::SyncStep1 { sender, .. } if refused.contains(sender) => Outcome::Skipped,
@@ -367,6 +381,10 @@ impl DocState {
             || self.items.saturating_add(received) > self.caps.max_doc_items
         {
             return false;
+        }
+        #[cfg(test)]
+        {
+            self.runs_tried += 1;
         }
         // yrs may panic on hostile bytes: then each update goes its own way.
         let merged = catch_unwind(AssertUnwindSafe(|| yrs::merge_updates_v1(&parts)));
@@ -954,6 +972,22 @@ mod runs {
             proptest::prop_assert_eq!(stored(&run), text(&single));
             proptest::prop_assert_eq!(stored(&single), text(&single));
         }
+    }
+
+    #[test]
+    fn a_run_refused_merged_is_tried_merged_once_then_goes_one_by_one() {
+        let parts: Vec<String> = (0..50).map(|i| format!("{}", i % 10)).collect();
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let mut updates = keystrokes(&parts);
+        updates.push(vec![0xff, 0xff, 0xff]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = state(dir.path(), usize::MAX);
+        let out = run.apply(ops(&updates, true));
+        assert_eq!(out.outcomes.len(), 51);
+        assert!(matches!(out.outcomes[50], Outcome::Refused(_)));
+        assert_eq!(text(&run), parts.concat());
+        // Not once more for each update of the run's rest.
+        assert_eq!(run.runs_tried, 1);
     }
 
     #[test]
