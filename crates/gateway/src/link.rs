@@ -501,14 +501,14 @@ impl Drop for InboundFrames {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::task::{Wake, Waker};
 
     use super::*;
 
-    /// Counts its wakeups.
+    /// A waker that counts its wakeups (also for `room::control`'s tests).
     #[derive(Default)]
-    struct Counter(AtomicUsize);
+    pub(crate) struct Counter(pub(crate) AtomicUsize);
 
     impl Wake for Counter {
         fn wake(self: Arc<Self>) {

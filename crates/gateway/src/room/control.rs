@@ -166,20 +166,11 @@ impl Drop for ControlReceiver {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
+    use std::sync::atomic::Ordering;
+    use std::task::Waker;
 
     use super::*;
-
-    /// Counts its wakeups.
-    #[derive(Default)]
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::link::tests::Counter;
 
     fn is_evict(message: Option<Control>) -> bool {
         matches!(message, Some(Control::Evict))
