@@ -11,6 +11,22 @@
 //! ~3 KiB in empty channels. A `Line` is one allocation (~250 bytes): two
 //! queues that hold memory only while frames are in them, the close code,
 //! and one waker per side. Nothing in it is held across an `.await`.
+//!
+//! # Write-through
+//!
+//! The line also holds the connection's socket. When the room queues a
+//! frame for a connection whose writer is idle (parked with nothing to
+//! write), the room writes the frame to the socket itself
+//! ([`Socket::write_now`]) instead of queueing it and waking the
+//! connection's task. Waking that task was most of what a delivered update
+//! cost beyond the `send` itself: a task poll, and often a futex wake of
+//! the other tokio worker, which then stole the task. Whatever the socket
+//! does not take at once (it is full, or failed) goes to the front of the
+//! queue, still framed, and the writer is woken to finish it before
+//! anything else, so the stream stays well-formed. The writer marks itself
+//! busy whenever it has taken something to write (frames, a pong, a
+//! ping, the close), so the two never write at the same time; the room
+//! writes through only while holding the line's lock.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -22,9 +38,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::protocol::Inbound;
+use crate::wire::{Io, Socket};
 
 /// Name of the root `Y.Text` the web editor edits and `/api/docs/<id>/text` reads and writes.
 pub const TEXT_ROOT: &str = "content";
@@ -47,6 +66,11 @@ impl std::fmt::Display for PeerId {
 /// Decoded frames a connection may have waiting for its room before its
 /// reader stops reading the socket (backpressure on a flooding peer).
 pub(crate) const INBOUND_FRAMES: usize = 64;
+
+/// Largest frame the room writes through to an idle connection's socket
+/// itself; a bigger one is queued for the connection's writer, which
+/// fragments it (`peer.rs`).
+pub(crate) const WRITE_THROUGH_BYTES: usize = 64 * 1024;
 
 /// What a connection hands the room when it joins.
 pub(crate) struct PeerLink {
@@ -97,7 +121,10 @@ impl Drop for RoomEnd {
 /// Everything one connection and its room share: liveness, the bounded
 /// queues in both directions, and the close code (see the module docs).
 #[derive(Debug)]
-pub(crate) struct Line {
+pub(crate) struct Line<S = Io> {
+    /// The connection's socket, for the room to write through to (see the
+    /// module docs); `None` for the room tests' fake connections.
+    socket: Option<Socket<S>>,
     /// When the connection started (the clock of `last_seen_ms`).
     started: Instant,
     /// When the last frame (of any kind, pongs included) arrived, in ms since `started`.
@@ -135,6 +162,16 @@ struct LineState {
     conn_ended: bool,
     /// The server's ping sweep asked for a ping (see `Line::ask_ping`).
     ping_due: bool,
+    /// The payload of the client's last ping not yet answered (RFC 6455
+    /// §5.5.3: only the latest must be answered).
+    pong: Option<Box<[u8]>>,
+    /// The front of `outbound` is the part of a frame the room wrote
+    /// through that the socket did not take: already framed, it goes out
+    /// before anything else.
+    raw_front: bool,
+    /// The writer is parked with nothing to write: the room may write
+    /// through (see the module docs).
+    writer_idle: bool,
 }
 
 /// Why the room could not queue a frame for a peer.
@@ -149,20 +186,52 @@ pub(crate) enum QueueError {
 /// What the connection's writer does next, in priority order.
 #[derive(Debug)]
 pub(crate) enum Next {
+    /// Finish the frame the room began writing through (already framed;
+    /// it comes before a close, so the close frame follows whole frames).
+    Raw(Bytes),
     /// Close with this code (a request from the room or the reader).
     Close(CloseCode),
+    /// Answer the client's ping with this payload.
+    Pong(Box<[u8]>),
     /// Write this frame.
     Frame(Bytes),
     /// The room let go of this peer without a close code: it failed.
     RoomGone,
+    /// The server's ping sweep asks for a ping (see `Line::ask_ping`).
+    Ping,
 }
 
 impl Line {
-    /// A new connection's line; its backlog also counts in `server_queued`
-    /// (the server-wide outbound bound), its outbound queue holds at most
+    /// Tests: a fake connection's line (no socket, so nothing is written
+    /// through); its backlog also counts in `server_queued` (the
+    /// server-wide outbound bound), its outbound queue holds at most
     /// `outbound_cap` frames.
+    #[cfg(test)]
     pub(crate) fn new(server_queued: Arc<AtomicUsize>, outbound_cap: usize) -> Self {
+        Self::build(None, server_queued, outbound_cap)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
+    /// A new connection's line, on `socket` (which the room writes
+    /// through to while the connection's writer is idle). Its backlog also
+    /// counts in `server_queued` (the server-wide outbound bound); its
+    /// outbound queue holds at most `outbound_cap` frames.
+    pub(crate) fn with_socket(
+        socket: Socket<S>,
+        server_queued: Arc<AtomicUsize>,
+        outbound_cap: usize,
+    ) -> Self {
+        Self::build(Some(socket), server_queued, outbound_cap)
+    }
+
+    fn build(
+        socket: Option<Socket<S>>,
+        server_queued: Arc<AtomicUsize>,
+        outbound_cap: usize,
+    ) -> Self {
         Line {
+            socket,
             started: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -172,6 +241,11 @@ impl Line {
             conn_waker: AtomicWaker::new(),
             room_waker: AtomicWaker::new(),
         }
+    }
+
+    /// The connection's socket (`None` for a test's fake connection).
+    pub(crate) fn socket(&self) -> Option<&Socket<S>> {
+        self.socket.as_ref()
     }
 
     fn state(&self) -> MutexGuard<'_, LineState> {
@@ -201,10 +275,11 @@ impl Line {
         self.server_queued.load(Ordering::Relaxed)
     }
 
-    /// Room side: queues a frame for the socket (never waits; a full queue
-    /// is the caller's 4008).
+    /// Room side: sends a frame to the socket (never waits; a full queue
+    /// is the caller's 4008). To an idle connection it is written through
+    /// (see the module docs); otherwise it is queued for the writer.
     pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), QueueError> {
-        let len = frame.len();
+        let mut len = frame.len();
         {
             let mut state = self.state();
             if state.conn_ended {
@@ -213,7 +288,26 @@ impl Line {
             if state.outbound.len() >= self.outbound_cap {
                 return Err(QueueError::Full);
             }
-            state.outbound.push_back(frame);
+            match &self.socket {
+                Some(socket)
+                    if state.writer_idle
+                        && state.outbound.is_empty()
+                        && state.kill.is_none()
+                        && state.pong.is_none()
+                        && !state.ping_due
+                        && len <= WRITE_THROUGH_BYTES =>
+                {
+                    // Under the lock: the writer cannot start meanwhile.
+                    let Some(rest) = socket.write_now(&frame) else {
+                        return Ok(());
+                    };
+                    len = rest.len();
+                    state.outbound.push_back(rest);
+                    state.raw_front = true;
+                    state.writer_idle = false;
+                }
+                _ => state.outbound.push_back(frame),
+            }
         }
         self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         self.server_queued.fetch_add(len, Ordering::Relaxed);
@@ -322,30 +416,51 @@ impl Line {
         self.room_waker.wake();
     }
 
-    /// Connection side: what to write next (a close request first, then
-    /// queued frames, then whether the room let go).
+    /// Connection side: what to write next. In priority order: the rest of
+    /// a frame the room began writing through, a close request, a pong, the
+    /// queued frames, whether the room let go, and last a ping the sweep
+    /// asked for. Taking anything marks the writer busy until it comes back
+    /// with nothing to do, when it is idle again (the room then writes
+    /// through).
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
         let mut registered = false;
         loop {
-            if let Some(next) = self.try_next() {
-                return Poll::Ready(next);
-            }
-            if registered {
-                return Poll::Pending;
+            {
+                let mut state = self.state();
+                state.writer_idle = false;
+                if let Some(next) = self.try_next(&mut state) {
+                    return Poll::Ready(next);
+                }
+                if registered {
+                    // Last, and only after registering: a ping asked for
+                    // after this look still wakes the task.
+                    if std::mem::take(&mut state.ping_due) {
+                        return Poll::Ready(Next::Ping);
+                    }
+                    state.writer_idle = true;
+                    return Poll::Pending;
+                }
             }
             self.conn_waker.register(cx.waker());
             registered = true;
         }
     }
 
-    /// Connection side: [`Line::poll_next`] without waiting.
-    fn try_next(&self) -> Option<Next> {
-        let mut state = self.state();
+    /// Connection side: [`Line::poll_next`] without waiting (and without
+    /// the ping, which waits for everything else).
+    fn try_next(&self, state: &mut LineState) -> Option<Next> {
+        if state.raw_front {
+            state.raw_front = false;
+            let raw = Self::pop_frame(state)?;
+            return Some(Next::Raw(self.taken(raw)));
+        }
         if let Some(code) = state.kill {
             return Some(Next::Close(code));
         }
-        if let Some(frame) = Self::pop_frame(&mut state) {
-            drop(state);
+        if let Some(payload) = state.pong.take() {
+            return Some(Next::Pong(payload));
+        }
+        if let Some(frame) = Self::pop_frame(state) {
             return Some(Next::Frame(self.taken(frame)));
         }
         state.room_let_go.then_some(Next::RoomGone)
@@ -353,8 +468,20 @@ impl Line {
 
     /// Connection side: the next queued frame, if any (close codes aside).
     pub(crate) fn try_next_frame(&self) -> Option<Bytes> {
-        let frame = Self::pop_frame(&mut self.state())?;
+        let mut state = self.state();
+        if state.raw_front {
+            return None; // only `poll_next` takes it (never queued behind a frame)
+        }
+        let frame = Self::pop_frame(&mut state)?;
+        drop(state);
         Some(self.taken(frame))
+    }
+
+    /// Connection side: the client sent a ping with `payload`; the writer
+    /// answers the latest one.
+    pub(crate) fn pong(&self, payload: Box<[u8]>) {
+        self.state().pong = Some(payload);
+        self.conn_waker.wake();
     }
 
     fn pop_frame(state: &mut LineState) -> Option<Bytes> {
@@ -399,12 +526,6 @@ impl Line {
         self.conn_waker.register(cx.waker());
     }
 
-    /// Connection side: wakes the connection's task (its reader has
-    /// something for its writer, e.g. a ping to answer).
-    pub(crate) fn wake_conn(&self) {
-        self.conn_waker.wake();
-    }
-
     /// Server side: asks the connection to ping its peer (and to check that
     /// it answered the last ones). The server's one ping sweep calls this
     /// for every joined connection each `--ping-interval`, instead of each
@@ -419,13 +540,6 @@ impl Line {
             state.ping_due = true;
         }
         self.conn_waker.wake();
-    }
-
-    /// Connection side: whether a ping was asked for since the last call
-    /// (the flag is cleared). Called after `poll_next` registered the
-    /// waker, so a request made in between still wakes the task.
-    pub(crate) fn take_ping(&self) -> bool {
-        std::mem::take(&mut self.state().ping_due)
     }
 
     /// Connection side: the close code asked for, if any (without waiting).
@@ -450,7 +564,7 @@ impl Line {
     }
 }
 
-impl Drop for Line {
+impl<S> Drop for Line<S> {
     /// Frames still queued when both sides let go are dropped with the
     /// line: take them off the server-wide count.
     fn drop(&mut self) {
@@ -504,6 +618,8 @@ impl Drop for InboundFrames {
 pub(crate) mod tests {
     use std::task::{Wake, Waker};
 
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
     use super::*;
 
     /// A waker that counts its wakeups (also for `room::control`'s tests).
@@ -516,23 +632,105 @@ pub(crate) mod tests {
         }
     }
 
+    fn pinged(line: &Line<impl AsyncRead + AsyncWrite + Unpin>, cx: &mut Context<'_>) -> bool {
+        matches!(line.poll_next(cx), Poll::Ready(Next::Ping))
+    }
+
     #[test]
     fn a_ping_asked_for_wakes_the_connection_once_and_is_taken_once() {
         let line = Line::new(Default::default(), 4);
         let counter = Arc::new(Counter::default());
         let waker = Waker::from(counter.clone());
         let mut cx = Context::from_waker(&waker);
-        // The writer's order: look at the line (registers), then the ping.
         assert!(line.poll_next(&mut cx).is_pending());
-        assert!(!line.take_ping());
         line.ask_ping();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(pinged(&line, &mut cx));
         assert!(line.poll_next(&mut cx).is_pending());
-        assert!(line.take_ping());
-        assert!(!line.take_ping());
+        // A ping waits for the frames queued before it is taken.
+        line.ask_ping();
+        line.try_send(Bytes::from_static(b"x")).unwrap();
+        assert!(matches!(
+            line.poll_next(&mut cx),
+            Poll::Ready(Next::Frame(_))
+        ));
+        assert!(pinged(&line, &mut cx));
         // A connection that ended is not asked again.
         line.conn_ended();
         line.ask_ping();
-        assert!(!line.take_ping());
+        assert!(line.poll_next(&mut cx).is_pending());
+    }
+
+    /// A line on one end of an in-memory socket that takes `capacity`
+    /// bytes before it is full, and the other end.
+    fn socket_line(capacity: usize) -> (Line<DuplexStream>, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(capacity);
+        (
+            Line::with_socket(Socket::new(ours), Default::default(), 4),
+            theirs,
+        )
+    }
+
+    /// A server frame (unmasked, binary, final) carrying `payload`.
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x82, payload.len() as u8];
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[tokio::test]
+    async fn the_room_writes_through_to_an_idle_writer_without_waking_it() {
+        let (line, mut theirs) = socket_line(1024);
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Before the writer has parked, a frame is queued for it.
+        line.try_send(Bytes::from_static(b"first")).unwrap();
+        assert_eq!(line.queued_bytes(), 5);
+        assert!(matches!(line.poll_next(&mut cx), Poll::Ready(Next::Frame(f)) if f == "first"));
+        assert!(line.poll_next(&mut cx).is_pending());
+        let woken = counter.0.load(Ordering::SeqCst);
+        // Parked: the room writes the frame to the socket itself.
+        line.try_send(Bytes::from_static(b"second")).unwrap();
+        line.try_send(Bytes::from_static(b"third")).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), woken, "writer woken");
+        assert_eq!(line.queued_bytes(), 0);
+        let mut got = vec![0; 15];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [framed(b"second"), framed(b"third")].concat());
+        assert!(line.poll_next(&mut cx).is_pending());
+        // A pong owed or a close asked for: the writer goes first.
+        line.pong(Box::new([1]));
+        line.try_send(Bytes::from_static(b"after")).unwrap();
+        assert!(matches!(
+            line.poll_next(&mut cx),
+            Poll::Ready(Next::Pong(_))
+        ));
+        assert!(matches!(line.poll_next(&mut cx), Poll::Ready(Next::Frame(f)) if f == "after"));
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_goes_first_still_framed_even_before_a_close() {
+        let (line, mut theirs) = socket_line(4);
+        let counter = Arc::new(Counter::default());
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(line.poll_next(&mut cx).is_pending());
+        line.try_send(Bytes::from_static(b"0123456789")).unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "writer not woken");
+        line.try_send(Bytes::from_static(b"next")).unwrap();
+        line.kill(CloseCode::Normal).unwrap();
+        let mut head = vec![0; 4];
+        theirs.read_exact(&mut head).await.unwrap();
+        let Poll::Ready(Next::Raw(rest)) = line.poll_next(&mut cx) else {
+            panic!("the rest of the frame is not first");
+        };
+        assert_eq!([head, rest.to_vec()].concat(), framed(b"0123456789"));
+        assert!(matches!(
+            line.poll_next(&mut cx),
+            Poll::Ready(Next::Close(_))
+        ));
+        // The writer never went idle: the queued frame stayed queued.
+        assert_eq!(line.queued_bytes(), 4);
     }
 }

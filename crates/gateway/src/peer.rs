@@ -4,11 +4,14 @@
 //!
 //! The reader and the writer are two futures of one task, over one socket
 //! (no split: each takes the socket only inside a poll). The writer drains,
-//! in priority order: a close request (from the room or the reader), a
-//! pong owed for the client's last ping, the bounded outbound queue, a
-//! ping. Pings are asked for by the registry's one ping sweep (each
-//! `--ping-interval`, for every joined connection), not by a timer per
-//! connection.
+//! in priority order: the rest of a frame the room wrote through, a close
+//! request (from the room or the reader), a pong owed for the client's
+//! last ping, the bounded outbound queue, a ping. Pings are asked for by
+//! the registry's one ping sweep (each `--ping-interval`, for every joined
+//! connection), not by a timer per connection. While the writer has
+//! nothing to write, the room writes its frames to the socket itself
+//! instead of queueing them and waking this task (write-through, see
+//! `link.rs`).
 //!
 //! The socket is the raw upgraded connection from [`crate::upgrade`],
 //! framed by [`crate::wire`] (not tokio-tungstenite's stream): an idle
@@ -28,8 +31,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -73,7 +76,11 @@ pub(crate) fn serve(
     let span = tracing::info_span!("peer", doc = %doc.as_str(), peer = %id);
     let limits = rooms.limits();
     let ping_every = limits.ping_interval();
-    let line = Arc::new(Line::new(rooms.queued_bytes(), limits.peer_queue));
+    let line = Arc::new(Line::with_socket(
+        ws,
+        rooms.queued_bytes(),
+        limits.peer_queue,
+    ));
     let link = PeerLink {
         id,
         kill: Kill::new(line.clone()),
@@ -92,9 +99,7 @@ pub(crate) fn serve(
     });
     let io = PeerIo {
         conn: Conn {
-            socket: ws,
             line: ConnEnd(line),
-            pong: Pong::default(),
             metrics,
         },
         reader: Reader::new(limits.max_message_bytes),
@@ -143,20 +148,14 @@ struct PeerIo {
     _live: Option<LivePeer>,
 }
 
-/// The payload of the last ping not yet answered: the reader fills it, the
-/// writer sends the pong (RFC 6455 §5.5.3: only the latest must be answered).
-type Pong = Mutex<Option<Box<[u8]>>>;
-
 /// What the reader and the writer both use, each through one reference:
 /// an `async fn` holds every argument twice (as passed, and as its local),
 /// so four references per loop were 64 bytes of each connection's task.
 struct Conn {
-    /// The upgraded connection (read and written by this task alone).
-    socket: Socket,
-    /// Frames and close codes from the room, decoded frames to it, liveness.
+    /// Frames and close codes from the room, decoded frames to it, liveness,
+    /// the ping to answer, and the upgraded connection (read by this task
+    /// alone, written by it or by the room: see `link.rs`).
     line: ConnEnd,
-    /// A ping's payload for the writer to answer.
-    pong: Pong,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
 }
@@ -183,10 +182,17 @@ impl PeerIo {
     fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             let io = &mut self;
+            // Always there: `serve` built the line with it (only the room
+            // tests' fake connections have none).
+            let Some(socket) = io.conn.line().socket() else {
+                return;
+            };
             // Pinned where they are made (`tokio::pin!` would move them into a
             // second slot of this future, which then holds both).
-            let mut reader = std::pin::pin!(read_loop(&io.conn, &mut io.reader, &mut io.rate));
-            let mut writer = std::pin::pin!(write_loop(&io.conn, io.coalesce, io.ping_every));
+            let mut reader =
+                std::pin::pin!(read_loop(&io.conn, socket, &mut io.reader, &mut io.rate));
+            let mut writer =
+                std::pin::pin!(write_loop(&io.conn, socket, io.coalesce, io.ping_every));
             let (line, ends) = (&io.conn.line, &mut io.ends);
             let mut ending = false;
             loop {
@@ -218,12 +224,12 @@ impl PeerIo {
 /// faster than `rate` admits: 4429) asks the writer to close with the
 /// matching code. Its end tells the room this peer left (after every frame
 /// it sent). Pings are handed to the writer to answer.
-async fn read_loop(conn: &Conn, reader: &mut Reader, rate: &mut InboundRate) {
+async fn read_loop(conn: &Conn, socket: &Socket, reader: &mut Reader, rate: &mut InboundRate) {
     let code = loop {
         // A block, so that of a frame only its decoded messages are held
         // while they are handed to the room (not the frame twice as well).
         let messages = {
-            let incoming = match reader.read(&conn.socket).await {
+            let incoming = match reader.read(socket).await {
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => break CloseCode::Normal,
                 Err(e @ ReadError::TooLarge { .. }) => {
@@ -252,9 +258,7 @@ async fn read_loop(conn: &Conn, reader: &mut Reader, rate: &mut InboundRate) {
             let frame = match incoming {
                 Incoming::Binary(frame) => frame,
                 Incoming::Ping(payload) => {
-                    *conn.pong.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(Vec::from(payload).into());
-                    conn.line().wake_conn();
+                    conn.line().pong(Vec::from(payload).into());
                     continue;
                 }
                 _ => continue, // a pong: only liveness
@@ -282,16 +286,6 @@ async fn read_loop(conn: &Conn, reader: &mut Reader, rate: &mut InboundRate) {
     let _ = conn.line().kill(code);
 }
 
-/// What the writer does next.
-enum Step {
-    /// Answer a ping.
-    Pong(Box<[u8]>),
-    /// What the room or the reader asked for.
-    Line(Next),
-    /// The server's ping sweep asks for a ping (see `Line::ask_ping`).
-    Ping,
-}
-
 /// Writes queued frames, pongs and pings; returns the close code it sent,
 /// if any.
 ///
@@ -305,61 +299,51 @@ enum Step {
 ///
 /// A ping goes out when the registry's ping sweep asks for one
 /// ([`Line::ask_ping`], every `ping_every`); a peer silent for longer than
-/// two intervals by then is dropped.
-async fn write_loop(conn: &Conn, coalesce: usize, ping_every: Duration) -> Option<CloseCode> {
+/// two intervals by then is dropped. While this writer waits with nothing
+/// to write, the room writes its frames to the socket itself (see
+/// `link.rs`); what the socket did not take comes back here first.
+async fn write_loop(
+    conn: &Conn,
+    socket: &Socket,
+    coalesce: usize,
+    ping_every: Duration,
+) -> Option<CloseCode> {
     let mut out = Writer::new(coalesce);
     let stall = ping_every * 2;
     let code = loop {
-        let next = std::future::poll_fn(|cx| {
-            use std::task::Poll;
-            if let Some(payload) = conn.pong.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                return Poll::Ready(Step::Pong(payload));
-            }
-            match conn.line().poll_next(cx) {
-                Poll::Ready(next) => Poll::Ready(Step::Line(next)),
-                // Last, as the ping timer's branch was: `poll_next`
-                // registered the waker, so a ping asked for after this
-                // look still wakes the task.
-                Poll::Pending if conn.line().take_ping() => Poll::Ready(Step::Ping),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
+        let next = std::future::poll_fn(|cx| conn.line().poll_next(cx)).await;
         let written = match next {
-            Step::Line(Next::Close(code)) => break code,
+            Next::Close(code) => break code,
             // The room let go of this peer without a close code: it
             // failed (a panic dropped it; see `room`'s containment docs).
-            Step::Line(Next::RoomGone) => break CloseCode::Internal,
-            Step::Line(Next::Frame(frame)) => tokio::select! {
+            Next::RoomGone => break CloseCode::Internal,
+            Next::Frame(frame) => tokio::select! {
                 biased;
                 code = wait_kill(conn.line()) => break code,
-                ok = Box::pin(tokio::time::timeout(stall, write_batch(&conn.socket, &mut out, frame, conn.line()))) => ok,
+                ok = Box::pin(tokio::time::timeout(stall, write_batch(socket, &mut out, frame, conn.line()))) => ok.map_err(Stop::from),
             },
-            Step::Pong(payload) => {
-                out.pong(&payload);
-                tokio::select! {
-                    biased;
-                    code = wait_kill(conn.line()) => break code,
-                    ok = Box::pin(tokio::time::timeout(stall, out.flush(&conn.socket))) => ok.map(|r| r.is_ok()),
-                }
+            Next::Raw(framed) => {
+                out.raw(&framed);
+                flush_or_close(socket, &mut out, conn.line(), stall).await
             }
-            Step::Ping => {
+            Next::Pong(payload) => {
+                out.pong(&payload);
+                flush_or_close(socket, &mut out, conn.line(), stall).await
+            }
+            Next::Ping => {
                 if conn.line().silent_for() > stall {
                     debug!("peer missed pongs: dropping");
                     return None;
                 }
                 out.ping();
-                tokio::select! {
-                    biased;
-                    code = wait_kill(conn.line()) => break code,
-                    ok = Box::pin(tokio::time::timeout(stall, out.flush(&conn.socket))) => ok.map(|r| r.is_ok()),
-                }
+                flush_or_close(socket, &mut out, conn.line(), stall).await
             }
         };
         match written {
             Ok(true) => {}
             Ok(false) => return None,
-            Err(_) => {
+            Err(Stop::Close(code)) => break code,
+            Err(Stop::Stalled) => {
                 debug!("write stalled: dropping peer");
                 return None;
             }
@@ -369,8 +353,37 @@ async fn write_loop(conn: &Conn, coalesce: usize, ping_every: Duration) -> Optio
         conn.metrics.record_close(code);
     }
     out.close(code.code(), code.reason());
-    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, out.flush(&conn.socket))).await;
+    let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, out.flush(socket))).await;
     (code != CloseCode::Normal).then_some(code)
+}
+
+/// Why a write did not finish.
+enum Stop {
+    /// A close was asked for meanwhile (the unwritten rest stays in `out`).
+    Close(CloseCode),
+    /// The socket took nothing for two ping intervals.
+    Stalled,
+}
+
+impl From<tokio::time::error::Elapsed> for Stop {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        Stop::Stalled
+    }
+}
+
+/// Writes what `out` holds, racing a close request; `Ok(false)` if the
+/// socket failed.
+async fn flush_or_close(
+    socket: &Socket,
+    out: &mut Writer,
+    line: &Line,
+    stall: Duration,
+) -> Result<bool, Stop> {
+    tokio::select! {
+        biased;
+        code = wait_kill(line) => Err(Stop::Close(code)),
+        ok = Box::pin(tokio::time::timeout(stall, out.flush(socket))) => Ok(ok?.is_ok()),
+    }
 }
 
 /// Resolves with the close code once one is asked for (a write in progress

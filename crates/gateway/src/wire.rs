@@ -51,6 +51,12 @@ pub(crate) type Io = TokioIo<Upgraded>;
 /// the two futures can each hold a reference (the task stays `Send`).
 pub(crate) struct Socket<S = Io>(Mutex<S>);
 
+impl<S> std::fmt::Debug for Socket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Socket")
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
     /// Wraps an upgraded connection.
     pub(crate) fn new(io: S) -> Self {
@@ -75,6 +81,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
 
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.io()).poll_flush(cx)
+    }
+
+    /// Writes `message` as one binary frame if the socket takes it without
+    /// waiting, and returns what it did not take: `None` when all of it went
+    /// out, else the frame's unwritten bytes (all of them if the socket was
+    /// full or failed), which the connection's writer must send before
+    /// anything else.
+    ///
+    /// For the room's write-through (see `link.rs`): it writes to an idle
+    /// connection's socket itself instead of waking the connection's task
+    /// to do it. Never waits; the socket's write readiness is left for the
+    /// writer to register (it polls the socket itself before waiting).
+    pub(crate) fn write_now(&self, message: &[u8]) -> Option<Bytes> {
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Binary),
+            ..FrameHeader::default()
+        };
+        let mut frame = Vec::with_capacity(header.len(message.len() as u64) + message.len());
+        // Writing into a Vec cannot fail.
+        let _ = header.format(message.len() as u64, &mut frame);
+        frame.extend_from_slice(message);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut at = 0;
+        let mut io = self.io();
+        while at < frame.len() {
+            match Pin::new(&mut *io).poll_write(&mut cx, &frame[at..]) {
+                Poll::Ready(Ok(n)) if n > 0 => at += n,
+                // Full, failed or closed: the writer finds out for itself.
+                _ => break,
+            }
+        }
+        let flushed = at == frame.len()
+            && matches!(Pin::new(&mut *io).poll_flush(&mut cx), Poll::Ready(Ok(())));
+        if flushed {
+            return None;
+        }
+        frame.drain(..at);
+        Some(frame.into())
     }
 }
 
@@ -426,6 +470,12 @@ impl Writer {
         // Writing into a Vec cannot fail.
         let _ = header.format(payload.len() as u64, &mut self.out);
         self.out.extend_from_slice(payload);
+    }
+
+    /// Queues bytes that are already framed (what [`Socket::write_now`]
+    /// left unwritten).
+    pub(crate) fn raw(&mut self, framed: &[u8]) {
+        self.out.extend_from_slice(framed);
     }
 
     /// Queues a ping with no payload.
