@@ -46,6 +46,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use crate::doorbell::Doorbell;
 use crate::manifest::{CHECKPOINT_EVERY, Checkpoints};
 use crate::wal::{self, Ops, Wal};
 use crate::{Durability, StoreError, SyncFaults};
@@ -250,6 +251,9 @@ struct Shared {
     progressed: Condvar,
     /// The same progress for async waiters.
     progress_tx: watch::Sender<Progress>,
+    /// Hands `progress_tx`'s publications to a task of the waiters'
+    /// runtime (see `doorbell`).
+    doorbell: Doorbell<Progress>,
 }
 
 /// Owner of the flusher thread; dropping it flushes what is pending and
@@ -296,6 +300,7 @@ impl GroupCommit {
             work: Condvar::new(),
             progressed: Condvar::new(),
             progress_tx,
+            doorbell: Doorbell::new(),
         });
         let worker = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -447,7 +452,7 @@ impl Shared {
         drop(state);
         self.work.notify_one();
         self.progressed.notify_all();
-        self.progress_tx.send_replace(progress);
+        self.publish_async(progress);
     }
 
     /// Writes the queued log records, syncs the log, publishes positions
@@ -520,7 +525,15 @@ impl Shared {
         if wake {
             self.progressed.notify_all();
         }
-        self.progress_tx.send_replace(progress);
+        self.publish_async(progress);
+    }
+
+    /// Publishes `progress` to async waiters: through the doorbell's task
+    /// when one listens, else from this thread.
+    fn publish_async(&self, progress: Progress) {
+        if let Some(progress) = self.doorbell.ring(progress) {
+            self.progress_tx.send_replace(progress);
+        }
     }
 
     /// Blocks on `progressed` until notified, counted in `blocked` so that
@@ -574,7 +587,7 @@ impl Shared {
             self.progressed.notify_all();
         }
         if let Some(progress) = progress {
-            self.progress_tx.send_replace(progress);
+            self.publish_async(progress);
         }
     }
 }
@@ -690,6 +703,12 @@ impl Ticket {
         if self.shared.mode != Durability::Flush {
             return Ok(());
         }
+        let shared = Arc::downgrade(&self.shared);
+        self.shared.doorbell.listen_from(move |progress| {
+            if let Some(shared) = shared.upgrade() {
+                shared.progress_tx.send_replace(progress);
+            }
+        });
         let mut rx = self.shared.progress_tx.subscribe();
         let progress = rx
             .wait_for(|p| self.outcome(p).is_some())
@@ -758,7 +777,7 @@ fn recover(shared: &Shared) -> bool {
                 let progress = state.progress.clone();
                 drop(state);
                 shared.progressed.notify_all();
-                shared.progress_tx.send_replace(progress);
+                shared.publish_async(progress);
                 wait = (wait * 2).min(RETRY_MAX);
             }
         }

@@ -27,6 +27,8 @@
 //! - [`wal`]: the write-ahead log (preallocated file, records stamped
 //!   with the log's epoch, replay at open): how a write is durable without
 //!   a sled flush per commit.
+//! - `doorbell`: how the flusher thread wakes async waiters from inside
+//!   their runtime (a byte on a socket instead of a wake from outside).
 //! - `commit`: group commit, the flusher thread behind `Appended`, and the
 //!   automatic recovery from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
@@ -177,6 +179,7 @@ pub mod wal;
 
 mod commit;
 mod doc_state;
+mod doorbell;
 mod faults;
 mod replay;
 mod store;
