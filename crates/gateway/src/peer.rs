@@ -18,9 +18,12 @@
 //! connection holds no read or write buffer, and costs ~3.5 KiB of RSS
 //! (`tandem-bench connections` at 10,000 connections, two per room)
 //! instead of ~7.3 KiB with tungstenite's 2 KiB read buffer and ~138 KiB
-//! with warp's defaults. Of its heap (heaptrack at 5,000): its task, 896
+//! with warp's defaults. Of its heap (heaptrack at 5,000, before
+//! write-through moved the socket and the pong from the task into the
+//! line; RSS per connection stayed the same): its task, 896
 //! bytes (tokio rounds a task to 128 bytes: 1,008 bytes was a 1,024-byte
-//! cell); tokio's I/O registration, 256; its [`Line`], 192; its entry in
+//! cell); tokio's I/O registration, 256; its [`Line`], 192 (256 with the
+//! socket, by `size_of`); its entry in
 //! the registry's live list, ~160; and its share of its room, ~1 KiB: half
 //! the room's task (1,024 bytes), of its document, of its peer map and
 //! inbound streams, of its control queue and registry entry. Each state
