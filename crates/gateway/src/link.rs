@@ -28,6 +28,7 @@
 //! ping, the close), so the two never write at the same time; the room
 //! writes through only while holding the line's lock.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,7 +44,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::access::Principal;
 use crate::close::CloseCode;
 use crate::protocol::Inbound;
-use crate::wire::{Io, Socket};
+use crate::wire::{Io, Socket, binary_frame};
 
 /// Name of the root `Y.Text` the web editor edits and `/api/docs/<id>/text` reads and writes.
 pub const TEXT_ROOT: &str = "content";
@@ -174,6 +175,36 @@ struct LineState {
     writer_idle: bool,
 }
 
+/// A message the room sends to one or more peers: framed for the socket
+/// at most once, the first time it is written through (a room sends each
+/// update to every other peer, so framing per peer was an allocation and a
+/// copy per delivery).
+pub(crate) struct Outgoing {
+    /// The message, as queued for a connection's writer.
+    message: Bytes,
+    /// The message as one whole frame, once a write-through needed it.
+    framed: OnceCell<Vec<u8>>,
+}
+
+impl Outgoing {
+    /// `message`, not framed yet.
+    pub(crate) fn new(message: Bytes) -> Self {
+        Outgoing {
+            message,
+            framed: OnceCell::new(),
+        }
+    }
+
+    /// The message's length in bytes (unframed).
+    pub(crate) fn len(&self) -> usize {
+        self.message.len()
+    }
+
+    fn framed(&self) -> &[u8] {
+        self.framed.get_or_init(|| binary_frame(&self.message))
+    }
+}
+
 /// Why the room could not queue a frame for a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueError {
@@ -278,7 +309,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
     /// Room side: sends a frame to the socket (never waits; a full queue
     /// is the caller's 4008). To an idle connection it is written through
     /// (see the module docs); otherwise it is queued for the writer.
-    pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), QueueError> {
+    pub(crate) fn try_send(&self, frame: &Outgoing) -> Result<(), QueueError> {
         let mut len = frame.len();
         {
             let mut state = self.state();
@@ -298,7 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
                         && len <= WRITE_THROUGH_BYTES =>
                 {
                     // Under the lock: the writer cannot start meanwhile.
-                    let Some(rest) = socket.write_now(&frame) else {
+                    let Some(rest) = socket.write_now(frame.framed()) else {
                         return Ok(());
                     };
                     len = rest.len();
@@ -306,7 +337,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
                     state.raw_front = true;
                     state.writer_idle = false;
                 }
-                _ => state.outbound.push_back(frame),
+                _ => state.outbound.push_back(frame.message.clone()),
             }
         }
         self.queued_bytes.fetch_add(len, Ordering::Relaxed);
@@ -632,6 +663,20 @@ pub(crate) mod tests {
         }
     }
 
+    /// A waker that counts its wakeups, and the count.
+    fn counting_waker() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter::default());
+        (counter.clone(), Waker::from(counter))
+    }
+
+    /// Room side: sends `message` to `line`.
+    fn send<S: AsyncRead + AsyncWrite + Unpin>(
+        line: &Line<S>,
+        message: &'static [u8],
+    ) -> Result<(), QueueError> {
+        line.try_send(&Outgoing::new(Bytes::from_static(message)))
+    }
+
     fn pinged(line: &Line<impl AsyncRead + AsyncWrite + Unpin>, cx: &mut Context<'_>) -> bool {
         matches!(line.poll_next(cx), Poll::Ready(Next::Ping))
     }
@@ -639,8 +684,7 @@ pub(crate) mod tests {
     #[test]
     fn a_ping_asked_for_wakes_the_connection_once_and_is_taken_once() {
         let line = Line::new(Default::default(), 4);
-        let counter = Arc::new(Counter::default());
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(line.poll_next(&mut cx).is_pending());
         line.ask_ping();
@@ -649,7 +693,7 @@ pub(crate) mod tests {
         assert!(line.poll_next(&mut cx).is_pending());
         // A ping waits for the frames queued before it is taken.
         line.ask_ping();
-        line.try_send(Bytes::from_static(b"x")).unwrap();
+        send(&line, b"x").unwrap();
         assert!(matches!(
             line.poll_next(&mut cx),
             Poll::Ready(Next::Frame(_))
@@ -681,18 +725,17 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn the_room_writes_through_to_an_idle_writer_without_waking_it() {
         let (line, mut theirs) = socket_line(1024);
-        let counter = Arc::new(Counter::default());
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         // Before the writer has parked, a frame is queued for it.
-        line.try_send(Bytes::from_static(b"first")).unwrap();
+        send(&line, b"first").unwrap();
         assert_eq!(line.queued_bytes(), 5);
         assert!(matches!(line.poll_next(&mut cx), Poll::Ready(Next::Frame(f)) if f == "first"));
         assert!(line.poll_next(&mut cx).is_pending());
         let woken = counter.0.load(Ordering::SeqCst);
         // Parked: the room writes the frame to the socket itself.
-        line.try_send(Bytes::from_static(b"second")).unwrap();
-        line.try_send(Bytes::from_static(b"third")).unwrap();
+        send(&line, b"second").unwrap();
+        send(&line, b"third").unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), woken, "writer woken");
         assert_eq!(line.queued_bytes(), 0);
         let mut got = vec![0; 15];
@@ -701,7 +744,7 @@ pub(crate) mod tests {
         assert!(line.poll_next(&mut cx).is_pending());
         // A pong owed or a close asked for: the writer goes first.
         line.pong(Box::new([1]));
-        line.try_send(Bytes::from_static(b"after")).unwrap();
+        send(&line, b"after").unwrap();
         assert!(matches!(
             line.poll_next(&mut cx),
             Poll::Ready(Next::Pong(_))
@@ -712,13 +755,12 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn what_a_full_socket_does_not_take_goes_first_still_framed_even_before_a_close() {
         let (line, mut theirs) = socket_line(4);
-        let counter = Arc::new(Counter::default());
-        let waker = Waker::from(counter.clone());
+        let (counter, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(line.poll_next(&mut cx).is_pending());
-        line.try_send(Bytes::from_static(b"0123456789")).unwrap();
+        send(&line, b"0123456789").unwrap();
         assert_eq!(counter.0.load(Ordering::SeqCst), 1, "writer not woken");
-        line.try_send(Bytes::from_static(b"next")).unwrap();
+        send(&line, b"next").unwrap();
         line.kill(CloseCode::Normal).unwrap();
         let mut head = vec![0; 4];
         theirs.read_exact(&mut head).await.unwrap();

@@ -51,7 +51,7 @@ use tokio_stream::{Stream, StreamExt, StreamMap};
 use tracing::{debug, error, info, warn};
 
 use crate::close::CloseCode;
-use crate::link::{InboundFrames, PeerId, PeerLink, QueueError, RoomEnd};
+use crate::link::{InboundFrames, Outgoing, PeerId, PeerLink, QueueError, RoomEnd};
 use crate::mailbox::{Control, EditError, EditRequest};
 use crate::presence::Presence;
 use crate::protocol::{self, Inbound};
@@ -454,7 +454,7 @@ impl Room {
             .snapshot()
             .map(|s| protocol::encode_awareness(&s));
         for frame in std::iter::once(step1).chain(awareness) {
-            let _ = slot.health.try_send(frame);
+            let _ = slot.health.try_send(&Outgoing::new(frame));
         }
         true
     }
@@ -501,6 +501,7 @@ impl Room {
     /// Queues frames to peers; a full queue closes that peer with 4008.
     fn dispatch(&mut self, mut outbox: Outbox) {
         while let Some((target, frame)) = outbox.pop() {
+            let frame = Outgoing::new(frame);
             let ids: Vec<PeerId> = match target {
                 Target::One(id) => vec![id],
                 Target::AllBut(skip) => self.peers.keys().copied().filter(|p| *p != skip).collect(),
@@ -520,7 +521,7 @@ impl Room {
                     slow.push(id);
                     continue;
                 }
-                match slot.health.try_send(frame.clone()) {
+                match slot.health.try_send(&frame) {
                     Ok(()) => {
                         self.shared
                             .metrics

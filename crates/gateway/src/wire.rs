@@ -83,25 +83,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         Pin::new(&mut *self.io()).poll_flush(cx)
     }
 
-    /// Writes `message` as one binary frame if the socket takes it without
-    /// waiting, and returns what it did not take: `None` when all of it went
-    /// out, else the frame's unwritten bytes (all of them if the socket was
-    /// full or failed), which the connection's writer must send before
-    /// anything else.
+    /// Writes `frame` (a whole frame, see [`binary_frame`]) if the socket
+    /// takes it without waiting, and returns what it did not take: `None`
+    /// when all of it went out, else the frame's unwritten bytes (all of
+    /// them if the socket was full or failed), which the connection's
+    /// writer must send before anything else.
     ///
     /// For the room's write-through (see `link.rs`): it writes to an idle
     /// connection's socket itself instead of waking the connection's task
     /// to do it. Never waits; the socket's write readiness is left for the
     /// writer to register (it polls the socket itself before waiting).
-    pub(crate) fn write_now(&self, message: &[u8]) -> Option<Bytes> {
-        let header = FrameHeader {
-            opcode: OpCode::Data(Data::Binary),
-            ..FrameHeader::default()
-        };
-        let mut frame = Vec::with_capacity(header.len(message.len() as u64) + message.len());
-        // Writing into a Vec cannot fail.
-        let _ = header.format(message.len() as u64, &mut frame);
-        frame.extend_from_slice(message);
+    pub(crate) fn write_now(&self, frame: &[u8]) -> Option<Bytes> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut at = 0;
         let mut io = self.io();
@@ -117,9 +109,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Socket<S> {
         if flushed {
             return None;
         }
-        frame.drain(..at);
-        Some(frame.into())
+        Some(Bytes::copy_from_slice(&frame[at..]))
     }
+}
+
+/// Appends one frame to `out` (server frames are not masked).
+fn format_frame(out: &mut Vec<u8>, opcode: OpCode, is_final: bool, payload: &[u8]) {
+    let header = FrameHeader {
+        is_final,
+        opcode,
+        ..FrameHeader::default()
+    };
+    out.reserve(header.len(payload.len() as u64) + payload.len());
+    // Writing into a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// `message` as one whole binary frame, as the server sends it.
+pub(crate) fn binary_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    format_frame(&mut frame, OpCode::Data(Data::Binary), true, message);
+    frame
 }
 
 /// A whole message or a control frame from the client.
@@ -460,16 +471,7 @@ impl Writer {
 
     /// Queues one frame.
     pub(crate) fn frame(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) {
-        let header = FrameHeader {
-            is_final,
-            opcode,
-            ..FrameHeader::default()
-        };
-        self.out
-            .reserve(header.len(payload.len() as u64) + payload.len());
-        // Writing into a Vec cannot fail.
-        let _ = header.format(payload.len() as u64, &mut self.out);
-        self.out.extend_from_slice(payload);
+        format_frame(&mut self.out, opcode, is_final, payload);
     }
 
     /// Queues bytes that are already framed (what [`Socket::write_now`]
