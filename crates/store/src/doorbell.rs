@@ -108,6 +108,22 @@ impl<T: Send + 'static> Doorbell<T> {
         }
     }
 
+    /// Publishes `value` from the calling thread (a waiter inside the
+    /// runtime, where waking the others is cheap) with `publish`. A value
+    /// still stored for the listener is older: it is dropped, so the
+    /// listener cannot publish it after this one.
+    pub(crate) fn publish_here(&self, value: T, publish: impl FnOnce(T)) {
+        let line = lock(&self.line);
+        match line.as_ref() {
+            Some(running) => {
+                let mut latest = lock(&running.shared.latest);
+                latest.take();
+                publish(value);
+            }
+            None => publish(value),
+        }
+    }
+
     /// Waiter side: makes sure a listener runs, on the current tokio
     /// runtime, calling `publish` with each value rung (from inside the
     /// runtime). Does nothing outside a multi-thread runtime (the flusher

@@ -3,7 +3,7 @@
 //! full disk, or hold them (as a slow disk would) and let them go. Production
 //! code never sets one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// A switch shared by a test and the store it configures (through
@@ -14,6 +14,8 @@ pub struct SyncFaults {
     failing: Arc<AtomicBool>,
     /// While true, a sync waits before reaching the disk.
     held: Arc<(Mutex<bool>, Condvar)>,
+    /// Syncs waiting in a hold right now.
+    waiting: Arc<AtomicUsize>,
     /// The next apply of a durable write to sled fails (once).
     apply: Arc<AtomicBool>,
 }
@@ -62,13 +64,23 @@ impl SyncFaults {
         self.held.1.notify_all();
     }
 
+    /// How many syncs wait in a hold right now (a test knows a sync has
+    /// begun, and on which thread, by it).
+    pub fn held_syncs(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     /// Waits while syncs are held, then the injected error when the switch
     /// is on.
     pub(crate) fn check(&self) -> std::io::Result<()> {
         let (held, released) = &*self.held;
         let mut guard = crate::commit::lock(held);
-        while *guard {
-            guard = released.wait(guard).unwrap_or_else(|e| e.into_inner());
+        if *guard {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            while *guard {
+                guard = released.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         drop(guard);
         if self.failing.load(Ordering::SeqCst) {

@@ -29,7 +29,8 @@
 //!   a sled flush per commit.
 //! - `doorbell`: how the flusher thread wakes async waiters from inside
 //!   their runtime (a byte on a socket instead of a wake from outside).
-//! - `commit`: group commit, the flusher thread behind `Appended`, and the
+//! - `commit`: group commit (a round led by the write's own waiter when the
+//!   log is free, else by the flusher thread) behind `Appended`, and the
 //!   automatic recovery from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
 //! - `store`: `Store` itself, the sled backend.
@@ -66,7 +67,9 @@
 //! honours cache-flush requests (a drive or virtual disk that acknowledges
 //! them without persisting can still lose the most recent writes). Writes
 //! that are in flight together share one log write and one `fdatasync`
-//! (group commit). If a flush fails (a full disk, an I/O error), every write not
+//! (group commit), which the first waiter runs on its own thread when no
+//! other is running ([`Appended::sync_in_background`] leaves it to the
+//! store's flusher thread). If a flush fails (a full disk, an I/O error), every write not
 //! yet durable fails with [`StoreError::FlushFailed`] (none of them was
 //! acknowledged), new writes are refused at once, reads keep working, and
 //! [`Store::health`] reports [`StoreHealth::Failing`]; the store retries with

@@ -53,6 +53,18 @@ impl Appended {
         Ok(self.seq)
     }
 
+    /// Has the store's flusher thread make the record durable now, so that
+    /// [`Appended::durable`] only waits for it. Without this, `durable`
+    /// runs the disk sync on the awaiting task's thread when no other sync
+    /// is running (no hand-off to the flusher and back): best for a caller
+    /// with nothing else to do, while a caller with more work queued keeps
+    /// its thread for that work with this.
+    pub fn sync_in_background(&mut self) {
+        if let Some(ticket) = &mut self.ticket {
+            ticket.sync_in_background();
+        }
+    }
+
     /// Blocking twin of `durable`, for non-async callers.
     pub fn wait_durable(self) -> Result<Seq, StoreError> {
         if let Some(ticket) = self.ticket {

@@ -5,7 +5,12 @@
 //! answered. Nothing of a batch is sent before all of its changes, and all
 //! of every earlier batch's, are durable; meanwhile the room applies the
 //! next batches (at most [`MAX_IN_FLIGHT`] wait at once), so a fast sender
-//! is not held to one batch per disk sync.
+//! is not held to one batch per disk sync. A small batch with none before
+//! it in flight (a keystroke) runs its sync on the room's own task, which
+//! saves two thread hand-offs per edit; a batch behind another or larger
+//! than [`LEAD_EVENTS`] (a stream) hands its sync to the store's flusher
+//! thread so the room goes on with the next ones (see `tandem_store`'s
+//! `commit` module for the numbers).
 //!
 //! A refused change closes its sender (1007, or 4413 past the size quota) or
 //! fails its HTTP edit; nothing of it is stored, and whatever the batch
@@ -64,6 +69,11 @@ type Ack = (
 /// batches (a streaming client is no longer held to one batch per sync).
 /// Bounds what the room holds of frames not yet sent.
 pub(super) const MAX_IN_FLIGHT: usize = 8;
+
+/// Most events in a batch whose room runs its disk sync itself (when no
+/// other batch is in flight); a larger batch means a stream, whose syncs
+/// the flusher runs in the background.
+const LEAD_EVENTS: usize = 4;
 
 /// Resolves once every store append of a batch is durable.
 type Durable = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
@@ -125,6 +135,7 @@ impl Room {
     /// Handles one batch (see the module docs); a store failure or a panic
     /// on the yrs thread closes every peer with 1011 and fails the room.
     pub(super) async fn process(&mut self, batch: Vec<(PeerId, PeerEvent)>) -> Flow {
+        let events = batch.len();
         let (steps, ops) = self.plan(batch);
         let mut outcomes = Vec::new();
         let mut tickets = Vec::new();
@@ -187,6 +198,11 @@ impl Room {
                 if self.settle(durable) == Flow::Failed {
                     return Flow::Failed;
                 }
+            }
+            if !self.in_flight.is_empty() || events > LEAD_EVENTS {
+                // A stream: the flusher syncs while the room goes on with
+                // what follows (else the room's own wait runs the sync).
+                tickets.iter_mut().for_each(Appended::sync_in_background);
             }
             self.in_flight
                 .push_back(InFlight::new(tickets, outbox, acks));
