@@ -48,8 +48,15 @@
 //! Every few
 //! seconds (and past [`crate::wal::CHECKPOINT_BYTES`]) the flusher runs a
 //! full [`DiskSync::sync`] of sled and empties the log. With
-//! [`Durability::Relaxed`] a write goes to sled at once and the full sync
-//! runs on a timer, as before the log existed. Waiters use a
+//! [`Durability::Relaxed`] a write is queued the same way and acknowledged
+//! at once; the flusher runs the round on its timer (every
+//! `flush_every_ms`), or early once [`RELAXED_ROUND_BYTES`] of records are
+//! queued, and a reader leads one to read what is queued. Before, relaxed
+//! mode applied each write to sled as a `sled::Batch` (sled's own log
+//! written twice per batch, on its thread pool) and cost 1.6-1.8 times
+//! flush mode's CPU per delivered update; now it costs about half of it
+//! (fan-out bench, 10 × 5: 89-94 → 26-27 µs; 100 × 10: 42-43 → 17-18 µs).
+//! Waiters use a
 //! `tokio::sync::watch` (async) or a `Condvar` (blocking); neither needs a
 //! runtime, so the store works from sync and async callers alike.
 //!
@@ -89,6 +96,10 @@ use crate::{Durability, StoreError, SyncFaults};
 pub const RETRY_FIRST: Duration = Duration::from_millis(50);
 /// Longest wait between retries.
 pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Relaxed mode: queued log records past which the flusher runs a round
+/// before its timer, so the queue's memory stays bounded whatever the rate.
+const RELAXED_ROUND_BYTES: usize = 1 << 20;
 
 /// Locks a mutex, ignoring poisoning (no critical section here can leave
 /// its data inconsistent when it panics).
@@ -276,6 +287,9 @@ struct State {
     /// A round led by a waiter found the log due for a checkpoint, which
     /// only the flusher runs.
     checkpoint_wanted: bool,
+    /// Relaxed mode: [`RELAXED_ROUND_BYTES`] are queued, the flusher runs
+    /// a round before its timer.
+    round_wanted: bool,
     /// When sled was last flushed and the log emptied.
     last_full: Instant,
 }
@@ -323,10 +337,7 @@ impl GroupCommit {
         checkpoints: Arc<Checkpoints>,
     ) -> Result<Self, StoreError> {
         let (progress_tx, _) = watch::channel(Progress::default());
-        let wal = match mode {
-            Durability::Flush => Some(Wal::open(&sync.dir)?),
-            Durability::Relaxed { .. } => None,
-        };
+        let wal = Some(Wal::open(&sync.dir)?);
         let shared = Arc::new(Shared {
             sync,
             mode,
@@ -345,6 +356,7 @@ impl GroupCommit {
                 flusher_waiting: false,
                 blocked: 0,
                 checkpoint_wanted: false,
+                round_wanted: false,
                 last_full: Instant::now(),
             }),
             work: Condvar::new(),
@@ -386,13 +398,6 @@ impl GroupCommit {
         creates: bool,
         keep: Arc<dyn Any + Send + Sync>,
     ) -> Result<Ticket, StoreError> {
-        if self.shared.mode != Durability::Flush {
-            self.db()?.apply_batch(ops.to_batch())?;
-            if creates {
-                self.shared.checkpoints.document_created();
-            }
-            return Ok(self.register());
-        }
         let mut state = lock(&self.shared.state);
         if let (Some(_), Some(reason)) = (&state.failing_since, &state.progress.reason) {
             return Err(StoreError::FlushFailed(reason.to_string()));
@@ -405,9 +410,18 @@ impl GroupCommit {
         });
         state.registered += 1;
         let position = state.registered;
-        drop(state);
         // No wake-up here: the ticket's waiter leads the round itself
-        // (`Shared::lead`), or its drop wakes the flusher.
+        // (`Shared::lead`), or its drop wakes the flusher; in relaxed mode
+        // the flusher's timer runs it, early once this much is queued.
+        let early = self.shared.mode != Durability::Flush
+            && state.queued_records.len() >= RELAXED_ROUND_BYTES
+            && !state.round_wanted;
+        state.round_wanted |= early;
+        let wake = early && state.flusher_waiting;
+        drop(state);
+        if wake {
+            self.shared.work.notify_one();
+        }
         Ok(Ticket {
             shared: Arc::clone(&self.shared),
             position,
@@ -418,23 +432,6 @@ impl GroupCommit {
     /// A ticket for everything registered so far (waiting on it waits for
     /// the writes before it: with a write-ahead log, until they are in sled).
     pub(crate) fn upto(&self, position: u64) -> Ticket {
-        Ticket {
-            shared: Arc::clone(&self.shared),
-            position,
-            lead: true,
-        }
-    }
-
-    /// Registers a write whose sled insert has completed (relaxed mode).
-    fn register(&self) -> Ticket {
-        let mut state = lock(&self.shared.state);
-        state.registered += 1;
-        let position = state.registered;
-        let wake = state.flusher_waiting;
-        drop(state);
-        if self.shared.mode == Durability::Flush && wake {
-            self.shared.work.notify_one();
-        }
         Ticket {
             shared: Arc::clone(&self.shared),
             position,
@@ -773,9 +770,6 @@ impl Ticket {
     /// (acknowledged) but its apply to sled failed and the recovery has not
     /// replayed it yet: a read must fail rather than miss it.
     pub(crate) fn wait_readable(self) -> Result<(), StoreError> {
-        if self.shared.mode != Durability::Flush {
-            return Ok(());
-        }
         self.block_until(|state| {
             if state.applied >= self.position {
                 return Some(Ok(()));
@@ -793,7 +787,8 @@ impl Ticket {
     }
 
     fn wait_until(self, applied: bool) -> Result<(), StoreError> {
-        if self.shared.mode != Durability::Flush {
+        if self.shared.mode != Durability::Flush && !applied {
+            // Relaxed: acknowledged once queued.
             return Ok(());
         }
         self.block_until(|state| {
@@ -823,18 +818,10 @@ impl Ticket {
     }
 
     /// Waits until the write is on disk, whatever the mode (in relaxed mode
-    /// by syncing on the calling thread): for operations documented as
-    /// durable on return.
+    /// by leading a round early): for operations documented as durable on
+    /// return.
     pub(crate) fn wait_synced(self) -> Result<(), StoreError> {
-        if self.shared.mode == Durability::Flush {
-            self.wait()
-        } else {
-            let result = self.shared.sync.sync();
-            if let Err(e) = &result {
-                self.shared.fail(e);
-            }
-            result
-        }
+        self.wait()
     }
 
     /// Has the flusher thread make the write durable now, and the async
@@ -979,7 +966,9 @@ fn flusher_loop(shared: &Shared) {
                 }
                 return;
             }
-            if (pending && (interval.is_none() || state.shutdown)) || state.checkpoint_wanted {
+            if (pending && (interval.is_none() || state.shutdown || state.round_wanted))
+                || state.checkpoint_wanted
+            {
                 break;
             }
             state.flusher_waiting = true;
@@ -992,7 +981,9 @@ fn flusher_loop(shared: &Shared) {
                         .unwrap_or_else(|e| e.into_inner());
                     guard.flusher_waiting = false;
                     if timeout.timed_out()
-                        && guard.registered > guard.progress.durable.max(guard.progress.failed_upto)
+                        && (guard.registered
+                            > guard.progress.durable.max(guard.progress.failed_upto)
+                            || !guard.queued.is_empty())
                     {
                         state = guard;
                         break;
@@ -1009,28 +1000,15 @@ fn flusher_loop(shared: &Shared) {
             }
             continue;
         }
-        match shared.mode {
-            Durability::Flush => {
-                drop(state);
-                // A waiter may have led the round meanwhile: then this
-                // one finds nothing queued.
-                let mut wal = lock(&shared.wal);
-                if let Some(wal) = wal.as_mut() {
-                    shared.round(wal, false);
-                }
-            }
-            Durability::Relaxed { .. } => {
-                let target = state.registered;
-                drop(state);
-                match shared.sync.sync() {
-                    Ok(()) => shared.succeed(target, false),
-                    Err(e) => {
-                        shared.fail(&e);
-                        continue;
-                    }
-                }
-            }
+        state.round_wanted = false;
+        drop(state);
+        // A waiter may have led the round meanwhile: then this one finds
+        // nothing queued.
+        let mut wal = lock(&shared.wal);
+        if let Some(wal) = wal.as_mut() {
+            shared.round(wal, false);
         }
+        drop(wal);
         let state = lock(&shared.state);
         let (failing, durable) = (state.failing_since.is_some(), state.progress.durable);
         drop(state);

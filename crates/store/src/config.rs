@@ -27,9 +27,10 @@ pub enum Durability {
     /// commit). See the crate docs for the exact promise.
     #[default]
     Flush,
-    /// `append`'s ticket resolves once the record is written to sled's
-    /// buffers; a background flush runs every `flush_every_ms`. Window of loss
-    /// on a crash: that interval (plus the flush's own duration).
+    /// `append`'s ticket resolves once the record is queued for the
+    /// write-ahead log; the log is written and synced every
+    /// `flush_every_ms` (earlier past 1 MiB queued). Window of loss on a
+    /// crash: that interval (plus the sync's own duration).
     Relaxed {
         /// Interval of the background flush.
         flush_every_ms: u64,

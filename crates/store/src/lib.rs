@@ -79,8 +79,10 @@
 //! disk-sync boundary for tests.
 //!
 //! With [`Durability::Relaxed`]`{ flush_every_ms }`: a ticket resolves as
-//! soon as the record is in sled's in-memory buffers, and the same flush +
-//! `fdatasync` runs every `flush_every_ms`. Any crash, of the process as
+//! soon as the record is queued for the write-ahead log, and the log is
+//! written and `fdatasync`ed every `flush_every_ms` (earlier once 1 MiB is
+//! queued, or when a read needs what is queued), then applied to sled, as
+//! in flush mode. Any crash, of the process as
 //! well as of the machine, loses at most the updates acknowledged during the
 //! last `flush_every_ms` (plus one flush's duration). `import`, `delete` and
 //! `flush` still sync before they return; dropping the last `Store` handle

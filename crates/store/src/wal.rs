@@ -27,7 +27,8 @@
 //! runs at every open, before anything reads sled. Every few seconds, or
 //! once the log passes [`CHECKPOINT_BYTES`], the flusher flushes sled and
 //! `fdatasync`s its file (everything in the log is applied by then) and
-//! empties the log.
+//! empties the log. With [`crate::Durability::Relaxed`] the same rounds run
+//! on the flusher's timer instead of per commit (see `commit`).
 //!
 //! # Format (2: preallocated, epochs)
 //!

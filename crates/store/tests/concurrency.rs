@@ -92,3 +92,59 @@ fn relaxed_mode_acknowledges_at_once_and_persists_on_shutdown() {
     let store = Store::open(config).unwrap();
     assert_eq!(text(&store.load(&doc).unwrap()), "r".repeat(100));
 }
+
+/// A store on `dir` in relaxed mode with a flush interval of `ms`.
+fn open_relaxed(dir: &std::path::Path, ms: u64) -> Store {
+    let mut config = StoreConfig::new(dir);
+    config.durability = Durability::Relaxed { flush_every_ms: ms };
+    Store::open(config).unwrap()
+}
+
+/// Waits (polling, with a deadline) until `done` holds.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn relaxed_mode_reads_see_every_acknowledged_write_before_the_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_relaxed(dir.path(), 60_000);
+    let doc = id("read-early");
+    let editor = Editor::new(1);
+    for i in 0..50 {
+        append_durable(&store, &doc, &editor.insert(i, "r"));
+    }
+    assert_eq!(store.commit_stats().syncs, 0);
+    // The read runs the round the timer would have run.
+    assert_eq!(text(&store.load(&doc).unwrap()), "r".repeat(50));
+    assert_eq!(store.commit_stats().durable_writes, 50);
+}
+
+#[test]
+fn relaxed_mode_syncs_on_its_timer_and_early_past_a_mebibyte_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_relaxed(dir.path(), 20);
+    append_durable(&store, &id("timer"), &Editor::new(1).insert(0, "t"));
+    wait_until("the timer's round", || {
+        store.commit_stats().durable_writes == 1
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_relaxed(dir.path(), 60_000);
+    let doc = id("big");
+    let editor = Editor::new(2);
+    let chunk = "x".repeat(64 << 10);
+    for i in 0..20 {
+        append_durable(&store, &doc, &editor.insert(i * chunk.len() as u32, &chunk));
+    }
+    wait_until("a round before the 60 s timer", || {
+        store.commit_stats().syncs >= 1
+    });
+}

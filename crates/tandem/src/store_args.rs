@@ -11,8 +11,8 @@ use tandem_store::{Durability, Store, StoreConfig};
 pub enum DurabilityMode {
     /// Flushed to disk before it is broadcast (group commit). No loss on crash.
     Flush,
-    /// Written to sled's buffers; flushed every `--flush-every-ms`. A crash
-    /// loses at most that window.
+    /// Queued for the write-ahead log, which is synced every
+    /// `--flush-every-ms`. A crash loses at most that window.
     Relaxed,
 }
 
