@@ -518,7 +518,7 @@ impl Shared {
         target: u64,
         mut records: Vec<u8>,
         queued: Vec<Queued>,
-        here: bool,
+        led: bool,
     ) -> Result<(), StoreError> {
         let logged = match &self.sync.faults {
             Some(faults) => faults.check().map_err(StoreError::from),
@@ -536,7 +536,7 @@ impl Shared {
             state.queued = writes;
             return Err(e);
         }
-        self.publish_durable(target, here);
+        self.publish_durable(target, led);
         let applied = self.sync.db().and_then(|db| {
             if let Some(faults) = &self.sync.faults {
                 faults.check_apply()?;
@@ -560,20 +560,21 @@ impl Shared {
     /// Publishes positions up to `target` durable (in the log, synced):
     /// their tickets resolve, while readers still wait until they are
     /// applied.
-    fn publish_durable(&self, target: u64, here: bool) {
+    fn publish_durable(&self, target: u64, led: bool) {
         let mut state = lock(&self.state);
         state.progress.durable = state.progress.durable.max(target);
-        self.publish(state, here);
+        self.publish(state, led);
     }
 
     /// Publishes the progress in `state` to every waiter. Async waiters get
-    /// it from this thread when `here` (a waiter leading a round, inside
-    /// their runtime), else through the doorbell's task when one listens.
-    /// It happens under the state lock, so two threads publishing (a
-    /// leading waiter and the flusher) cannot put an older value last.
-    fn publish(&self, state: MutexGuard<'_, State>, here: bool) {
+    /// it from this thread when `led` by a waiter inside a tokio runtime
+    /// (where waking them is cheap), else through the doorbell's task when
+    /// one listens. It happens under the state lock, so two threads
+    /// publishing (a leading waiter and the flusher) cannot put an older
+    /// value last.
+    fn publish(&self, state: MutexGuard<'_, State>, led: bool) {
         let progress = state.progress.clone();
-        if here {
+        if led && tokio::runtime::Handle::try_current().is_ok() {
             self.doorbell.publish_here(progress, |p| {
                 self.progress_tx.send_replace(p);
             });
@@ -589,9 +590,10 @@ impl Shared {
 
     /// One write-ahead round on the calling thread, which holds the log:
     /// takes everything queued, logs and syncs it, publishes it durable and
-    /// applies it to sled. False when nothing was queued (or the store is
-    /// failing, when only the flusher's recovery writes).
-    fn round(&self, wal: &mut Wal, here: bool) -> bool {
+    /// applies it to sled; `led` when a waiter runs it (not the flusher).
+    /// False when nothing was queued (or the store is failing, when only
+    /// the flusher's recovery writes).
+    fn round(&self, wal: &mut Wal, led: bool) -> bool {
         let mut state = lock(&self.state);
         if state.failing_since.is_some() || state.queued.is_empty() {
             return false;
@@ -600,8 +602,8 @@ impl Shared {
         let records = std::mem::take(&mut state.queued_records);
         let queued = std::mem::take(&mut state.queued);
         drop(state);
-        match self.commit_logged(wal, target, records, queued, here) {
-            Ok(()) => self.succeed(target, here),
+        match self.commit_logged(wal, target, records, queued, led) {
+            Ok(()) => self.succeed(target, led),
             Err(e) => self.fail(&e),
         }
         true
@@ -681,20 +683,20 @@ impl Shared {
     /// durable and applied to sled. Async waiters are woken only when the
     /// durable position or the health changed (`publish_durable` already
     /// told them of this round's writes).
-    fn succeed(&self, target: u64, here: bool) {
+    fn succeed(&self, target: u64, led: bool) {
         let mut state = lock(&self.state);
         let newly_durable = target > state.progress.durable;
         state.progress.durable = state.progress.durable.max(target);
         state.applied = state.applied.max(target);
         state.syncs += 1;
-        state.led += u64::from(here);
+        state.led += u64::from(led);
         let healed = state.failing_since.take().is_some();
         if healed {
             tracing::info!("disk syncs succeed again; the store accepts writes");
             state.progress.reason = None;
         }
         if newly_durable || healed {
-            self.publish(state, here);
+            self.publish(state, led);
         } else {
             let wake = state.blocked > 0;
             drop(state);
