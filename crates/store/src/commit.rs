@@ -861,7 +861,8 @@ impl Ticket {
             // Let the tasks that are ready run first, so that their writes
             // join this round.
             tokio::task::yield_now().await;
-        } else {
+        } else if self.lead {
+            // (A ticket handed off was kicked by `sync_in_background`.)
             self.shared.kick(self.position);
         }
         loop {
@@ -1005,21 +1006,19 @@ fn flusher_loop(shared: &Shared) {
         state.round_wanted = false;
         drop(state);
         // A waiter may have led the round meanwhile: then this one finds
-        // nothing queued.
+        // nothing queued. The checkpoints after it hold the log too, so no
+        // waiter leads a round (and blocks its runtime's worker on sled)
+        // while sled flushes.
         let mut wal = lock(&shared.wal);
         if let Some(wal) = wal.as_mut() {
             shared.round(wal, false);
         }
-        drop(wal);
         let state = lock(&shared.state);
         let (failing, durable) = (state.failing_since.is_some(), state.progress.durable);
         drop(state);
         if failing {
             continue;
         }
-        // Both checkpoints hold the log, so no waiter leads a round (and
-        // blocks its runtime's worker on sled) while sled flushes.
-        let mut wal = lock(&shared.wal);
         if let Some(wal) = wal.as_mut()
             && let Err(e) = shared.checkpoint_log(wal)
         {

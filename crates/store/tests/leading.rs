@@ -117,6 +117,9 @@ fn a_write_made_while_a_waiter_leads_is_synced_after_it() {
         store.commit_stats().writes == 2
     });
     faults.release();
+    wait_until("both writes are durable", || {
+        leader.is_finished() && behind.is_finished()
+    });
     leader.join().unwrap().unwrap();
     behind.join().unwrap().unwrap();
     wait_until("both syncs are counted", || store.commit_stats().syncs == 2);
