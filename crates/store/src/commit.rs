@@ -28,7 +28,12 @@
 //! (interleaved A/B). An async waiter leads only on a multi-thread runtime
 //! (on a current-thread one the sync would stop every task), after one
 //! yield, so that the tasks that are ready run and their writes join its
-//! round. Blocking waiters lead too. The flusher still runs a round for:
+//! round. Blocking waiters lead too. An async waiter does not lead while
+//! the disk is slow: after a round whose log write and sync took longer
+//! than [`SLOW_SYNC`], until a round is fast again, so a slow disk never
+//! holds a runtime worker for each sync (with one worker, the default on
+//! two cores, that would stop every room and connection for each sync).
+//! The flusher still runs a round for:
 //! - writes handed to it ([`Ticket::sync_in_background`]): a room in the
 //!   middle of a stream keeps its task for the next batches while the
 //!   flusher syncs, so the durable pipeline keeps both cores busy (leading
@@ -81,6 +86,7 @@
 use std::any::Any;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -96,6 +102,14 @@ use crate::{Durability, StoreError, SyncFaults};
 pub const RETRY_FIRST: Duration = Duration::from_millis(50);
 /// Longest wait between retries.
 pub const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// A round whose log write and sync take longer than this marks the disk
+/// slow: async waiters stop leading rounds (each would block a runtime
+/// worker, with one worker the whole server, for its sync) and leave them
+/// to the flusher thread until one of its rounds is fast again. Syncs on
+/// SSDs and on this project's VM take 0.2-3 ms; a disk that stalls or
+/// seeks (tens of ms) is better served by the flusher's larger rounds.
+pub const SLOW_SYNC: Duration = Duration::from_millis(10);
 
 /// Relaxed mode: queued log records past which the flusher runs a round
 /// before its timer, so the queue's memory stays bounded whatever the rate.
@@ -312,6 +326,9 @@ struct Shared {
     /// Hands `progress_tx`'s publications to a task of the waiters'
     /// runtime (see `doorbell`).
     doorbell: Doorbell<Progress>,
+    /// The last round's log write and sync took longer than [`SLOW_SYNC`]:
+    /// async waiters leave rounds to the flusher until one is fast again.
+    slow_disk: AtomicBool,
 }
 
 /// Owner of the flusher thread; dropping it flushes what is pending and
@@ -363,6 +380,7 @@ impl GroupCommit {
             progressed: Condvar::new(),
             progress_tx,
             doorbell: Doorbell::new(),
+            slow_disk: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
         let flusher = std::thread::Builder::new()
@@ -520,12 +538,15 @@ impl Shared {
         queued: Vec<Queued>,
         led: bool,
     ) -> Result<(), StoreError> {
+        let started = Instant::now();
         let logged = match &self.sync.faults {
             Some(faults) => faults.check().map_err(StoreError::from),
             None => Ok(()),
         }
         .and_then(|()| wal.write(&mut records))
         .and_then(|()| wal.sync());
+        self.slow_disk
+            .store(started.elapsed() > SLOW_SYNC, Ordering::Relaxed);
         if let Err(e) = logged {
             let mut state = lock(&self.state);
             let mut all = records;
@@ -854,7 +875,8 @@ impl Ticket {
         let mut rx = self.shared.progress_tx.subscribe();
         // On a current-thread runtime a lead would stop every task for the
         // sync: the flusher runs it instead.
-        let lead = self.lead
+        let mut lead = self.lead
+            && !self.shared.slow_disk.load(Ordering::Relaxed)
             && tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if lead {
@@ -868,6 +890,12 @@ impl Ticket {
         loop {
             if let Some(outcome) = self.outcome(&lock(&self.shared.state).progress) {
                 return outcome;
+            }
+            if lead && self.shared.slow_disk.load(Ordering::Relaxed) {
+                // The disk turned slow meanwhile: no worker blocks in it.
+                lead = false;
+                self.shared.kick(self.position);
+                continue;
             }
             if lead && self.shared.lead() {
                 continue;

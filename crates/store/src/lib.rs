@@ -191,7 +191,7 @@ mod store;
 mod stored_state;
 mod upgrade;
 
-pub use commit::{CommitStats, RETRY_FIRST, RETRY_MAX, StoreHealth};
+pub use commit::{CommitStats, RETRY_FIRST, RETRY_MAX, SLOW_SYNC, StoreHealth};
 pub use config::{Durability, StoreConfig};
 pub use doc_id::{DocId, InvalidDocId};
 pub use doc_store::DocStore;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Editor, id, open, text};
-use tandem_store::{DocId, Seq, Store, StoreConfig, StoreError, SyncFaults};
+use tandem_store::{DocId, SLOW_SYNC, Seq, Store, StoreConfig, StoreError, SyncFaults};
 
 /// Longest a condition below may take to come true.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -131,6 +131,57 @@ fn a_write_made_while_a_waiter_leads_is_synced_after_it() {
         text.contains("first ") && text.contains("second"),
         "{text:?}"
     );
+}
+
+#[test]
+fn after_a_slow_sync_waiters_leave_rounds_to_the_flusher_until_one_is_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = SyncFaults::new();
+    let mut config = StoreConfig::new(dir.path());
+    config.sync_faults = Some(faults.clone());
+    let store = Arc::new(Store::open(config).unwrap());
+    let doc = id("slow");
+    let runtime = multi_thread();
+
+    // A lead whose sync is held past SLOW_SYNC: a slow disk.
+    faults.hold();
+    let slow = append_awaited_on_a_thread(&store, &doc, 1, "slow ");
+    wait_until("the lead's sync has begun", || faults.held_syncs() == 1);
+    let held_since = Instant::now();
+    while held_since.elapsed() <= SLOW_SYNC * 2 {
+        std::thread::sleep(SLOW_SYNC);
+    }
+    faults.release();
+    slow.join().unwrap().unwrap();
+    let stats = store.commit_stats();
+    assert_eq!((stats.syncs, stats.led), (1, 1), "{stats:?}");
+
+    // The next awaited write does not lead: the flusher syncs it.
+    let editor = Editor::new(2);
+    let appended = store.append(&doc, &editor.insert(0, "a")).unwrap();
+    runtime.block_on(appended.durable()).unwrap();
+    wait_until("the flusher's sync is counted", || {
+        store.commit_stats().syncs == 2
+    });
+    let stats = store.commit_stats();
+    assert_eq!((stats.syncs, stats.led), (2, 1), "{stats:?}");
+
+    // Once a round is fast again, waiters lead again (a round slowed by a
+    // loaded machine only postpones it).
+    for attempt in 1..=20 {
+        let appended = store.append(&doc, &editor.insert(0, "b")).unwrap();
+        runtime.block_on(appended.durable()).unwrap();
+        wait_until("the sync is counted", || {
+            store.commit_stats().syncs == 2 + attempt
+        });
+        if store.commit_stats().led == 2 {
+            break;
+        }
+    }
+    let stats = store.commit_stats();
+    assert_eq!(stats.led, 2, "{stats:?}");
+    let text = text(&store.load(&doc).unwrap());
+    assert!(text.contains("slow ") && text.contains('a'), "{text:?}");
 }
 
 #[test]
