@@ -58,6 +58,12 @@ impl Metrics {
             "Peers currently joined to a room.",
             self.peers_connected.load(Ordering::Relaxed),
         );
+        gauge(
+            &mut out,
+            "tandem_runtime_workers",
+            "Async worker threads of the runtime serving this request (0 outside one).",
+            tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_workers() as i64),
+        );
         counter(
             &mut out,
             "tandem_room_loads_total",
