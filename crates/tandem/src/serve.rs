@@ -88,11 +88,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
 /// Worker threads without `--workers`: one less than the cores the process
 /// may use, at least one. On this project's 2-core VM one worker spent
-/// 12-35 % less CPU per delivered update than two in the fan-out bench, and
-/// streamed 8-18 % more updates per second: a worker that is busy (in a
-/// room, or in a sync it leads) takes the next socket event without
-/// sleeping, where a second worker is woken for it (a futex wake and a
-/// cross-core interrupt, ~40 µs of CPU each on this VM).
+/// 7-20 % less CPU per delivered update than two in interleaved fan-out
+/// runs (10 × 5: 64 → 51 µs on average), and streamed as many updates per
+/// second or up to 18 % more: a worker that is busy (in a room, or in a
+/// sync it leads) takes the next socket event without sleeping, where a
+/// second worker is woken for it (a futex wake and a cross-core interrupt,
+/// tens of µs of CPU each on this VM). The price: with one worker, a sync
+/// that a room leads holds every room while it lasts; after one slower
+/// than `tandem_store::SLOW_SYNC`, syncs go to the store's flusher thread
+/// (see the store's `commit` module).
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
