@@ -7,8 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Editor, append_durable, id, text};
-use tandem_store::{Store, StoreConfig, StoreError, StoreHealth, SyncFaults};
+use common::{Editor, append_durable, config_with_faults, id, text};
+use tandem_store::{Store, StoreConfig, StoreError, StoreHealth};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -18,14 +18,6 @@ fn wait_writable(store: &Store) {
         assert!(Instant::now() < deadline, "still {:?}", store.health());
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// A configuration for `dir` whose syncs the returned switch can fail.
-fn config_with_faults(dir: &Path) -> (StoreConfig, SyncFaults) {
-    let faults = SyncFaults::new();
-    let mut config = StoreConfig::new(dir);
-    config.sync_faults = Some(faults.clone());
-    (config, faults)
 }
 
 #[test]

@@ -9,8 +9,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Editor, id, open, text};
-use tandem_store::{DocId, SLOW_SYNC, Seq, Store, StoreConfig, StoreError, SyncFaults};
+use common::{Editor, config_with_faults, id, open, text};
+use tandem_store::{DocId, SLOW_SYNC, Seq, Store, StoreError};
 
 /// Longest a condition below may take to come true.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -99,9 +99,7 @@ fn an_append_nobody_awaits_still_becomes_durable() {
 #[test]
 fn a_write_made_while_a_waiter_leads_is_synced_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = SyncFaults::new();
-    let mut config = StoreConfig::new(dir.path());
-    config.sync_faults = Some(faults.clone());
+    let (config, faults) = config_with_faults(dir.path());
     let store = Arc::new(Store::open(config).unwrap());
     let doc = id("behind");
 
@@ -136,9 +134,7 @@ fn a_write_made_while_a_waiter_leads_is_synced_after_it() {
 #[test]
 fn after_a_slow_sync_waiters_leave_rounds_to_the_flusher_until_one_is_fast() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = SyncFaults::new();
-    let mut config = StoreConfig::new(dir.path());
-    config.sync_faults = Some(faults.clone());
+    let (config, faults) = config_with_faults(dir.path());
     let store = Arc::new(Store::open(config).unwrap());
     let doc = id("slow");
     let runtime = multi_thread();

@@ -3,12 +3,21 @@
 
 use std::path::Path;
 
-use tandem_store::{DocId, Store, StoreConfig};
+use tandem_store::{DocId, Store, StoreConfig, SyncFaults};
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact};
 
 /// A store on `dir` with default settings.
 pub fn open(dir: &Path) -> Store {
     Store::open(StoreConfig::new(dir)).expect("open store")
+}
+
+/// A config for `dir` whose disk syncs go through a fault switch, and the
+/// switch.
+pub fn config_with_faults(dir: &Path) -> (StoreConfig, SyncFaults) {
+    let faults = SyncFaults::new();
+    let mut config = StoreConfig::new(dir);
+    config.sync_faults = Some(faults.clone());
+    (config, faults)
 }
 
 /// Appends `update` and waits until it is durable.
