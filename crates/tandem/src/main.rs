@@ -49,6 +49,33 @@ enum Command {
     Restore(recovery::RestoreArgs),
 }
 
+/// The allocator: jemalloc rather than glibc's malloc. The durable stream
+/// allocates and frees on several threads at once (a connection's frames
+/// on a runtime worker, batches on the yrs threads, records on the
+/// flusher), where glibc's malloc spent ~24 % of the server's CPU
+/// (`malloc`, `free`, `malloc_consolidate`; perf, automerge-paper stream). With jemalloc the
+/// throughput bench spent 16-38 % less CPU per update in 5 of 6
+/// interleaved rounds (median 7.1 → 5.8 µs), fan-out, cold joins and idle
+/// connections (3.7 KiB each) measured the same within their noise, and
+/// the 15 MB join storm peaked at 164 MiB instead of 269 (one run each).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// A C string pointer jemalloc reads at start-up (a thin pointer, as C expects).
+#[repr(transparent)]
+struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: it points at a `'static` string that nothing writes.
+unsafe impl Sync for MallocConf {}
+
+/// jemalloc's options (`malloc_conf`, read once at start-up): give freed
+/// pages back after 1 s instead of 10 s, without the lazy "muzzy" stage,
+/// so that the resident size falls soon after a burst (a stream's peak
+/// RSS: 28-31 MiB, against 34-38 with jemalloc's defaults and 23-26 with
+/// glibc).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: MallocConf = MallocConf(c"dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
