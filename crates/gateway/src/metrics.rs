@@ -106,6 +106,12 @@ impl Metrics {
             "Disk syncs run by the store's group commit.",
             store.syncs,
         );
+        counter(
+            &mut out,
+            "tandem_store_merged_records_total",
+            "Log records that checkpoints merged into their neighbours' instead of inserting them one by one.",
+            store.merged_records,
+        );
         let _ = writeln!(
             out,
             "# HELP tandem_closes_total Connections closed by the server, by close code.\n# TYPE tandem_closes_total counter"

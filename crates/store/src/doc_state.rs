@@ -16,7 +16,7 @@ use crate::{DocId, Seq, StoreError};
 
 /// In-memory counters of one document, so `needs_compaction` and `info` do
 /// not touch the disk.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct DocState {
     /// Seq the next append gets (one past the highest ever used).
     pub(crate) next_seq: Seq,

@@ -30,8 +30,9 @@
 //! - `doorbell`: how the flusher thread wakes async waiters from inside
 //!   their runtime (a byte on a socket instead of a wake from outside).
 //! - `commit`: group commit (a round led by the write's own waiter when the
-//!   log is free, else by the flusher thread) behind `Appended`, and the
-//!   automatic recovery from write faults ([`StoreHealth`]).
+//!   log is free, else by the flusher thread) behind `Appended`, the
+//!   deferred appends merged at checkpoints, and the automatic recovery
+//!   from write faults ([`StoreHealth`]).
 //! - `replay`: reading snapshot + log back into a `yrs::Doc`.
 //! - `store`: `Store` itself, the sled backend.
 //! - `stored_state`: [`StoredState`], a document's snapshot and log read
@@ -55,10 +56,12 @@
 //! issue a cache-flush to the drive (the log is preallocated, so there is
 //! no file-size change to persist; a round that outgrows it persists the
 //! new size in the same `fdatasync`). The
-//! ticket resolves right then; the write is applied to sled just after (a
-//! reader of a document waits until that document's writes in flight are
-//! applied, and a listing until every write in flight is, so no read misses
-//! an acknowledged write; if the apply fails, reads of the document fail
+//! ticket resolves right then; the write is applied to sled just after, or,
+//! for an append of one chunk, at the next checkpoint, merged with its
+//! document's neighbours (see "Deferred appends" in `commit`; a reader of a
+//! document waits until that document's writes in flight are applied,
+//! applying the deferred ones itself, and a listing until every write in
+//! flight is, so no read misses an acknowledged write; if the apply fails, reads of the document fail
 //! until the automatic recovery has replayed the log into sled). Every
 //! few seconds sled is flushed (`sled::Db::flush`: `pwrite` +
 //! `sync_file_range`) and its data file `fdatasync`ed, and the log is
@@ -191,7 +194,9 @@ mod store;
 mod stored_state;
 mod upgrade;
 
-pub use commit::{CommitStats, RETRY_FIRST, RETRY_MAX, SLOW_SYNC, StoreHealth};
+pub use commit::{
+    CommitStats, DEFERRED_CHECKPOINT, MAX_DEFERRED, RETRY_FIRST, RETRY_MAX, SLOW_SYNC, StoreHealth,
+};
 pub use config::{Durability, StoreConfig};
 pub use doc_id::{DocId, InvalidDocId};
 pub use doc_store::DocStore;

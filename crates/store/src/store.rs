@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
-use crate::commit::{CommitStats, DiskSync, GroupCommit, StoreHealth, Ticket, lock};
+use crate::commit::{CommitStats, DiskSync, GroupCommit, Mergeable, StoreHealth, Ticket, lock};
 use crate::doc_state::{DocSlot, DocState, read_state};
 use crate::manifest::{Checkpoints, Manifest, holdings};
 use crate::open::{contain, open_sled};
@@ -388,9 +388,15 @@ impl Store {
 
     /// Stores one write of `slot`'s document through the group commit and
     /// notes its position (see [`Store::settle`]).
-    fn write(&self, slot: &Arc<DocSlot>, ops: &Ops, creates: bool) -> Result<Ticket, StoreError> {
+    fn write(
+        &self,
+        slot: &Arc<DocSlot>,
+        ops: Ops,
+        creates: bool,
+        merge: Option<Mergeable>,
+    ) -> Result<Ticket, StoreError> {
         let keep: Arc<DocSlot> = Arc::clone(slot);
-        let ticket = self.inner.commit.write(ops, creates, keep)?;
+        let ticket = self.inner.commit.write(ops, creates, merge, keep)?;
         slot.pending
             .fetch_max(ticket.position(), std::sync::atomic::Ordering::SeqCst);
         Ok(ticket)
@@ -464,13 +470,24 @@ impl Store {
                 next.log_len += count;
                 next.log_bytes += stored;
                 next.last_modified_ms = next.last_modified_ms.max(now);
+                // A one-chunk record may wait to be merged with the
+                // document's next ones (see the crate docs, "Deferred
+                // appends").
+                let merge = (values.len() == 1).then(|| Mergeable {
+                    doc: doc.clone(),
+                    slot: Arc::clone(&slot),
+                    first,
+                    count,
+                    meta: next,
+                    stored,
+                });
                 // Records and counters in one atomic write.
                 let mut ops = Ops::default();
                 for (part, value) in values.into_iter().enumerate() {
                     ops.insert(records::log_key(doc, first, part as u32), value);
                 }
                 ops.insert(records::doc_meta_key(doc), next.encode());
-                let ticket = self.write(&slot, &ops, created)?;
+                let ticket = self.write(&slot, ops, created, merge)?;
                 *state = next;
                 Ok((next.next_seq - 1, Some(ticket)))
             },
@@ -577,7 +594,31 @@ impl Store {
                 snapshot_bytes: old_bytes,
             });
         }
-        let merged_count: u64 = log.iter().map(StoredUpdate::count).sum();
+        let mut merged_count: u64 = log.iter().map(StoredUpdate::count).sum();
+        // A record merged at a checkpoint may hold updates past `upto` (a
+        // room's state is as of its last append): they stay in the log, as
+        // a record of their own at `upto + 1`.
+        let mut split = None;
+        if let Some(record) = log.last()
+            && let Ok((header, payload)) = &record.update
+            && record.seq.saturating_add(u64::from(header.count)) > upto + 1
+        {
+            let updates = records::record_updates(header, payload).map_err(|reason| {
+                StoreError::CorruptRecord {
+                    doc: doc.clone(),
+                    seq: record.seq,
+                    reason,
+                }
+            })?;
+            let kept = updates
+                .get((upto + 1 - record.seq) as usize..)
+                .unwrap_or(&[]);
+            merged_count -= kept.len() as u64;
+            split = Some(match kept {
+                [single] => records::encode_log(header.modified_ms, single),
+                _ => records::encode_log_batch(header.modified_ms, kept),
+            });
+        }
         let state = merge(snapshot.as_ref(), &log)?;
 
         let now = now_ms();
@@ -600,10 +641,16 @@ impl Store {
         for (part, value) in values.into_iter().enumerate() {
             batch.insert(records::snapshot_key(doc, part as u32), value);
         }
-        let merged_bytes: u64 = log.iter().map(|r| r.stored_bytes).sum();
+        let mut merged_bytes: u64 = log.iter().map(|r| r.stored_bytes).sum();
         for record in &log {
             for key in &record.keys {
                 batch.remove(key.to_vec());
+            }
+        }
+        if let Some(values) = split {
+            for (part, value) in values.into_iter().enumerate() {
+                merged_bytes = merged_bytes.saturating_sub(value.len() as u64);
+                batch.insert(records::log_key(doc, upto + 1, part as u32), value);
             }
         }
         // Counters under the state lock (appends may have run meanwhile),
@@ -617,10 +664,12 @@ impl Store {
             next.snapshot_updates = header.update_count;
             next.snapshot_bytes = snapshot_bytes;
             next.log_len -= merged_count;
-            next.log_bytes -= merged_bytes;
+            // (Saturating: after a failed checkpoint's reopen, appends
+            // counted against merged records may undercount by a little.)
+            next.log_bytes = next.log_bytes.saturating_sub(merged_bytes);
             next.last_modified_ms = next.last_modified_ms.max(now);
             batch.insert(records::doc_meta_key(doc), next.encode());
-            let ticket = self.write(&slot, &batch, false)?;
+            let ticket = self.write(&slot, batch, false, None)?;
             *s = next;
             Ok(ticket)
         })??;
@@ -656,7 +705,7 @@ impl Store {
         }
         let had_meta = self.db()?.get(records::doc_meta_key(doc))?.is_some();
         batch.remove(records::doc_meta_key(doc));
-        let ticket = self.write(&slot, &batch, false)?;
+        let ticket = self.write(&slot, batch, false, None)?;
         *state = Some(DocState::missing());
         let synced = ticket.wait_synced();
         drop((_writing, state));

@@ -101,6 +101,20 @@ impl Ops {
         self.items.push((key.into(), None));
     }
 
+    /// The value of the first operation, if it is an insert.
+    pub(crate) fn first_value(&self) -> Option<&[u8]> {
+        self.items.first()?.1.as_deref()
+    }
+
+    /// Replaces the value every insert of `key` sets.
+    pub(crate) fn set_value(&mut self, key: &[u8], value: Vec<u8>) {
+        for (k, v) in &mut self.items {
+            if k == key && v.is_some() {
+                *v = Some(value.clone());
+            }
+        }
+    }
+
     /// The same operations as one sled batch (atomic).
     pub(crate) fn to_batch(&self) -> sled::Batch {
         let mut batch = sled::Batch::default();

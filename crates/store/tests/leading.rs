@@ -98,6 +98,20 @@ fn an_append_nobody_awaits_still_becomes_durable() {
 
 #[test]
 fn a_write_made_while_a_waiter_leads_is_synced_after_it() {
+    // The first write's round is the waiter's only if the flusher thread,
+    // just started with the store, was already waiting when the write came
+    // (else it runs the round itself): a try where it was not proves
+    // nothing about leading, and is made again on a fresh store.
+    for _ in 0..5 {
+        if leader_and_follower_both_synced() {
+            return;
+        }
+    }
+    panic!("in five tries the flusher, not a waiter, ran the first round");
+}
+
+/// One try of the test above; false when no waiter led.
+fn leader_and_follower_both_synced() -> bool {
     let dir = tempfile::tempdir().unwrap();
     let (config, faults) = config_with_faults(dir.path());
     let store = Arc::new(Store::open(config).unwrap());
@@ -123,12 +137,12 @@ fn a_write_made_while_a_waiter_leads_is_synced_after_it() {
     wait_until("both syncs are counted", || store.commit_stats().syncs == 2);
     let stats = store.commit_stats();
     assert_eq!((stats.durable_writes, stats.syncs), (2, 2), "{stats:?}");
-    assert!(stats.led >= 1, "{stats:?}");
     let text = text(&store.load(&doc).unwrap());
     assert!(
         text.contains("first ") && text.contains("second"),
         "{text:?}"
     );
+    stats.led >= 1
 }
 
 #[test]
