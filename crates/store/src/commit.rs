@@ -350,6 +350,10 @@ struct Run<'a> {
     stored: u64,
     /// Bytes of the merged payload (each update framed).
     framed: usize,
+    /// The first record's value, and how many records the run holds (a
+    /// run of one keeps its record as it is).
+    original: &'a [u8],
+    records: usize,
 }
 
 /// A write waiting in the queue for the flusher (write-ahead mode).
@@ -865,6 +869,7 @@ impl Shared {
                     run.updates.extend(updates);
                     run.stored += merge.stored;
                     run.framed += framed;
+                    run.records += 1;
                 }
                 _ => runs.push(Run {
                     first: merge.first,
@@ -872,6 +877,8 @@ impl Shared {
                     updates,
                     stored: merge.stored,
                     framed,
+                    original: value,
+                    records: 1,
                 }),
             }
             next_seq = Some(merge.first + merge.count);
@@ -882,6 +889,11 @@ impl Shared {
         let mut ops = Ops::default();
         let mut saved = 0u64;
         for run in &runs {
+            if run.records == 1 {
+                let key = records::log_key(&head.doc, run.first, 0);
+                ops.insert(key, run.original.to_vec());
+                continue;
+            }
             let mut values = records::encode_log_batch(run.modified_ms, &run.updates);
             let value = values.pop()?;
             if !values.is_empty() {

@@ -154,3 +154,43 @@ fn a_crash_after_the_merge_reached_sled_but_before_the_log_was_emptied_opens_unm
     drop(store);
     assert_eq!(size, bytes_in_sled(&live, &doc), "counted bytes");
 }
+
+#[test]
+fn runs_cut_by_the_chunk_size_keep_every_record_and_count_exactly() {
+    // Updates of ~1.5 and ~3 KB: two of the first fit one chunk, a third
+    // does not, so the merge writes runs of two and leaves every ~3 KB
+    // record as a run of one.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let doc = id("chunky");
+    let editor = Editor::new(5);
+    let mut expected = String::new();
+    const CHUNKY: usize = 30;
+    for i in 0..CHUNKY {
+        let len = if i % 3 == 2 { 3000 } else { 1500 };
+        let piece: String = std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), len).collect();
+        let update = editor.insert(expected.len() as u32, &piece);
+        expected.push_str(&piece);
+        append_durable(&store, &doc, &update);
+    }
+    // Too few for an early checkpoint: another document's writes run
+    // rounds until the timer's checkpoint has merged them.
+    let other = id("other");
+    let deadline = Instant::now() + TIMEOUT;
+    while store.commit_stats().merged_records == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint merged records");
+        append_durable(&store, &other, &Editor::new(6).insert(0, "x"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(text(&store.load(&doc).unwrap()), expected);
+    let info = store.info(&doc).unwrap().unwrap();
+    assert_eq!(info.update_count, CHUNKY as u64);
+    drop(store);
+    assert_eq!(
+        info.size_bytes,
+        bytes_in_sled(dir.path(), &doc),
+        "counted bytes"
+    );
+    let store = open(dir.path());
+    assert_eq!(text(&store.load(&doc).unwrap()), expected);
+}
