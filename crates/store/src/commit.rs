@@ -102,9 +102,13 @@
 //!   in memory. Past [`DEFERRED_CHECKPOINT`] of them a checkpoint is due
 //!   early; past [`MAX_DEFERRED`] a round applies the oldest as logged.
 //!
-//! In the fan-out bench (interleaved, three rounds) this took CPU per
-//! delivery at 10 × 5 from 69.8 to 55.8-60.6 µs and at 100 × 10 from 27.1
-//! to 23.2-24.2 µs.
+//! In the fan-out bench (interleaved, four rounds, means) this took CPU
+//! per delivery at 10 × 5 from 77.4 to 65.2 µs, at 1 × 50 from 12.3 to
+//! 11.0 µs and at 100 × 10 from 30.0 to 26.6 µs; the durable stream was
+//! unchanged (seven interleaved rounds: 204k against 203k updates/s). A
+//! checkpoint due after fewer deferred appends saves less (256: 24.2 µs
+//! at 100 × 10; 4096: 23.2 µs; 16384: 22.9 µs, against 27.1 unmerged in
+//! those rounds), and more of them hold more slots in memory.
 //!
 //! # Faults
 //!
