@@ -79,9 +79,10 @@
 //! - Readers lose nothing: `applied` counts a deferred write as readable,
 //!   and every wait for readable (`Ticket::wait`, `Ticket::wait_readable`,
 //!   so every document read, listing and compaction) first applies the
-//!   deferred writes up to its position, one by one as logged. So does
-//!   every other kind of write before it is applied (a compaction or delete
-//!   never overtakes an append of its document).
+//!   deferred writes up to its position, one by one as logged. Every other
+//!   kind of write applies its own document's deferred appends before it
+//!   (a compaction or delete never overtakes an append of its document;
+//!   other documents' stay deferred).
 //! - Crash safety: merging happens only in a checkpoint, holding the log,
 //!   right before sled is flushed and the log emptied. Until the log is
 //!   emptied it holds every merged append as logged, and replaying it
@@ -697,9 +698,9 @@ impl Shared {
                 deferred.push_back(write);
                 continue;
             }
-            // Anything else is applied in order: after every deferred
-            // append (this document's may be among them).
-            self.drain(&db, &mut deferred, u64::MAX)?;
+            // Anything else is applied after its document's deferred
+            // appends (other documents' keys are disjoint from its own).
+            self.drain_of(&db, &mut deferred, &write.keep)?;
             if let Err(e) = self.apply_one(&db, &write) {
                 self.unapplied(write.position, &mut deferred);
                 return Err(e);
@@ -740,6 +741,31 @@ impl Shared {
                 deferred.push_front(write);
                 break;
             }
+            if let Err(e) = self.apply_one(db, &write) {
+                self.unapplied(write.position, deferred);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the deferred appends of the document whose slot is `slot`,
+    /// as logged, in order; the others stay deferred.
+    fn drain_of(
+        &self,
+        db: &sled::Db,
+        deferred: &mut VecDeque<Queued>,
+        slot: &Arc<dyn Any + Send + Sync>,
+    ) -> Result<(), StoreError> {
+        let slot = Arc::as_ptr(slot).cast::<()>();
+        let of_slot = |w: &Queued| Arc::as_ptr(&w.keep).cast::<()>() == slot;
+        if !deferred.iter().any(of_slot) {
+            return Ok(());
+        }
+        let (own, others): (VecDeque<Queued>, VecDeque<Queued>) =
+            deferred.drain(..).partition(of_slot);
+        *deferred = others;
+        for write in own {
             if let Err(e) = self.apply_one(db, &write) {
                 self.unapplied(write.position, deferred);
                 return Err(e);
@@ -1221,6 +1247,14 @@ impl Ticket {
             None
         })?;
         self.shared.apply_deferred(self.position)
+    }
+
+    /// Waits, blocking the thread, until the write is durable and in sled,
+    /// leaving other writes' deferred appends deferred: for a write that is
+    /// never deferred itself (a compaction), whose caller reads nothing
+    /// after it.
+    pub(crate) fn wait_applied(self) -> Result<(), StoreError> {
+        self.block_until(|state| self.outcome_at(&state.progress, Some(state.applied)))
     }
 
     fn wait_until(self, applied: bool) -> Result<(), StoreError> {

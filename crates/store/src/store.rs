@@ -673,7 +673,8 @@ impl Store {
             *s = next;
             Ok(ticket)
         })??;
-        ticket.wait()?;
+        // (Not `wait`: other documents' deferred appends stay deferred.)
+        ticket.wait_applied()?;
         drop(_writing);
         tracing::debug!(doc = %doc, merged = merged_count, snapshot_bytes, "compacted");
         Ok(CompactStats {

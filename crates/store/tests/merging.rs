@@ -194,3 +194,34 @@ fn runs_cut_by_the_chunk_size_keep_every_record_and_count_exactly() {
     let store = open(dir.path());
     assert_eq!(text(&store.load(&doc).unwrap()), expected);
 }
+
+#[test]
+fn a_compaction_of_one_document_leaves_the_others_appends_to_be_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let compacted = id("compacted");
+    append_durable(&store, &compacted, &Editor::new(7).insert(0, "c"));
+    let doc = id("typing");
+    let editor = Editor::new(8);
+    let mut expected = String::new();
+    type_chars(&store, &doc, &editor, 600, &mut expected);
+    // Its write is applied after its own document's deferred appends only.
+    store.compact(&compacted).unwrap();
+    // One append to each of many fresh documents (nothing of theirs to
+    // merge) runs rounds until a checkpoint merges.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut ticks = 0;
+    while store.commit_stats().merged_records == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint merged records");
+        append_durable(
+            &store,
+            &id(&format!("tick-{ticks}")),
+            &Editor::new(9).insert(0, "x"),
+        );
+        ticks += 1;
+    }
+    let merged = store.commit_stats().merged_records;
+    assert!(merged >= 590, "{merged} of the 600 appends merged");
+    assert_eq!(text(&store.load(&doc).unwrap()), expected);
+    assert_eq!(text(&store.load(&compacted).unwrap()), "c");
+}
