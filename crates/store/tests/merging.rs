@@ -37,6 +37,21 @@ fn wait_merged(store: &Store) {
     }
 }
 
+/// Appends one update to each of a series of fresh documents (nothing of
+/// theirs to merge), running rounds until a checkpoint due by its timer or
+/// by the deferred appends has merged records.
+fn tick_until_merged(store: &Store) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut ticks = 0;
+    while store.commit_stats().merged_records == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint merged records");
+        let doc = id(&format!("tick-{ticks}"));
+        append_durable(store, &doc, &Editor::new(9).insert(0, "x"));
+        ticks += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Bytes of the document's records in sled (snapshot and log), read with
 /// sled itself once the store is closed.
 fn bytes_in_sled(dir: &Path, doc: &DocId) -> u64 {
@@ -134,15 +149,9 @@ fn a_crash_after_the_merge_reached_sled_but_before_the_log_was_emptied_opens_unm
     // Fewer than a checkpoint lets wait: they wait for its timer.
     type_chars(&store, &doc, &editor, 1000, &mut expected);
     let log = std::fs::read(live.join(tandem_store::wal::WAL_FILE)).unwrap();
-    // Writes of another document run rounds until the timer's checkpoint
-    // has merged the first document's appends.
-    let other = id("other");
-    let deadline = Instant::now() + TIMEOUT;
-    while store.commit_stats().merged_records == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint merged records");
-        append_durable(&store, &other, &Editor::new(4).insert(0, "x"));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // Other documents' writes run rounds until a checkpoint has merged the
+    // first document's appends.
+    tick_until_merged(&store);
     drop(store);
     std::fs::write(live.join(tandem_store::wal::WAL_FILE), log).unwrap();
 
@@ -173,15 +182,8 @@ fn runs_cut_by_the_chunk_size_keep_every_record_and_count_exactly() {
         expected.push_str(&piece);
         append_durable(&store, &doc, &update);
     }
-    // Too few for an early checkpoint: another document's writes run
-    // rounds until the timer's checkpoint has merged them.
-    let other = id("other");
-    let deadline = Instant::now() + TIMEOUT;
-    while store.commit_stats().merged_records == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint merged records");
-        append_durable(&store, &other, &Editor::new(6).insert(0, "x"));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // Too few for an early checkpoint: the timer's merges them.
+    tick_until_merged(&store);
     assert_eq!(text(&store.load(&doc).unwrap()), expected);
     let info = store.info(&doc).unwrap().unwrap();
     assert_eq!(info.update_count, CHUNKY as u64);
@@ -207,19 +209,7 @@ fn a_compaction_of_one_document_leaves_the_others_appends_to_be_merged() {
     type_chars(&store, &doc, &editor, 600, &mut expected);
     // Its write is applied after its own document's deferred appends only.
     store.compact(&compacted).unwrap();
-    // One append to each of many fresh documents (nothing of theirs to
-    // merge) runs rounds until a checkpoint merges.
-    let deadline = Instant::now() + TIMEOUT;
-    let mut ticks = 0;
-    while store.commit_stats().merged_records == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint merged records");
-        append_durable(
-            &store,
-            &id(&format!("tick-{ticks}")),
-            &Editor::new(9).insert(0, "x"),
-        );
-        ticks += 1;
-    }
+    tick_until_merged(&store);
     let merged = store.commit_stats().merged_records;
     assert!(merged >= 590, "{merged} of the 600 appends merged");
     assert_eq!(text(&store.load(&doc).unwrap()), expected);
