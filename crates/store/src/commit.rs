@@ -129,7 +129,6 @@
 //! the log, and until then a read that would miss it fails instead. Once a
 //! sync succeeds the store is writable again, with no restart.
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -145,7 +144,7 @@ use crate::doorbell::Doorbell;
 use crate::manifest::{CHECKPOINT_EVERY, Checkpoints};
 use crate::records;
 use crate::wal::{self, Ops, Wal};
-use crate::{DocId, Durability, Seq, StoreError, SyncFaults};
+use crate::{Durability, Seq, StoreError, SyncFaults};
 
 /// First wait before retrying after a failed sync.
 pub const RETRY_FIRST: Duration = Duration::from_millis(50);
@@ -326,12 +325,9 @@ struct Progress {
 /// An append that may wait in the deferred list and be merged with the same
 /// document's neighbours at a checkpoint: its write is exactly one
 /// single-chunk log record (the write's first operation) and the
-/// document's metadata record (its second).
+/// document's metadata record (its last); its document is the one whose
+/// slot the write keeps.
 pub(crate) struct Mergeable {
-    /// The document.
-    pub(crate) doc: DocId,
-    /// Its slot (counters and locks).
-    pub(crate) slot: Arc<DocSlot>,
     /// Seq of the record's first update.
     pub(crate) first: Seq,
     /// Updates in the record.
@@ -345,8 +341,6 @@ pub(crate) struct Mergeable {
 /// Consecutive deferred records of one document that a checkpoint writes
 /// as one batch record of one chunk.
 struct Run<'a> {
-    /// Seq of its first update (the merged record's key).
-    first: Seq,
     /// The latest of the records' modification times.
     modified_ms: u64,
     /// The updates, in seq order.
@@ -355,8 +349,9 @@ struct Run<'a> {
     stored: u64,
     /// Bytes of the merged payload (each update framed).
     framed: usize,
-    /// The first record's value, and how many records the run holds (a
-    /// run of one keeps its record as it is).
+    /// The first record's key (the merged record's) and value, and how
+    /// many records the run holds (a run of one keeps its record as it is).
+    key: &'a [u8],
     original: &'a [u8],
     records: usize,
 }
@@ -372,9 +367,9 @@ struct Queued {
     /// `Some` for an append that may wait to be merged (see "Deferred
     /// appends").
     merge: Option<Mergeable>,
-    /// Kept alive until the write is applied (the store's per-document
-    /// slot, whose counters must not be dropped before sled has them).
-    keep: Arc<dyn Any + Send + Sync>,
+    /// The document's slot, kept alive until the write is applied (its
+    /// counters must not be dropped before sled has them).
+    keep: Arc<DocSlot>,
 }
 
 struct State {
@@ -537,7 +532,7 @@ impl GroupCommit {
         ops: Ops,
         creates: bool,
         merge: Option<Mergeable>,
-        keep: Arc<dyn Any + Send + Sync>,
+        keep: Arc<DocSlot>,
     ) -> Result<Ticket, StoreError> {
         let mut state = lock(&self.shared.state);
         if let (Some(_), Some(reason)) = (&state.failing_since, &state.progress.reason) {
@@ -755,10 +750,9 @@ impl Shared {
         &self,
         db: &sled::Db,
         deferred: &mut VecDeque<Queued>,
-        slot: &Arc<dyn Any + Send + Sync>,
+        slot: &Arc<DocSlot>,
     ) -> Result<(), StoreError> {
-        let slot = Arc::as_ptr(slot).cast::<()>();
-        let of_slot = |w: &Queued| Arc::as_ptr(&w.keep).cast::<()>() == slot;
+        let of_slot = |w: &Queued| Arc::ptr_eq(&w.keep, slot);
         if !deferred.iter().any(of_slot) {
             return Ok(());
         }
@@ -825,22 +819,22 @@ impl Shared {
     ) -> Result<Vec<MutexGuard<'a, ()>>, StoreError> {
         // Each document's writes, in position order, documents in order of
         // their first write.
-        let mut order: Vec<&'a DocId> = Vec::new();
-        let mut groups: HashMap<&'a DocId, Vec<&'a Queued>> = HashMap::new();
-        for write in writes {
-            let Some(merge) = &write.merge else { continue };
+        let mut order: Vec<*const DocSlot> = Vec::new();
+        let mut groups: HashMap<*const DocSlot, Vec<&'a Queued>> = HashMap::new();
+        for write in writes.iter().filter(|w| w.merge.is_some()) {
+            let slot = Arc::as_ptr(&write.keep);
             groups
-                .entry(&merge.doc)
+                .entry(slot)
                 .or_insert_with(|| {
-                    order.push(&merge.doc);
+                    order.push(slot);
                     Vec::new()
                 })
                 .push(write);
         }
         let mut held = Vec::new();
         let mut merged_away = 0u64;
-        for doc in order {
-            let group = &groups[doc];
+        for slot in order {
+            let group = &groups[&slot];
             match self.merge_group(group) {
                 Some((guard, ops, away)) => {
                     if let Some(faults) = &self.sync.faults {
@@ -871,19 +865,21 @@ impl Shared {
     /// document registered after them, or its counters busy.
     fn merge_group<'a>(&self, group: &[&'a Queued]) -> Option<(MutexGuard<'a, ()>, Ops, u64)> {
         let (first, last): (&'a Queued, &'a Queued) = (group.first()?, group.last()?);
-        let (Some(head), Some(tail)) = (&first.merge, &last.merge) else {
+        let (Some(_), Some(tail)) = (&first.merge, &last.merge) else {
             return None;
         };
         if group.len() < 2 {
             return None;
         }
-        let guard = head.slot.maintenance.try_lock().ok()?;
+        let slot: &'a DocSlot = &first.keep;
+        let meta_key = first.ops.last_key()?;
+        let guard = slot.maintenance.try_lock().ok()?;
         // Runs of consecutive seqs whose batch fits in one chunk.
         let mut runs: Vec<Run<'a>> = Vec::new();
         let mut next_seq = None;
         for write in group {
             let merge = write.merge.as_ref()?;
-            let value = write.ops.first_value()?;
+            let (key, value) = write.ops.first_insert()?;
             let (header, payload) = records::decode_log_header(value).ok()?;
             if header.parts != 1 {
                 return None;
@@ -902,11 +898,11 @@ impl Shared {
                     run.records += 1;
                 }
                 _ => runs.push(Run {
-                    first: merge.first,
                     modified_ms: header.modified_ms,
                     updates,
                     stored: merge.stored,
                     framed,
+                    key,
                     original: value,
                     records: 1,
                 }),
@@ -920,8 +916,7 @@ impl Shared {
         let mut saved = 0u64;
         for run in &runs {
             if run.records == 1 {
-                let key = records::log_key(&head.doc, run.first, 0);
-                ops.insert(key, run.original.to_vec());
+                ops.insert(run.key, run.original);
                 continue;
             }
             let mut values = records::encode_log_batch(run.modified_ms, &run.updates);
@@ -930,18 +925,17 @@ impl Shared {
                 return None;
             }
             saved += run.stored.saturating_sub(value.len() as u64);
-            ops.insert(records::log_key(&head.doc, run.first, 0), value);
+            ops.insert(run.key, value);
         }
         // The counters must count exactly what sled will hold: the cached
         // ones, and those of the document's appends registered since (queued
         // for the next round and not logged yet, as this thread holds the
         // log), are lowered by the bytes the merge saves. Anything else of
         // the document registered since leaves it unmerged.
-        let mut counters = head.slot.state.try_lock().ok()?;
+        let mut counters = slot.state.try_lock().ok()?;
         let mut state = lock(&self.state);
-        let slot = Arc::as_ptr(&head.slot).cast::<()>();
         let later: Vec<usize> = (0..state.queued.len())
-            .filter(|&i| Arc::as_ptr(&state.queued[i].keep).cast::<()>() == slot)
+            .filter(|&i| Arc::ptr_eq(&state.queued[i].keep, &first.keep))
             .collect();
         let latest = match later.last() {
             Some(&i) => state.queued[i].merge.as_ref()?.meta,
@@ -954,9 +948,7 @@ impl Shared {
             let write = &mut state.queued[i];
             let merge = write.merge.as_mut()?;
             merge.meta.log_bytes = merge.meta.log_bytes.saturating_sub(saved);
-            write
-                .ops
-                .set_value(&records::doc_meta_key(&head.doc), merge.meta.encode());
+            write.ops.set_value(meta_key, merge.meta.encode());
         }
         if !later.is_empty() {
             let mut encoded = Vec::with_capacity(state.queued_records.len());
@@ -972,7 +964,7 @@ impl Shared {
         drop(counters);
         let mut meta = tail.meta;
         meta.log_bytes = meta.log_bytes.saturating_sub(saved);
-        ops.insert(records::doc_meta_key(&head.doc), meta.encode());
+        ops.insert(meta_key, meta.encode());
         Some((guard, ops, (group.len() - runs.len()) as u64))
     }
 

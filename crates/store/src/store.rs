@@ -395,7 +395,7 @@ impl Store {
         creates: bool,
         merge: Option<Mergeable>,
     ) -> Result<Ticket, StoreError> {
-        let keep: Arc<DocSlot> = Arc::clone(slot);
+        let keep = Arc::clone(slot);
         let ticket = self.inner.commit.write(ops, creates, merge, keep)?;
         slot.pending
             .fetch_max(ticket.position(), std::sync::atomic::Ordering::SeqCst);
@@ -473,9 +473,7 @@ impl Store {
                 // A one-chunk record may wait to be merged with the
                 // document's next ones (see the crate docs, "Deferred
                 // appends").
-                let merge = (values.len() == 1).then(|| Mergeable {
-                    doc: doc.clone(),
-                    slot: Arc::clone(&slot),
+                let merge = (values.len() == 1).then_some(Mergeable {
                     first,
                     count,
                     meta: next,

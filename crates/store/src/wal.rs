@@ -101,9 +101,15 @@ impl Ops {
         self.items.push((key.into(), None));
     }
 
-    /// The value of the first operation, if it is an insert.
-    pub(crate) fn first_value(&self) -> Option<&[u8]> {
-        self.items.first()?.1.as_deref()
+    /// Key and value of the first operation, if it is an insert.
+    pub(crate) fn first_insert(&self) -> Option<(&[u8], &[u8])> {
+        let (key, value) = self.items.first()?;
+        Some((key, value.as_deref()?))
+    }
+
+    /// Key of the last operation.
+    pub(crate) fn last_key(&self) -> Option<&[u8]> {
+        self.items.last().map(|(key, _)| key.as_slice())
     }
 
     /// Replaces the value every insert of `key` sets.
