@@ -9,6 +9,14 @@
 //!   only names starting with `snap.`), never deleted, and logged. This runs
 //!   only while we hold the same `flock` sled takes on `db`, so a running
 //!   server's in-progress snapshot is never touched.
+//! - **A torn first start.** sled writes its `conf` file without making it
+//!   atomic, once, when it creates the directory. A kill at that moment
+//!   leaves a `conf` that fails its checksum, and every later open is
+//!   refused. A directory that sled reads as corrupt but that this store
+//!   never opened (no manifest and no write-ahead log, which every open
+//!   creates before it acknowledges anything) holds no acknowledged write:
+//!   its sled files are renamed aside (`set-aside.<name>.<unix ms>`, never
+//!   deleted, logged) and the open starts afresh, once.
 //! - **Panics.** sled panics on some damaged files instead of returning an
 //!   error; `contain` turns such a panic into [`StoreError::Damaged`].
 
@@ -51,6 +59,7 @@ pub(crate) fn contain<T>(
 /// under that lock, then opens with any sled panic contained.
 pub(crate) fn open_sled(config: &sled::Config, path: &Path) -> Result<sled::Db, StoreError> {
     let deadline = Instant::now() + LOCK_GRACE;
+    let mut started_afresh = false;
     loop {
         let attempt = set_aside_stale_snapshots(path)
             .and_then(|_| contain("opening the data directory", || Ok(config.open()?)));
@@ -68,6 +77,12 @@ pub(crate) fn open_sled(config: &sled::Config, path: &Path) -> Result<sled::Db, 
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            Err(StoreError::Sled(sled::Error::Corruption { .. }))
+                if !started_afresh && never_opened(path) =>
+            {
+                set_aside_unopened(path)?;
+                started_afresh = true;
+            }
             Err(StoreError::Sled(e @ sled::Error::Corruption { .. })) => {
                 return Err(StoreError::Damaged(format!(
                     "sled cannot read the data directory {} ({e}); {}",
@@ -78,6 +93,37 @@ pub(crate) fn open_sled(config: &sled::Config, path: &Path) -> Result<sled::Db, 
             other => return other,
         }
     }
+}
+
+/// Whether the store never opened `dir`: no manifest and no write-ahead
+/// log (every open writes both before it acknowledges a write).
+fn never_opened(dir: &Path) -> bool {
+    !dir.join(crate::manifest::MANIFEST_FILE).exists() && !dir.join(crate::wal::WAL_FILE).exists()
+}
+
+/// Renames sled's files in a directory the store never opened aside (see
+/// the module docs), so sled creates the directory afresh.
+fn set_aside_unopened(dir: &Path) -> Result<(), StoreError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !matches!(name, "conf" | "db" | "blobs") && !name.starts_with("snap.") {
+            continue;
+        }
+        let to = dir.join(format!("{SET_ASIDE_PREFIX}{name}.{stamp}"));
+        std::fs::rename(dir.join(name), &to)?;
+        tracing::warn!(
+            from = %dir.join(name).display(),
+            to = %to.display(),
+            "set aside a sled file of a first start cut short by a crash \
+             (the directory was never opened, so it holds no acknowledged write)"
+        );
+    }
+    File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// Renames every `snap.*.generating` file in `dir` aside (see the module
@@ -166,5 +212,45 @@ mod tests {
         );
         assert_eq!(names[3], "snap.0000000000000010");
         assert_eq!(moved[0], dir.path().join(&names[2]));
+    }
+
+    /// A directory as sled's first start leaves it, with its `conf` cut
+    /// short as a kill while sled writes it leaves it.
+    fn torn_first_start(dir: &Path) {
+        drop(sled::open(dir).unwrap());
+        let conf = dir.join("conf");
+        let bytes = std::fs::read(&conf).unwrap();
+        std::fs::write(&conf, &bytes[..bytes.len() / 2]).unwrap();
+    }
+
+    #[test]
+    fn a_first_start_cut_short_in_sleds_conf_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        torn_first_start(dir.path());
+        let store = crate::Store::open(crate::StoreConfig::new(dir.path())).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        drop(store);
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("set-aside.conf.")
+            })
+            .count();
+        assert_eq!(aside, 1, "the torn conf was not set aside");
+    }
+
+    #[test]
+    fn a_torn_conf_in_a_directory_the_store_opened_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::Store::open(crate::StoreConfig::new(dir.path())).unwrap());
+        let conf = dir.path().join("conf");
+        let bytes = std::fs::read(&conf).unwrap();
+        std::fs::write(&conf, &bytes[..bytes.len() / 2]).unwrap();
+        let err = crate::Store::open(crate::StoreConfig::new(dir.path()))
+            .err()
+            .expect("a damaged directory that held data opened");
+        assert!(matches!(err, StoreError::Damaged(_)), "{err:?}");
+        assert!(conf.exists(), "the conf was moved");
     }
 }
