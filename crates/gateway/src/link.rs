@@ -306,17 +306,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
         self.server_queued.load(Ordering::Relaxed)
     }
 
-    /// Room side: sends a frame to the socket (never waits; a full queue
-    /// is the caller's 4008). To an idle connection it is written through
-    /// (see the module docs); otherwise it is queued for the writer.
-    pub(crate) fn try_send(&self, frame: &Outgoing) -> Result<(), QueueError> {
-        let mut len = frame.len();
+    /// Room side: sends `frames` to the socket, in order (never waits; a
+    /// full queue is the caller's 4008). To an idle connection they are
+    /// written through (see the module docs) with ONE write, their frames
+    /// one after the other: each write to a socket is a system call and, on
+    /// a local network, a packet the kernel sends and receives, which was
+    /// most of what a delivery cost (`room.rs`'s `dispatch`). Otherwise
+    /// they are queued for the writer. All of them are taken or none
+    /// (`Full`: the queue could not take them all).
+    pub(crate) fn try_send_all(&self, frames: &[&Outgoing]) -> Result<(), QueueError> {
+        let total: usize = frames.iter().map(|f| f.len()).sum();
+        let mut len = total;
         {
             let mut state = self.state();
             if state.conn_ended {
                 return Err(QueueError::Closed);
             }
-            if state.outbound.len() >= self.outbound_cap {
+            if state.outbound.len() + frames.len() > self.outbound_cap {
                 return Err(QueueError::Full);
             }
             match &self.socket {
@@ -326,10 +332,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
                         && state.kill.is_none()
                         && state.pong.is_none()
                         && !state.ping_due
-                        && len <= WRITE_THROUGH_BYTES =>
+                        && total <= WRITE_THROUGH_BYTES =>
                 {
                     // Under the lock: the writer cannot start meanwhile.
-                    let Some(rest) = socket.write_now(frame.framed()) else {
+                    let rest = match frames {
+                        [one] => socket.write_now(one.framed()),
+                        _ => {
+                            let mut all = Vec::with_capacity(total + 4 * frames.len());
+                            frames
+                                .iter()
+                                .for_each(|f| all.extend_from_slice(f.framed()));
+                            socket.write_now(&all)
+                        }
+                    };
+                    let Some(rest) = rest else {
                         return Ok(());
                     };
                     len = rest.len();
@@ -337,7 +353,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
                     state.raw_front = true;
                     state.writer_idle = false;
                 }
-                _ => state.outbound.push_back(frame.message.clone()),
+                _ => state
+                    .outbound
+                    .extend(frames.iter().map(|f| f.message.clone())),
             }
         }
         self.queued_bytes.fetch_add(len, Ordering::Relaxed);
@@ -674,7 +692,7 @@ pub(crate) mod tests {
         line: &Line<S>,
         message: &'static [u8],
     ) -> Result<(), QueueError> {
-        line.try_send(&Outgoing::new(Bytes::from_static(message)))
+        line.try_send_all(&[&Outgoing::new(Bytes::from_static(message))])
     }
 
     fn pinged(line: &Line<impl AsyncRead + AsyncWrite + Unpin>, cx: &mut Context<'_>) -> bool {
@@ -773,6 +791,82 @@ pub(crate) mod tests {
             Poll::Ready(Next::Close(_))
         ));
         // The writer never went idle: the queued frame stayed queued.
+        assert_eq!(line.queued_bytes(), 4);
+    }
+
+    /// An in-memory socket end that counts the writes made to it.
+    struct Counted(DuplexStream, Arc<AtomicUsize>);
+
+    impl AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_for_an_idle_connection_go_out_in_one_write_in_order() {
+        let writes = Arc::new(AtomicUsize::new(0));
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let line = Line::with_socket(
+            Socket::new(Counted(ours, writes.clone())),
+            Default::default(),
+            4,
+        );
+        let (_, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(line.poll_next(&mut cx).is_pending());
+        let frames = [b"one".as_slice(), b"two", b"three"].map(|m| Outgoing::new(Bytes::from(m)));
+        line.try_send_all(&frames.each_ref()).unwrap();
+        assert_eq!(
+            writes.load(Ordering::SeqCst),
+            1,
+            "one write for three frames"
+        );
+        let mut got = vec![0; 17];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            [framed(b"one"), framed(b"two"), framed(b"three")].concat()
+        );
+        assert_eq!(line.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn frames_the_queue_cannot_all_take_are_refused_together() {
+        let line = Line::new(Default::default(), 4);
+        send(&line, b"a").unwrap();
+        send(&line, b"b").unwrap();
+        let frames = [b"c".as_slice(), b"d", b"e"].map(|m| Outgoing::new(Bytes::from(m)));
+        assert_eq!(line.try_send_all(&frames.each_ref()), Err(QueueError::Full));
+        assert_eq!(line.queued_bytes(), 2, "none of the three was queued");
+        line.try_send_all(&frames[..2].iter().collect::<Vec<_>>())
+            .unwrap();
         assert_eq!(line.queued_bytes(), 4);
     }
 }

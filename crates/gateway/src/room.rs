@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use tandem_store::DocId;
 use tokio::sync::mpsc;
@@ -151,6 +152,20 @@ struct PeerSlot {
     awareness_held: Option<Box<yrs::sync::AwarenessUpdate>>,
 }
 
+/// Most awareness frames that wait to ride at once (see [`Room::dispatch`]);
+/// past it they go out with the ones before them at once. Each is at most
+/// `--max-awareness-bytes` per client id it carries, and a connection makes
+/// at most `--awareness-per-sec` of them.
+const MAX_RIDING: usize = 256;
+
+/// Awareness frames waiting for the room's next dispatch to ride with.
+struct Riding {
+    /// The frames, in order, each for every peer.
+    frames: Vec<Bytes>,
+    /// When they go out alone if nothing else is sent first.
+    until: Instant,
+}
+
 /// The room for `doc`: a future that runs it until it unloads, fails or
 /// the server stops (the registry spawns it).
 ///
@@ -175,6 +190,7 @@ pub(crate) fn run(
         inbound: StreamMap::new(),
         empty_since: Some(Instant::now()),
         awareness_due: None,
+        riding: None,
         compacting: Arc::new(AtomicBool::new(false)),
         in_flight: VecDeque::new(),
         usage,
@@ -236,6 +252,9 @@ struct Room {
     empty_since: Option<Instant>,
     /// The earliest time a held-back awareness change may go out.
     awareness_due: Option<Instant>,
+    /// Awareness frames waiting to ride with the next frame to each peer
+    /// (see [`Room::dispatch`]). Boxed: an idle room holds one pointer.
+    riding: Option<Box<Riding>>,
     /// A background compaction is running (at most one per document; the
     /// flag is shared with the blocking task that clears it).
     compacting: Arc<AtomicBool>,
@@ -291,10 +310,16 @@ impl Room {
             } else {
                 unload_check = None;
             }
-            let due = [unload_check, self.presence.next_due(), self.awareness_due]
-                .into_iter()
-                .flatten()
-                .min();
+            let riding_due = self.riding.as_ref().map(|r| r.until);
+            let due = [
+                unload_check,
+                self.presence.next_due(),
+                self.awareness_due,
+                riding_due,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if let Some(due) = due
                 && maintenance.deadline() != due.into()
             {
@@ -333,6 +358,9 @@ impl Room {
                     // What was due by the deadline that fired, in the order
                     // the two timers' branches had: awareness first.
                     let fired = maintenance.deadline().into_std();
+                    if riding_due.is_some_and(|at| at <= fired) {
+                        self.flush_riding();
+                    }
                     if self.awareness_due.is_some_and(|at| at <= fired) {
                         let mut outbox = Outbox::default();
                         self.release_awareness(&mut outbox);
@@ -447,15 +475,15 @@ impl Room {
         let Some(slot) = self.peers.get(&id) else {
             return false;
         };
-        // Two frames: the JS client reads only the first message of a frame.
-        let step1 = protocol::encode_sync_step1(&state.state_vector());
+        // Two frames (the JS client reads only the first message of a
+        // frame), in one write.
+        let step1 = Outgoing::new(protocol::encode_sync_step1(&state.state_vector()));
         let awareness = self
             .presence
             .snapshot()
-            .map(|s| protocol::encode_awareness(&s));
-        for frame in std::iter::once(step1).chain(awareness) {
-            let _ = slot.health.try_send(&Outgoing::new(frame));
-        }
+            .map(|s| Outgoing::new(protocol::encode_awareness(&s)));
+        let frames: Vec<&Outgoing> = std::iter::once(&step1).chain(awareness.as_ref()).collect();
+        let _ = slot.health.try_send_all(&frames);
         true
     }
 
@@ -498,44 +526,109 @@ impl Room {
         debug!(peer = %peer, peers = self.peers.len(), "peer left");
     }
 
-    /// Queues frames to peers; a full queue closes that peer with 4008.
+    /// Sends `outbox`'s frames to the peers, in order; a peer whose queue
+    /// cannot take them is closed with 4008.
+    ///
+    /// Each peer's frames of one dispatch go out in ONE socket write
+    /// ([`crate::link::Line::try_send_all`]). Awareness broadcasts with
+    /// nothing else to go with them (a cursor moved) ride: they wait, at
+    /// most `--awareness-delay-ms`, for the room's next dispatch, and go out
+    /// in front of its frames in the same writes. In a typing room that
+    /// next dispatch is the next edit, a few ms later, so a cursor costs
+    /// each peer no write of its own. Each peer still receives everything in
+    /// arrival order: the riding frames are older than any frame dispatched
+    /// after them, and nothing is dispatched to a peer without them first.
     fn dispatch(&mut self, mut outbox: Outbox) {
-        while let Some((target, frame)) = outbox.pop() {
-            let frame = Outgoing::new(frame);
-            let ids: Vec<PeerId> = match target {
-                Target::One(id) => vec![id],
-                Target::AllBut(skip) => self.peers.keys().copied().filter(|p| *p != skip).collect(),
-                Target::All => self.peers.keys().copied().collect(),
-            };
+        let mut frames: Vec<(Target, Bytes)> = std::iter::from_fn(|| outbox.pop()).collect();
+        if frames.is_empty() {
+            return;
+        }
+        let delay = self.shared.limits.awareness_delay();
+        let riding = self.riding.as_ref().map_or(0, |r| r.frames.len());
+        if !delay.is_zero()
+            && riding + frames.len() <= MAX_RIDING
+            && frames
+                .iter()
+                .all(|(target, _)| matches!(target, Target::All))
+        {
+            let ride = self.riding.get_or_insert_with(|| {
+                Box::new(Riding {
+                    frames: Vec::new(),
+                    until: Instant::now() + delay,
+                })
+            });
+            ride.frames
+                .extend(frames.into_iter().map(|(_, frame)| frame));
+            return;
+        }
+        if let Some(ride) = self.riding.take() {
+            frames.splice(0..0, ride.frames.into_iter().map(|f| (Target::All, f)));
+        }
+        self.fan_out(frames);
+    }
+
+    /// Sends the awareness frames waiting to ride, alone (their time is up,
+    /// or the room is about to stop).
+    fn flush_riding(&mut self) {
+        if let Some(ride) = self.riding.take() {
+            self.fan_out(ride.frames.into_iter().map(|f| (Target::All, f)).collect());
+        }
+    }
+
+    /// Writes each peer its frames of `frames`, in order, in one write; a
+    /// peer whose queue cannot take them is closed with 4008 (and the
+    /// removal of its awareness states sent right after).
+    fn fan_out(&mut self, mut frames: Vec<(Target, Bytes)>) {
+        let (peer_queue_bytes, max_queued_bytes) = {
+            let limits = &self.shared.limits;
+            (limits.peer_queue_bytes, limits.max_queued_bytes)
+        };
+        while !frames.is_empty() {
+            // Framed for the socket at most once each, for all peers.
+            let outgoing: Vec<(Target, Outgoing)> = frames
+                .drain(..)
+                .map(|(target, frame)| (target, Outgoing::new(frame)))
+                .collect();
+            let mut mine: Vec<&Outgoing> = Vec::new();
             let mut slow = Vec::new();
-            for id in ids {
-                let Some(slot) = self.peers.get(&id) else {
+            for (&id, slot) in &self.peers {
+                mine.clear();
+                mine.extend(
+                    outgoing
+                        .iter()
+                        .filter(|(t, _)| t.includes(id))
+                        .map(|(_, f)| f),
+                );
+                if mine.is_empty() {
                     continue;
-                };
+                }
+                let len: usize = mine.iter().map(|f| f.len()).sum();
                 let backlog = slot.health.queued_bytes();
-                let limits = &self.shared.limits;
                 if backlog > 0
-                    && (backlog + frame.len() > limits.peer_queue_bytes
-                        || slot.health.server_queued() + frame.len() > limits.max_queued_bytes)
+                    && (backlog + len > peer_queue_bytes
+                        || slot.health.server_queued() + len > max_queued_bytes)
                 {
                     slow.push(id);
                     continue;
                 }
-                match slot.health.try_send(&frame) {
+                match slot.health.try_send_all(&mine) {
                     Ok(()) => {
                         self.shared
                             .metrics
                             .bytes_out
-                            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                            .fetch_add(len as u64, Ordering::Relaxed);
                     }
                     Err(QueueError::Full) => slow.push(id),
                     Err(QueueError::Closed) => {}
                 }
             }
+            drop(mine);
+            let mut removals = Outbox::default();
             for id in slow {
                 warn!(peer = %id, "slow peer: outbound queue full");
-                self.remove_peer(id, Some(CloseCode::SlowPeer), &mut outbox);
+                self.remove_peer(id, Some(CloseCode::SlowPeer), &mut removals);
             }
+            frames.extend(std::iter::from_fn(|| removals.pop()));
         }
     }
 

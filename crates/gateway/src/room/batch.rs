@@ -235,8 +235,8 @@ impl Room {
         Flow::Go
     }
 
-    /// Waits for every batch on its way to disk and sends it (before the
-    /// room unloads or shuts down).
+    /// Waits for every batch on its way to disk and sends it, and the
+    /// awareness waiting to ride (before the room unloads or shuts down).
     pub(super) async fn settle_all(&mut self) -> Flow {
         while !self.in_flight.is_empty() {
             let durable = std::future::poll_fn(|cx| poll_oldest(&mut self.in_flight, cx)).await;
@@ -244,6 +244,7 @@ impl Room {
                 return Flow::Failed;
             }
         }
+        self.flush_riding();
         Flow::Go
     }
 

@@ -18,8 +18,20 @@ pub(super) enum Target {
     /// sender is [`PeerId::SERVER`], so everyone).
     AllBut(PeerId),
     /// Awareness changes (the sender too: a lone JS client otherwise hears
-    /// nothing).
+    /// nothing). Only awareness goes to `All`: such frames may ride with
+    /// the next dispatch (`Room::dispatch`).
     All,
+}
+
+impl Target {
+    /// Whether `peer` receives a frame sent to this target.
+    pub(super) fn includes(self, peer: PeerId) -> bool {
+        match self {
+            Target::One(id) => id == peer,
+            Target::AllBut(skip) => skip != peer,
+            Target::All => true,
+        }
+    }
 }
 
 /// The frames of one batch, in the order they must go out.

@@ -2,6 +2,7 @@
 //! channels instead of sockets) and a real store in a temp dir.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +29,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A registry over a store in a temp dir.
 struct Fixture {
     rooms: Rooms,
+    metrics: Arc<Metrics>,
     store: Store,
     _dir: tempfile::TempDir,
     next_peer: u64,
@@ -53,9 +55,11 @@ impl Fixture {
         let mut config = StoreConfig::new(dir.path());
         adjust(&mut config);
         let store = Store::open(config).unwrap();
-        let rooms = Rooms::new(store.clone(), limits, Arc::new(Metrics::default()));
+        let metrics = Arc::new(Metrics::default());
+        let rooms = Rooms::new(store.clone(), limits, metrics.clone());
         Fixture {
             rooms,
+            metrics,
             store,
             _dir: dir,
             next_peer: 1,
@@ -710,6 +714,95 @@ async fn fast_awareness_is_coalesced_to_the_latest_state() {
         }
     }
     assert!(frames < 50, "{frames} frames: not coalesced");
+}
+
+/// The client id and clock of the awareness frame `frame`, if it is one.
+fn awareness_clock(frame: &Bytes) -> Option<(u64, u32)> {
+    let Inbound::Awareness(update) = protocol::decode_frame(frame).ok()?.remove(0) else {
+        return None;
+    };
+    let (id, entry) = update.clients.iter().next()?;
+    Some((id.get(), entry.clock))
+}
+
+#[tokio::test]
+async fn an_awareness_change_rides_with_the_next_edit_in_order() {
+    // A delay far past the test's wait: alone, the change would come too late.
+    let limits = Limits {
+        awareness_delay_ms: 60_000,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let a = fx.join("ride", Mode::Write).await;
+    let mut b = fx.join("ride", Mode::Write).await;
+    a.send(vec![awareness(45, 1, "{\"at\":1}")]).await;
+    // The room has taken the change (so the edit comes in a later batch).
+    let taken = async {
+        while fx.metrics.awareness_updates.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(WAIT, taken)
+        .await
+        .expect("awareness taken");
+    assert!(b.nothing_queued(), "the change did not wait");
+    a.send_update(a.type_text("x")).await;
+    let first = b.next_frame().await.expect("the cursor, with the edit");
+    assert_eq!(awareness_clock(&first), Some((45, 1)), "the cursor first");
+    let second = b.next_frame().await.expect("the edit");
+    assert_eq!(b.apply_frame(&second), Some(2), "then the edit");
+    assert_eq!(b.text(), "x");
+}
+
+#[tokio::test]
+async fn awareness_waiting_to_ride_goes_out_at_once_past_its_bound() {
+    let limits = Limits {
+        awareness_delay_ms: 60_000,
+        awareness_per_sec: 1000,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let a = fx.join("many-cursors", Mode::Write).await;
+    let mut b = fx.join("many-cursors", Mode::Write).await;
+    let past = super::MAX_RIDING as u32 + 1;
+    for clock in 1..=past {
+        a.send(vec![awareness(47, clock, &format!("{{\"n\":{clock}}}"))])
+            .await;
+        // Slower than the rate limit: each change is a frame of its own.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Long before the delay, the bound sends what waits.
+    let mut seen = 0;
+    while seen < past {
+        let frame = b
+            .next_frame()
+            .await
+            .expect("the waiting frames, at the bound");
+        if let Some((47, clock)) = awareness_clock(&frame) {
+            seen = seen.max(clock);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_awareness_change_with_nothing_to_ride_with_goes_out_at_the_delay() {
+    let delay = Duration::from_millis(300);
+    let limits = Limits {
+        awareness_delay_ms: delay.as_millis() as u64,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let a = fx.join("alone", Mode::Write).await;
+    let mut b = fx.join("alone", Mode::Write).await;
+    let sent = std::time::Instant::now();
+    a.send(vec![awareness(46, 1, "{\"at\":1}")]).await;
+    let frame = b.next_frame().await.expect("the cursor, alone");
+    assert_eq!(awareness_clock(&frame), Some((46, 1)));
+    assert!(
+        sent.elapsed() >= delay,
+        "out after {:?}, before the delay",
+        sent.elapsed()
+    );
 }
 
 #[tokio::test]
