@@ -11,7 +11,10 @@
 //!
 //! The threads are the blocking pool of a small runtime of their own (tokio's
 //! pool, with its stack size and thread cap), at most [`THREADS`] at once:
-//! more would only fight over the same cores. A panic inside a job comes
+//! more would only fight over the same cores. Work no one waits on right
+//! now (a document loading behind joiners already answered) runs on a
+//! second such pool whose threads have a lower CPU priority
+//! ([`run_background`]). A panic inside a job comes
 //! back as [`Panicked`], never as an unwinding room task.
 //!
 //! Small jobs may run in place instead ([`run_small`]): the hop to a yrs
@@ -87,6 +90,42 @@ pub(crate) async fn run_small<T: Send + 'static>(
     }
 }
 
+/// Nice value of the background yrs threads (see [`run_background`]).
+const BACKGROUND_NICE: libc::c_int = 10;
+
+fn background_runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(THREADS)
+            .thread_stack_size(STACK_BYTES)
+            .thread_name("tandem-yrs-bg")
+            .on_thread_start(|| {
+                // Linux: `PRIO_PROCESS` with 0 is the calling thread. A
+                // thread may always lower its own priority; if it cannot,
+                // it runs at the normal one.
+                // SAFETY: a plain system call on the calling thread.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, BACKGROUND_NICE) };
+            })
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("cannot start the background yrs threads: {e}"))
+    })
+}
+
+/// Runs `job` on a background yrs thread, at a lower CPU priority (nice
+/// [`BACKGROUND_NICE`]): for work no one is waiting on right now, such as
+/// a room's document loading while its joiners are already answered from
+/// the stored bytes (`room::cold`). On a busy machine the connections'
+/// work (sending those bytes) goes first.
+pub(crate) fn run_background<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = Result<T, Panicked>> + Send {
+    let handle = background_runtime().spawn_blocking(job);
+    async move { handle.await.map_err(|_| Panicked) }
+}
+
 /// Runs `job` on a yrs thread and resolves to its result once it is done.
 pub(crate) fn run<T: Send + 'static>(
     job: impl FnOnce() -> T + Send + 'static,
@@ -104,5 +143,16 @@ mod tests {
         let r: Result<(), Panicked> = run(|| panic!("boom")).await;
         assert!(r.is_err());
         assert_eq!(run(|| 41 + 1).await.unwrap(), 42);
+        let r: Result<(), Panicked> = run_background(|| panic!("boom")).await;
+        assert!(r.is_err());
+    }
+
+    #[tokio::test]
+    async fn background_jobs_run_at_a_lower_priority() {
+        // SAFETY: plain system calls on the calling threads.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS as _, 0) };
+        let normal = run(nice).await.unwrap();
+        let background = run_background(nice).await.unwrap();
+        assert_eq!(background, (normal + BACKGROUND_NICE).min(19));
     }
 }
