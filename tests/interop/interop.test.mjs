@@ -91,6 +91,30 @@ test('lone client hears its own awareness echoed', async () => {
   await waitFor('a message after the awareness change', () => solo.provider.wsLastMessageReceived > before)
 })
 
+test('a cursor moved with an edit reaches a stock client with the edit, long before the awareness delay', async () => {
+  // A server that holds a lone cursor change 1 s: one that comes sooner
+  // came in the same socket write as the edit (two frames, one write). Its
+  // awareness rate limit is out of the way (one change per ms).
+  const slow = await new TandemServer(['--awareness-delay-ms', '1000', '--awareness-per-sec', '1000']).start()
+  const mine = []
+  try {
+    const docId = freshDoc()
+    const ada = connect(slow.wsUrl, docId, { user: { name: 'Ada', color: '#c33' } })
+    const bob = connect(slow.wsUrl, docId, { user: { name: 'Bob', color: '#33c' } })
+    mine.push(ada, bob)
+    await Promise.all([synced(ada), synced(bob)])
+    await waitFor('bob sees ada', () => remoteUsers(bob).includes('Ada'))
+    const adaAt = () => bob.awareness.getStates().get(ada.doc.clientID)
+    ada.awareness.setLocalStateField('cursor', { index: 1 })
+    ada.text.insert(0, 'x')
+    await waitFor('bob sees the edit and the cursor', () =>
+      bob.text.toString() === 'x' && adaAt()?.cursor?.index === 1, 700)
+  } finally {
+    mine.forEach(close)
+    await slow.dispose()
+  }
+})
+
 test('documents survive a server restart and providers reconnect by themselves', async () => {
   const docId = freshDoc()
   const a = open(docId)
