@@ -51,19 +51,32 @@ const THREADS: usize = 4;
 #[error("yrs panicked")]
 pub struct Panicked;
 
+/// A small runtime whose blocking pool is yrs threads named `name`, each
+/// started at `nice` (0: the normal priority).
+fn build_runtime(name: &str, nice: libc::c_int) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(THREADS)
+        .thread_stack_size(STACK_BYTES)
+        .thread_name(name)
+        .on_thread_start(move || {
+            if nice != 0 {
+                // Linux: `PRIO_PROCESS` with 0 is the calling thread. A
+                // thread may always lower its own priority; if it cannot,
+                // it runs at the normal one.
+                // SAFETY: a plain system call on the calling thread.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, nice) };
+            }
+        })
+        .enable_all()
+        .build()
+        // Startup only: without threads the server cannot run at all.
+        .unwrap_or_else(|e| panic!("cannot start the {name} threads: {e}"))
+}
+
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(THREADS)
-            .thread_stack_size(STACK_BYTES)
-            .thread_name("tandem-yrs")
-            .enable_all()
-            .build()
-            // Startup only: without threads the server cannot run at all.
-            .unwrap_or_else(|e| panic!("cannot start the yrs threads: {e}"))
-    })
+    RUNTIME.get_or_init(|| build_runtime("tandem-yrs", 0))
 }
 
 thread_local! {
@@ -95,23 +108,7 @@ const BACKGROUND_NICE: libc::c_int = 10;
 
 fn background_runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(THREADS)
-            .thread_stack_size(STACK_BYTES)
-            .thread_name("tandem-yrs-bg")
-            .on_thread_start(|| {
-                // Linux: `PRIO_PROCESS` with 0 is the calling thread. A
-                // thread may always lower its own priority; if it cannot,
-                // it runs at the normal one.
-                // SAFETY: a plain system call on the calling thread.
-                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, BACKGROUND_NICE) };
-            })
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("cannot start the background yrs threads: {e}"))
-    })
+    RUNTIME.get_or_init(|| build_runtime("tandem-yrs-bg", BACKGROUND_NICE))
 }
 
 /// Runs `job` on a background yrs thread, at a lower CPU priority (nice
