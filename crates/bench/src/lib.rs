@@ -15,7 +15,7 @@
 //! - [`workloads`]: fan-out, throughput, connections, cold join, restart,
 //!   join storm, echo clients, durability under `kill -9`.
 //! - [`report`]: Markdown/JSON rows (CPU per delivered update among them)
-//!   and Tandem/peer ratios.
+//!   and Tandem/peer ratios, per round and as their median.
 //!
 //! Start with [`workloads::fanout`]: it shows the whole measuring loop.
 

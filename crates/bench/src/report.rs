@@ -1,5 +1,6 @@
 //! One result row per workload point, printed as a Markdown table row and as
-//! a JSON line, and the comparison of two servers (ratios).
+//! a JSON line, and the comparison of two servers (ratios, and their median
+//! over rounds).
 
 use serde::Serialize;
 
@@ -152,6 +153,52 @@ pub fn ratios(a: &[Row], b: &[Row]) -> Vec<Ratio> {
         .collect()
 }
 
+/// The median of each ratio over several rounds of the same suite, per
+/// (workload, point), in the order of the first round that has the point.
+/// A round without a value for a ratio does not count for it; an even
+/// count takes the mean of the middle two.
+pub fn median_ratios(rounds: &[Vec<Ratio>]) -> Vec<Ratio> {
+    let mut points: Vec<(String, String)> = Vec::new();
+    for r in rounds.iter().flatten() {
+        let key = (r.workload.clone(), r.point.clone());
+        if !points.contains(&key) {
+            points.push(key);
+        }
+    }
+    points
+        .into_iter()
+        .map(|(workload, point)| {
+            let at: Vec<&Ratio> = rounds
+                .iter()
+                .flatten()
+                .filter(|r| r.workload == workload && r.point == point)
+                .collect();
+            let median_of = |field: fn(&Ratio) -> Option<f64>| {
+                median(at.iter().filter_map(|r| field(r)).collect())
+            };
+            Ratio {
+                p99: median_of(|r| r.p99),
+                rate: median_of(|r| r.rate),
+                rss: median_of(|r| r.rss),
+                cpu: median_of(|r| r.cpu),
+                cpu_per_delivery: median_of(|r| r.cpu_per_delivery),
+                workload,
+                point,
+            }
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 /// Markdown table of ratios.
 pub fn ratio_table(ratios: &[Ratio], a: &str, b: &str) -> String {
     let mut out = format!(
@@ -170,4 +217,44 @@ pub fn ratio_table(ratios: &[Ratio], a: &str, b: &str) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ratio(point: &str, p99: Option<f64>, cpu_per_delivery: Option<f64>) -> Ratio {
+        Ratio {
+            workload: "fanout".to_string(),
+            point: point.to_string(),
+            p99,
+            rate: None,
+            rss: None,
+            cpu: None,
+            cpu_per_delivery,
+        }
+    }
+
+    #[test]
+    fn the_median_of_rounds_is_taken_per_point_and_per_ratio() {
+        let rounds = vec![
+            vec![
+                ratio("a", Some(0.9), Some(0.4)),
+                ratio("b", Some(2.0), None),
+            ],
+            vec![
+                ratio("a", Some(0.3), Some(0.6)),
+                ratio("b", Some(1.0), None),
+            ],
+            vec![ratio("a", Some(0.5), Some(0.5))],
+        ];
+        let m = median_ratios(&rounds);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].point.as_str(), m[0].p99), ("a", Some(0.5)));
+        assert_eq!(m[0].cpu_per_delivery, Some(0.5));
+        // Two rounds measured b: the mean of the middle two; none had a CPU ratio.
+        assert_eq!((m[1].point.as_str(), m[1].p99), ("b", Some(1.5)));
+        assert_eq!(m[1].cpu_per_delivery, None);
+        assert_eq!(m[1].rate, None);
+    }
 }

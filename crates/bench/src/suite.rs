@@ -4,13 +4,18 @@
 //! one after another in the same run; prints one Markdown table, the
 //! Tandem/peer ratios, and writes `results.json` with the machine
 //! description.
+//!
+//! With `--rounds N` the whole sequence runs N times, the servers' order
+//! reversed every other round (so a machine that speeds up or slows down
+//! over minutes, as this project's VMs do by 20-40 %, favours no server),
+//! and the ratios are given per round and as their median.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tandem_bench::report::{HEADER, Row, ratio_table, ratios};
+use tandem_bench::report::{HEADER, Ratio, Row, median_ratios, ratio_table, ratios};
 use tandem_bench::target::{Flavor, Target};
 use tandem_bench::workloads::cold_join::{self, ColdJoinParams};
 use tandem_bench::workloads::connections::{self, ConnectionsParams};
@@ -120,6 +125,10 @@ pub struct SuiteArgs {
     echo_edits: usize,
     #[command(flatten)]
     durability: DurabilityArgs,
+    /// Times to run the whole sequence, the servers' order reversed every
+    /// other round; the ratios are then also given as their median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Where to write the JSON results.
     #[arg(
         long,
@@ -361,37 +370,109 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
         machine["date"].as_str().unwrap_or(""),
         machine["loadavg"].as_str().unwrap_or("")
     );
-    let tr = Traces::load(&common.traces)?;
-    println!("{HEADER}");
-    let mut by_server: Vec<(&str, Vec<Row>)> = Vec::new();
-    for (i, peer) in a.servers().into_iter().enumerate() {
-        let started = Target::spawn(peer.name, &peer.cmd, peer.flavor, peer.persistent).await;
-        let mut t = match started {
-            Ok(t) => t,
-            Err(e) => {
-                println!("| - | - | {} | could not start: {e} |", peer.name);
-                continue;
-            }
-        };
-        if peer.name == "tandem" {
-            t.stored_metric = Some(a.tandem_stored_metric.clone());
+    let wanted = |w: &str| a.workloads.is_empty() || a.workloads.iter().any(|x| x == w);
+    let tr = Traces::load(
+        &common.traces,
+        wanted("throughput") || wanted("cold-join") || wanted("restart"),
+    )?;
+    let mut by_server: Vec<(u32, &str, Vec<Row>)> = Vec::new();
+    // Per round, per peer: Tandem / peer.
+    let mut round_ratios: Vec<Vec<(&str, Vec<Ratio>)>> = Vec::new();
+    for round in 1..=a.rounds {
+        if a.rounds > 1 {
+            println!("\nRound {round} of {}", a.rounds);
         }
-        let rows = run_all(&mut t, &a, &common, &tr, &format!("{id}s{i}")).await?;
-        t.shutdown();
-        by_server.push((peer.name, rows));
+        println!("{HEADER}");
+        let mut servers = a.servers();
+        if round % 2 == 0 {
+            servers.reverse();
+        }
+        let mut this_round: Vec<(&str, Vec<Row>)> = Vec::new();
+        for (i, peer) in servers.into_iter().enumerate() {
+            let started = Target::spawn(peer.name, &peer.cmd, peer.flavor, peer.persistent).await;
+            let mut t = match started {
+                Ok(t) => t,
+                Err(e) => {
+                    println!("| - | - | {} | could not start: {e} |", peer.name);
+                    continue;
+                }
+            };
+            if peer.name == "tandem" {
+                t.stored_metric = Some(a.tandem_stored_metric.clone());
+            }
+            let rows = run_all(&mut t, &a, &common, &tr, &format!("{id}r{round}s{i}")).await?;
+            t.shutdown();
+            this_round.push((peer.name, rows));
+        }
+        let mut ratios_now = Vec::new();
+        if let Some((_, tandem_rows)) = this_round.iter().find(|(n, _)| *n == "tandem") {
+            for (name, rows) in this_round.iter().filter(|(n, _)| *n != "tandem") {
+                let r = ratios(tandem_rows, rows);
+                if !r.is_empty() {
+                    println!();
+                    if a.rounds > 1 {
+                        println!("Round {round}:");
+                    }
+                    print!("{}", ratio_table(&r, "tandem", name));
+                    ratios_now.push((*name, r));
+                }
+            }
+        }
+        round_ratios.push(ratios_now);
+        by_server.extend(
+            this_round
+                .into_iter()
+                .map(|(name, rows)| (round, name, rows)),
+        );
     }
     let mut all_ratios = Vec::new();
-    if let Some((_, tandem_rows)) = by_server.iter().find(|(n, _)| *n == "tandem") {
-        for (name, rows) in by_server.iter().filter(|(n, _)| *n != "tandem") {
-            let r = ratios(tandem_rows, rows);
-            if !r.is_empty() {
-                println!();
-                print!("{}", ratio_table(&r, "tandem", name));
-                all_ratios.push(serde_json::json!({ "peer": name, "ratios": r }));
-            }
+    let peers: Vec<&str> =
+        round_ratios
+            .iter()
+            .flatten()
+            .map(|(name, _)| *name)
+            .fold(Vec::new(), |mut seen, name| {
+                if !seen.contains(&name) {
+                    seen.push(name);
+                }
+                seen
+            });
+    for name in peers {
+        let per_round: Vec<Vec<Ratio>> = round_ratios
+            .iter()
+            .map(|round| {
+                round
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let combined = median_ratios(&per_round);
+        if a.rounds > 1 {
+            println!("\nMedian of {} rounds:", a.rounds);
+            print!("{}", ratio_table(&combined, "tandem", name));
         }
+        all_ratios.push(serde_json::json!({
+            "peer": name,
+            "ratios": combined,
+            "rounds": per_round,
+        }));
     }
-    let every_row: Vec<&Row> = by_server.iter().flat_map(|(_, r)| r).collect();
+    let every_row: Vec<&Row> = by_server.iter().flat_map(|(_, _, r)| r).collect();
+    // Each row with the round it was measured in.
+    let rows_json: Vec<serde_json::Value> = by_server
+        .iter()
+        .flat_map(|(round, _, rows)| {
+            rows.iter().map(move |r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("round".to_string(), (*round).into());
+                }
+                v
+            })
+        })
+        .collect();
     let saturated: Vec<String> = every_row
         .iter()
         .filter(|r| r.usage.bench_cpu > 0.9)
@@ -413,7 +494,7 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
     let json = serde_json::json!({
         "machine": machine,
         "loadavg_end": load_end,
-        "rows": every_row,
+        "rows": rows_json,
         "ratios": all_ratios,
     });
     if let Some(dir) = a.out.parent() {

@@ -141,3 +141,62 @@ async fn durability_trial_kills_tandem_restarts_it_and_finds_no_delivered_edit_l
     );
     assert_eq!(row.missing, Some(0), "no delivered edit lost: {}", row.note);
 }
+
+/// `suite --rounds 2` with Tandem standing in for the peer too: both rounds
+/// run, the second in the reverse order, every row says its round, and the
+/// ratios come per round and as their median.
+#[test]
+fn suite_rounds_alternate_the_order_and_report_a_median() {
+    let bin = tandem_bin();
+    assert!(bin.exists(), "tandem binary not found at {}", bin.display());
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("results.json");
+    let serve = format!(
+        "RUST_LOG=warn {} serve --listen 127.0.0.1:{{port}} --data-dir {{data}}",
+        bin.display()
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_tandem-bench"))
+        .arg("--traces")
+        .arg(tmp.path().join("no-traces"))
+        .args(["suite", "--tandem-cmd", &serve, "--reference-cmd", &serve])
+        .args(["--reference-prefix", "/ws/", "--workloads", "fanout"])
+        .args(["--points", "1x2@5", "--duration", "1", "--rounds", "2"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run tandem-bench suite");
+    assert!(status.success(), "suite failed: {status}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("results written"))
+            .expect("results are JSON");
+    let order: Vec<(u64, &str)> = json["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["round"].as_u64().expect("round"),
+                r["server"].as_str().expect("server"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (1, "tandem"),
+            (1, "reference"),
+            (2, "reference"),
+            (2, "tandem")
+        ]
+    );
+    let peer = &json["ratios"][0];
+    assert_eq!(peer["peer"], "reference");
+    assert_eq!(peer["rounds"].as_array().map(Vec::len), Some(2));
+    let median = &peer["ratios"][0];
+    assert_eq!(median["point"], "1x2@5/s");
+    assert!(
+        median["rate"].as_f64().is_some(),
+        "a median rate ratio: {median}"
+    );
+}
