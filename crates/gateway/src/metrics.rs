@@ -27,6 +27,28 @@ pub struct Metrics {
     closes: [AtomicU64; CloseCode::ALL.len()],
 }
 
+/// A Prometheus histogram from per-bucket (not cumulative) `counts`, one
+/// more than `bounds` (the last: over the last bound), and a sum in µs.
+fn histogram_seconds(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    counts: &[u64],
+    total_us: u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (bound, count) in bounds.iter().zip(counts) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let all: u64 = counts.iter().sum();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {all}");
+    let _ = writeln!(out, "{name}_sum {}", total_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {all}");
+}
+
 impl Metrics {
     /// Counts a server-initiated close.
     pub fn record_close(&self, code: CloseCode) {
@@ -112,6 +134,14 @@ impl Metrics {
             "Log records that checkpoints merged into their neighbours' instead of inserting them one by one.",
             store.merged_records,
         );
+        histogram_seconds(
+            &mut out,
+            "tandem_store_sync_seconds",
+            "Time of each group-commit round's log write and fdatasync.",
+            &tandem_store::SYNC_SECONDS_BUCKETS,
+            &store.sync_times.counts,
+            store.sync_times.total_us,
+        );
         let _ = writeln!(
             out,
             "# HELP tandem_closes_total Connections closed by the server, by close code.\n# TYPE tandem_closes_total counter"
@@ -125,5 +155,35 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sync_histogram_is_cumulative_and_counts_every_round() {
+        let mut store = tandem_store::CommitStats::default();
+        store.sync_times.counts[0] = 3; // <= 0.2 ms
+        store.sync_times.counts[2] = 1; // 0.5-1 ms
+        store.sync_times.counts[tandem_store::SYNC_SECONDS_BUCKETS.len()] = 2; // > 1 s
+        store.sync_times.total_us = 2_500_000;
+        let text = Metrics::default().render(store);
+        for line in [
+            "# TYPE tandem_store_sync_seconds histogram",
+            "tandem_store_sync_seconds_bucket{le=\"0.0002\"} 3",
+            "tandem_store_sync_seconds_bucket{le=\"0.0005\"} 3",
+            "tandem_store_sync_seconds_bucket{le=\"0.001\"} 4",
+            "tandem_store_sync_seconds_bucket{le=\"1\"} 4",
+            "tandem_store_sync_seconds_bucket{le=\"+Inf\"} 6",
+            "tandem_store_sync_seconds_sum 2.5",
+            "tandem_store_sync_seconds_count 6",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
     }
 }

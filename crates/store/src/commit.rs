@@ -132,7 +132,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -293,6 +293,59 @@ impl DiskSync {
     }
 }
 
+/// Upper bounds, in seconds, of the buckets of [`SyncTimes`]: a sync on
+/// an SSD or this project's VM takes 0.2-3 ms, a stalling disk tens to
+/// hundreds.
+pub const SYNC_SECONDS_BUCKETS: [f64; 11] = [
+    0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// How long the log write and `fdatasync` of each successful round took
+/// (what durability costs each write in waiting, and how a disk stalls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncTimes {
+    /// Rounds per bucket (not cumulative): `counts[i]` took at most
+    /// `SYNC_SECONDS_BUCKETS[i]` and more than the bound before it; the
+    /// last entry counts the rounds over the last bound.
+    pub counts: [u64; SYNC_SECONDS_BUCKETS.len() + 1],
+    /// Their total time, in microseconds.
+    pub total_us: u64,
+}
+
+impl SyncTimes {
+    /// Rounds counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// [`SyncTimes`] as it is counted: lock-free, one bump per round.
+#[derive(Default)]
+struct SyncClock {
+    counts: [AtomicU64; SYNC_SECONDS_BUCKETS.len() + 1],
+    total_us: AtomicU64,
+}
+
+impl SyncClock {
+    fn record(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = SYNC_SECONDS_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(SYNC_SECONDS_BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> SyncTimes {
+        SyncTimes {
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            total_us: self.total_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Group-commit counters since the store was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -309,6 +362,8 @@ pub struct CommitStats {
     /// Log records that checkpoints merged into their neighbours instead
     /// of inserting them into sled one by one (see "Deferred appends").
     pub merged_records: u64,
+    /// How long each round's log write and sync took.
+    pub sync_times: SyncTimes,
 }
 
 /// Durable progress, as published to async waiters.
@@ -442,6 +497,8 @@ struct Shared {
     slow_disk: AtomicBool,
     /// [`DEFERRED_CHECKPOINT`] appends are deferred: a checkpoint is due.
     crowded: AtomicBool,
+    /// How long each successful round's log write and sync took.
+    sync_clock: SyncClock,
 }
 
 /// Owner of the flusher thread; dropping it flushes what is pending and
@@ -497,6 +554,7 @@ impl GroupCommit {
             progress_tx,
             doorbell: Doorbell::new(),
             slow_disk: AtomicBool::new(false),
+            sync_clock: SyncClock::default(),
             crowded: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
@@ -607,6 +665,7 @@ impl GroupCommit {
             syncs: state.syncs,
             led: state.led,
             merged_records: state.merged_records,
+            sync_times: self.shared.sync_clock.read(),
         }
     }
 
@@ -666,8 +725,11 @@ impl Shared {
         }
         .and_then(|()| wal.write(&mut records))
         .and_then(|()| wal.sync());
-        self.slow_disk
-            .store(started.elapsed() > SLOW_SYNC, Ordering::Relaxed);
+        let took = started.elapsed();
+        self.slow_disk.store(took > SLOW_SYNC, Ordering::Relaxed);
+        if logged.is_ok() {
+            self.sync_clock.record(took);
+        }
         if let Err(e) = logged {
             let mut state = lock(&self.state);
             let mut all = records;

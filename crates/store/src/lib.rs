@@ -195,7 +195,8 @@ mod stored_state;
 mod upgrade;
 
 pub use commit::{
-    CommitStats, DEFERRED_CHECKPOINT, MAX_DEFERRED, RETRY_FIRST, RETRY_MAX, SLOW_SYNC, StoreHealth,
+    CommitStats, DEFERRED_CHECKPOINT, MAX_DEFERRED, RETRY_FIRST, RETRY_MAX, SLOW_SYNC,
+    SYNC_SECONDS_BUCKETS, StoreHealth, SyncTimes,
 };
 pub use config::{Durability, StoreConfig};
 pub use doc_id::{DocId, InvalidDocId};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Editor, config_with_faults, id, open, text};
-use tandem_store::{DocId, SLOW_SYNC, Seq, Store, StoreError};
+use tandem_store::{DocId, SLOW_SYNC, SYNC_SECONDS_BUCKETS, Seq, Store, StoreError};
 
 /// Longest a condition below may take to come true.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -270,4 +270,43 @@ fn a_current_thread_runtime_leaves_the_sync_to_the_flusher() {
     });
     let stats = store.commit_stats();
     assert_eq!((stats.syncs, stats.led), (1, 0), "{stats:?}");
+}
+
+#[test]
+fn every_round_is_timed_and_a_slow_sync_lands_in_a_slow_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, faults) = config_with_faults(dir.path());
+    let store = Arc::new(Store::open(config).unwrap());
+    let doc = id("timed");
+
+    // A sync held for at least 60 ms: a disk that stalls.
+    faults.hold();
+    let slow = append_awaited_on_a_thread(&store, &doc, 1, "slow ");
+    wait_until("the sync has begun", || faults.held_syncs() == 1);
+    let held_since = Instant::now();
+    while held_since.elapsed() < Duration::from_millis(60) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    faults.release();
+    slow.join().unwrap().unwrap();
+    let times = store.commit_stats().sync_times;
+    assert_eq!(times.count(), 1, "{times:?}");
+    let over_50ms = SYNC_SECONDS_BUCKETS.iter().position(|&b| b > 0.05).unwrap();
+    assert_eq!(
+        times.counts[over_50ms..].iter().sum::<u64>(),
+        1,
+        "{times:?}"
+    );
+    assert!(times.total_us >= 60_000, "{times:?}");
+
+    // Whoever runs the next round (a lead or the flusher), it is timed too.
+    append_awaited_on_a_thread(&store, &doc, 2, "fast")
+        .join()
+        .unwrap()
+        .unwrap();
+    wait_until("both rounds are counted", || {
+        store.commit_stats().syncs == 2
+    });
+    let stats = store.commit_stats();
+    assert_eq!(stats.sync_times.count(), stats.syncs, "{stats:?}");
 }
