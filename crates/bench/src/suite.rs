@@ -184,7 +184,7 @@ async fn run_all(
     id: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let duration = Duration::from_secs_f64(common.duration);
-    let wanted = |w: &str| a.workloads.is_empty() || a.workloads.iter().any(|x| x == w);
+    let wanted = |w: &str| a.wants(w);
     let mut rows = Vec::new();
     let emit = |rows: &mut Vec<Row>, r: Row| {
         println!("{}", r.markdown());
@@ -276,6 +276,11 @@ struct Peer {
 }
 
 impl SuiteArgs {
+    /// Whether workload `w` is to run (all of them when none was named).
+    fn wants(&self, w: &str) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|x| x == w)
+    }
+
     /// Tandem first, then every peer whose command was given.
     fn servers(&self) -> Vec<Peer> {
         let mut out = vec![Peer {
@@ -370,7 +375,7 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
         machine["date"].as_str().unwrap_or(""),
         machine["loadavg"].as_str().unwrap_or("")
     );
-    let wanted = |w: &str| a.workloads.is_empty() || a.workloads.iter().any(|x| x == w);
+    let wanted = |w: &str| a.wants(w);
     let tr = Traces::load(
         &common.traces,
         wanted("throughput") || wanted("cold-join") || wanted("restart"),
@@ -426,17 +431,13 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
         );
     }
     let mut all_ratios = Vec::new();
-    let peers: Vec<&str> =
-        round_ratios
-            .iter()
-            .flatten()
-            .map(|(name, _)| *name)
-            .fold(Vec::new(), |mut seen, name| {
-                if !seen.contains(&name) {
-                    seen.push(name);
-                }
-                seen
-            });
+    // Every peer that had ratios in some round, in order of appearance.
+    let mut peers: Vec<&str> = Vec::new();
+    for (name, _) in round_ratios.iter().flatten() {
+        if !peers.contains(name) {
+            peers.push(name);
+        }
+    }
     for name in peers {
         let per_round: Vec<Vec<Ratio>> = round_ratios
             .iter()
