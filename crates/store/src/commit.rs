@@ -300,8 +300,10 @@ pub const SYNC_SECONDS_BUCKETS: [f64; 11] = [
     0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// How long the log write and `fdatasync` of each successful round took
-/// (what durability costs each write in waiting, and how a disk stalls).
+/// How long the log write and `fdatasync` of each round took whose write
+/// and sync succeeded (what durability costs each write in waiting, and how
+/// a disk stalls). It counts as many rounds as `CommitStats::syncs` but for
+/// a round that failed after its sync (applying it to sled).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncTimes {
     /// Rounds per bucket (not cumulative): `counts[i]` took at most
@@ -497,7 +499,7 @@ struct Shared {
     slow_disk: AtomicBool,
     /// [`DEFERRED_CHECKPOINT`] appends are deferred: a checkpoint is due.
     crowded: AtomicBool,
-    /// How long each successful round's log write and sync took.
+    /// How long each round's log write and sync took, when they succeeded.
     sync_clock: SyncClock,
 }
 
