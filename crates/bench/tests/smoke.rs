@@ -195,8 +195,17 @@ fn suite_rounds_alternate_the_order_and_report_a_median() {
     assert_eq!(peer["rounds"].as_array().map(Vec::len), Some(2));
     let median = &peer["ratios"][0];
     assert_eq!(median["point"], "1x2@5/s");
+    // Of two rounds, the median is the mean of the two.
+    let rate_of = |round: usize| {
+        peer["rounds"][round][0]["rate"]
+            .as_f64()
+            .expect("a rate ratio per round")
+    };
+    let median_rate = median["rate"].as_f64().expect("a median rate ratio");
     assert!(
-        median["rate"].as_f64().is_some(),
-        "a median rate ratio: {median}"
+        (median_rate - (rate_of(0) + rate_of(1)) / 2.0).abs() < 1e-9,
+        "median {median_rate} of {} and {}",
+        rate_of(0),
+        rate_of(1)
     );
 }
