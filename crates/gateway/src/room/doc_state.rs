@@ -193,8 +193,12 @@ pub(crate) struct DocState {
     doc: Doc,
     /// Depth of each nested type (for the nesting bound).
     depths: Depths,
-    /// Encoded size of the document, as last measured plus what was stored
-    /// since (for `--max-doc-bytes`).
+    /// Encoded size of the document, as last measured (at load and by each
+    /// compaction's encode) plus what was stored since: for
+    /// `--max-doc-bytes`, and for [`DocState::is_small`]. It only grows
+    /// between measures (deletions and merges shrink the real size), so
+    /// without the compaction's measure a long stream into a small document
+    /// counted past 1 MiB and every batch went to a yrs thread.
     doc_bytes: usize,
     /// Item structs in the document, as last counted plus those stored
     /// since (an upper bound: yrs merges consecutive items; recounted
@@ -257,13 +261,15 @@ impl DocState {
     /// The live document encoded whole, with the last record it holds, for
     /// `Store::compact_from_state` (one encode instead of the store decoding
     /// and replaying the whole log again); `None` until this room has
-    /// appended a record (then the store compacts by replaying).
-    pub(crate) fn compaction_state(&self) -> Option<(tandem_store::Seq, Vec<u8>)> {
+    /// appended a record (then the store compacts by replaying). The encode
+    /// is also an exact measure: it resets the running size count.
+    pub(crate) fn compaction_state(&mut self) -> Option<(tandem_store::Seq, Vec<u8>)> {
         let upto = self.last_appended?;
         let state = self
             .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
+        self.doc_bytes = state.len();
         Some((upto, state))
     }
 
@@ -874,6 +880,40 @@ mod runs {
         );
         assert_eq!(text(&single), parts.concat());
         assert_eq!(stored(&single), 50);
+    }
+
+    #[test]
+    fn a_compaction_remeasures_the_document_so_a_long_stream_is_applied_in_place() {
+        // 300 times: 4 KiB typed, then deleted. The stored changes add up to
+        // over 1 MiB; the document holds a few bytes per deleted run.
+        let doc = Doc::with_client_id(5);
+        let text = doc.get_or_insert_text(TEXT_ROOT);
+        let mut updates = Vec::new();
+        for _ in 0..300 {
+            let sv = doc.transact().state_vector();
+            text.insert(&mut doc.transact_mut(), 0, &"a".repeat(4096));
+            updates.push(doc.transact().encode_diff_v1(&sv));
+            let sv = doc.transact().state_vector();
+            text.remove_range(&mut doc.transact_mut(), 0, 4096);
+            updates.push(doc.transact().encode_diff_v1(&sv));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut stream = state(dir.path(), usize::MAX);
+        assert!(stream.is_small());
+        for update in &updates {
+            let out = stream.apply(ops(std::slice::from_ref(update), false));
+            assert!(matches!(out.outcomes[0], Outcome::Changed(_)));
+        }
+        // The running count only grows: past 1 MiB the batches would go to
+        // a yrs thread, two thread hand-offs each.
+        assert!(stream.doc_bytes > SMALL_DOC_BYTES);
+        assert!(!stream.is_small());
+        let (_, encoded) = stream.compaction_state().expect("records were appended");
+        let (_, exact, _) = measure(&stream.doc).unwrap();
+        assert_eq!(stream.doc_bytes, exact);
+        assert_eq!(encoded.len(), exact);
+        assert!(exact < 64 * 1024, "{exact} bytes");
+        assert!(stream.is_small());
     }
 
     #[test]
