@@ -20,6 +20,18 @@
 //! (`--max-pending-bytes`, `--max-pending-deletes`) because yrs retries all
 //! of it on every later apply.
 //!
+//! Content *beside a hole* is stored as received too, and counted against
+//! `--max-doc-bytes` by its received size. yrs (unlike Yjs) integrates a
+//! struct whose client's earlier clocks are missing at once when it needs
+//! nothing else (its origins and parent are there), next to a skip, and the
+//! state vector stays below the hole. So the transaction's change encodes
+//! empty: counted, stored and sent by its change alone, such an update was
+//! acknowledged as a no-op while the live document kept it, and a client
+//! could grow a room's memory past every quota with updates whose clocks
+//! start past their own (measured: a 100 KB insert into a 10 KB quota
+//! accepted, the quota's count unmoved). It reaches the other peers when
+//! the hole is filled (the change from the state vector then covers it).
+//!
 //! The defaults, measured (debug build on this 2-core machine, so an upper
 //! bound; `cargo test -p tandem-gateway caps_cost -- --ignored --nocapture`):
 //!
@@ -492,21 +504,29 @@ impl DocState {
         };
         let applied = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut();
-            txn.apply_update(update)
-                .map(|()| (txn.encode_update_v1(), pending_bytes(&txn)))
+            txn.apply_update(update).map(|()| {
+                // Structs the state vector still lacks after the apply:
+                // pending (waiting for what they need), or integrated beside
+                // a hole in their client's clocks (see `held`).
+                let held = shape.adds_to(&txn.state_vector());
+                (txn.encode_update_v1(), pending_bytes(&txn), held)
+            })
         }));
         let refusal = match applied {
-            Ok(Ok((effective, pending))) => {
+            Ok(Ok((effective, pending, held))) => {
+                // Content held beside a hole is in the document but not in
+                // its change: it counts as the update's bytes.
+                let counted = if held { bytes } else { &effective[..] };
                 if pending > self.caps.max_pending_bytes {
                     Some(Refusal::Pending(format!(
                         "the update leaves {pending} bytes of content waiting for updates this document does not have; at most {} allowed",
                         self.caps.max_pending_bytes
                     )))
-                } else if let Some(refusal) = self.over_quota(&effective, Some(shape.items())) {
+                } else if let Some(refusal) = self.over_quota(counted, Some(shape.items())) {
                     Some(refusal)
                 } else {
                     self.depths.extend(added_depths);
-                    return self.accept(effective, pending > 0, bytes, encoding, unstored);
+                    return self.accept(effective, pending > 0 || held, bytes, encoding, unstored);
                 }
             }
             Ok(Err(e)) => Some(Refusal::Malformed(format!("yrs rejected the update: {e}"))),
@@ -930,6 +950,58 @@ mod runs {
     }
 
     #[test]
+    fn content_beside_a_hole_in_its_clocks_is_counted_stored_and_sent_once_the_hole_fills() {
+        // Client 50 types "hello" (never sent), then 3,000 characters into
+        // another root: they need nothing of "hello", only its clocks.
+        let doc = Doc::with_client_id(50);
+        let hello = doc.get_or_insert_text(TEXT_ROOT);
+        let other = doc.get_or_insert_text("x");
+        let sv = StateVector::default();
+        hello.insert(&mut doc.transact_mut(), 0, "hello");
+        let withheld = doc.transact().encode_diff_v1(&sv);
+        let sv = doc.transact().state_vector();
+        other.insert(&mut doc.transact_mut(), 0, &"z".repeat(3_000));
+        let beside = doc.transact().encode_diff_v1(&sv);
+        let others = |doc: &Doc| doc.get_or_insert_text("x").len(&doc.transact());
+
+        // Past the quota by its own bytes: refused, and nothing of it kept.
+        let dir = tempfile::tempdir().unwrap();
+        let mut small = state(dir.path(), 2_000);
+        let out = small.apply(ops(std::slice::from_ref(&beside), false));
+        assert!(matches!(
+            out.outcomes[0],
+            Outcome::Refused(Refusal::DocTooLarge { .. })
+        ));
+        assert_eq!(others(&small.doc), 0);
+
+        // Within it: counted and stored as received, so the store holds
+        // what the live document does; nothing to send yet.
+        let dir = tempfile::tempdir().unwrap();
+        let mut room = state(dir.path(), 100_000);
+        let out = room.apply(ops(std::slice::from_ref(&beside), false));
+        assert!(matches!(out.outcomes[0], Outcome::Unchanged));
+        assert_eq!(others(&room.doc), 3_000);
+        assert!(room.doc_bytes >= beside.len());
+        assert_eq!(others(&room.store.load(&room.doc_id).unwrap()), 3_000);
+
+        // The hole filled: the change carries both, for the other peers.
+        let out = room.apply(ops(&[withheld], false));
+        let Outcome::Changed(change) = &out.outcomes[0] else {
+            panic!("{:?}", out.outcomes[0]);
+        };
+        let peer = Doc::new();
+        peer.transact_mut()
+            .apply_update(Update::decode_v1(change).unwrap())
+            .unwrap();
+        assert_eq!(others(&peer), 3_000);
+        assert_eq!(
+            peer.get_or_insert_text(TEXT_ROOT)
+                .get_string(&peer.transact()),
+            "hello"
+        );
+    }
+
+    #[test]
     fn a_refused_update_in_a_run_refuses_exactly_what_it_would_alone() {
         let big = "y".repeat(3_000);
         let updates = keystrokes(&["ab", "cd", &big, "ef"]);
@@ -955,12 +1027,12 @@ mod runs {
     /// or a keystroke another client (8) typed right after one it never
     /// sent (content that stays pending).
     ///
-    /// Not here: a client's edit sent after one of its own it withheld,
-    /// when the edit does not depend on it. yrs integrates such an edit at
-    /// once beside a hole (a skip) without moving the state vector, so
-    /// applied alone its change encodes empty (neither stored nor sent)
-    /// while merged into a run the run's change carries it: the two ways
-    /// differ.
+    /// Not here: edits a client sends after one of its own it withheld.
+    /// yrs integrates such an edit at once beside the hole in its clocks
+    /// when it needs nothing else, but holds it pending behind an earlier
+    /// pending struct of the same client in the same update: merged and
+    /// alone differ until the hole fills, by yrs's design. What the write
+    /// path does with such content has its own test (`content_beside_a_hole…`).
     #[derive(Debug, Clone)]
     enum Sent {
         Type(u8, u8),

@@ -516,6 +516,31 @@ async fn an_update_past_the_document_quota_is_refused_with_4413() {
 }
 
 #[tokio::test]
+async fn content_beside_a_hole_in_its_clocks_counts_against_the_document_quota() {
+    let limits = Limits {
+        max_doc_bytes: 10_000,
+        ..Limits::default()
+    };
+    let mut fx = Fixture::new(limits);
+    let mut a = fx.join("hole", Mode::Write).await;
+    // Each time: a keystroke never sent, then 3,000 characters that need
+    // nothing of it but its clock. yrs keeps them without moving the state
+    // vector, so their change encodes empty; they count by their bytes.
+    let doc = Doc::with_client_id(77);
+    let text = doc.get_or_insert_text(TEXT_ROOT);
+    let side = doc.get_or_insert_text("side");
+    for _ in 0..4 {
+        text.insert(&mut doc.transact_mut(), 0, "w");
+        let sv = doc.transact().state_vector();
+        side.insert(&mut doc.transact_mut(), 0, &"z".repeat(3_000));
+        a.send_update(doc.transact().encode_diff_v1(&sv)).await;
+    }
+    assert_eq!(a.wait_close().await, CloseCode::DocTooLarge);
+    // The three within the quota are stored as received.
+    assert_eq!(fx.stored_updates("hole"), 3);
+}
+
+#[tokio::test]
 async fn put_text_changes_only_what_differs() {
     let mut fx = Fixture::new(Limits::default());
     let mut a = fx.join("diff", Mode::Write).await;
