@@ -507,7 +507,7 @@ impl DocState {
             txn.apply_update(update).map(|()| {
                 // Structs the state vector still lacks after the apply:
                 // pending (waiting for what they need), or integrated beside
-                // a hole in their client's clocks (see `held`).
+                // a hole in their client's clocks (see the module docs).
                 let held = shape.adds_to(&txn.state_vector());
                 (txn.encode_update_v1(), pending_bytes(&txn), held)
             })
@@ -515,7 +515,10 @@ impl DocState {
         let refusal = match applied {
             Ok(Ok((effective, pending, held))) => {
                 // Content held beside a hole is in the document but not in
-                // its change: it counts as the update's bytes.
+                // its change: it counts as the update's bytes. Pending
+                // content is counted so too, and again once it integrates:
+                // an over-count, which the exact measure before any refusal
+                // corrects (see `over_quota`).
                 let counted = if held { bytes } else { &effective[..] };
                 if pending > self.caps.max_pending_bytes {
                     Some(Refusal::Pending(format!(
