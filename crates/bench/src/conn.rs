@@ -51,18 +51,39 @@ pub struct Conn {
     dialect: Dialect,
 }
 
+/// Bytes a streaming connection ([`Conn::connect_streaming`]) queues before
+/// it writes them to its socket.
+pub const STREAM_WRITE_BUFFER: usize = 64 * 1024;
+
 /// Small buffers: the connections workload holds 10k of these in one process.
-fn ws_config() -> WebSocketConfig {
+/// `write_buffer` is [`WebSocketConfig::write_buffer_size`]: 0 writes every
+/// frame to the socket at once.
+fn ws_config(write_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(write_buffer)
         .max_message_size(Some(256 << 20))
         .max_frame_size(Some(256 << 20))
 }
 
 impl Conn {
     /// Opens `endpoint` and sends what its dialect says goes first (Hocuspocus: Auth).
+    /// Every frame goes to the socket as it is sent or fed, like an editor's
+    /// keystrokes.
     pub async fn connect(endpoint: &Endpoint) -> Result<Conn, ConnError> {
+        Self::connect_with(endpoint, 0).await
+    }
+
+    /// Opens `endpoint` like [`Conn::connect`], but [`Conn::feed`] queues
+    /// frames until [`STREAM_WRITE_BUFFER`] bytes wait or [`Conn::flush`] is
+    /// called: a client that streams as fast as the server takes its updates
+    /// hands the kernel many frames per write, instead of one `send` (and one
+    /// loopback packet) per frame.
+    pub async fn connect_streaming(endpoint: &Endpoint) -> Result<Conn, ConnError> {
+        Self::connect_with(endpoint, STREAM_WRITE_BUFFER).await
+    }
+
+    async fn connect_with(endpoint: &Endpoint, write_buffer: usize) -> Result<Conn, ConnError> {
         let url = endpoint.url.as_str();
         let rest = url
             .strip_prefix("ws://")
@@ -80,7 +101,8 @@ impl Conn {
         tcp.set_nodelay(true)
             .map_err(|source| ConnError::Connect { addr, source })?;
         let (ws, _resp) =
-            tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await?;
+            tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config(write_buffer)))
+                .await?;
         let mut conn = Conn {
             ws,
             dialect: endpoint.dialect.clone(),

@@ -1,7 +1,8 @@
 //! Smoke tests of the generator against the real Tandem binary: fan-out
 //! connects, measures deliveries and finds none missing; a durability trial
 //! SIGKILLs the server, restarts it on the same data and finds every
-//! delivered edit still there. Assert no time. (The Hocuspocus framing is
+//! delivered edit still there; a throughput stream delivers every update
+//! and ends on the trace's text. Assert no time. (The Hocuspocus framing is
 //! covered by the unit tests in `src/dialect.rs`, without Node.)
 
 use std::io::{BufRead, BufReader};
@@ -15,6 +16,7 @@ use tandem_bench::target::{Flavor, Target};
 use tandem_bench::trace::Trace;
 use tandem_bench::workloads::durability::{self, DurabilityParams};
 use tandem_bench::workloads::fanout::{self, FanoutParams};
+use tandem_bench::workloads::throughput;
 
 /// The server binary: $TANDEM_BIN, else $CARGO_TARGET_DIR/debug/tandem, else <workspace>/target/debug/tandem.
 fn tandem_bin() -> PathBuf {
@@ -140,6 +142,33 @@ async fn durability_trial_kills_tandem_restarts_it_and_finds_no_delivered_edit_l
         row.note
     );
     assert_eq!(row.missing, Some(0), "no delivered edit lost: {}", row.note);
+}
+
+/// The throughput stream (its writer feeds the frames up to the window and
+/// writes them many at a time) gets every update to the receiving peer, and
+/// a fresh joiner then reads the trace's end text.
+#[tokio::test]
+async fn throughput_stream_against_tandem_delivers_every_update_and_ends_on_the_trace_text() {
+    let cmd = format!(
+        "RUST_LOG=warn {} serve --listen 127.0.0.1:{{port}} --data-dir {{data}} \
+         --peer-msgs-per-sec 0 --peer-bytes-per-sec 0",
+        tandem_bin().display()
+    );
+    let flavor = Flavor::YWebsocket {
+        prefix: "/ws/".into(),
+    };
+    let target = Target::spawn("tandem", &cmd, flavor, true)
+        .await
+        .expect("tandem starts");
+    let trace = Trace::generate(3_000, 7);
+    let (updates, end_text, _) = tandem_bench::trace::all_updates(&trace, 42);
+    let total = updates.len();
+    assert!(total > 1_000, "the trace has updates to stream");
+    let row =
+        throughput::run_row(&target, Arc::new(updates), &end_text, "smoke", "smoke", 512).await;
+
+    assert_eq!(row.delivered, Some(total as u64), "{}", row.note);
+    assert!(row.ok, "content matches and no error: {}", row.note);
 }
 
 /// `suite --rounds 2` with Tandem standing in for the peer too: both rounds

@@ -116,7 +116,8 @@ async fn stream_inner(
         })
     };
 
-    let mut writer = Conn::connect(&endpoint).await?;
+    // Streaming: the frames fed up to the window go out many to a write.
+    let mut writer = Conn::connect_streaming(&endpoint).await?;
     let writer_doc = yrs::Doc::new();
     writer
         .join(&writer_doc, None, Duration::from_secs(30), |_| {})
