@@ -142,6 +142,14 @@ impl Metrics {
             &store.sync_times.counts,
             store.sync_times.total_us,
         );
+        histogram_seconds(
+            &mut out,
+            "tandem_store_checkpoint_seconds",
+            "Time each store checkpoint (deferred appends into sled, sled's flush and sync, the log emptied; or the manifest) held the log; durable writes wait meanwhile.",
+            &tandem_store::SYNC_SECONDS_BUCKETS,
+            &store.checkpoint_times.counts,
+            store.checkpoint_times.total_us,
+        );
         let _ = writeln!(
             out,
             "# HELP tandem_closes_total Connections closed by the server, by close code.\n# TYPE tandem_closes_total counter"
@@ -163,12 +171,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sync_histogram_is_cumulative_and_counts_every_round() {
+    fn the_sync_and_checkpoint_histograms_are_cumulative_and_count_every_round() {
         let mut store = tandem_store::CommitStats::default();
         store.sync_times.counts[0] = 3; // <= 0.2 ms
         store.sync_times.counts[2] = 1; // 0.5-1 ms
         store.sync_times.counts[tandem_store::SYNC_SECONDS_BUCKETS.len()] = 2; // > 1 s
         store.sync_times.total_us = 2_500_000;
+        store.checkpoint_times.counts[4] = 1; // 2-5 ms
+        store.checkpoint_times.total_us = 4_000;
         let text = Metrics::default().render(store);
         for line in [
             "# TYPE tandem_store_sync_seconds histogram",
@@ -179,6 +189,12 @@ mod tests {
             "tandem_store_sync_seconds_bucket{le=\"+Inf\"} 6",
             "tandem_store_sync_seconds_sum 2.5",
             "tandem_store_sync_seconds_count 6",
+            "# TYPE tandem_store_checkpoint_seconds histogram",
+            "tandem_store_checkpoint_seconds_bucket{le=\"0.002\"} 0",
+            "tandem_store_checkpoint_seconds_bucket{le=\"0.005\"} 1",
+            "tandem_store_checkpoint_seconds_bucket{le=\"+Inf\"} 1",
+            "tandem_store_checkpoint_seconds_sum 0.004",
+            "tandem_store_checkpoint_seconds_count 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -300,10 +300,13 @@ pub const SYNC_SECONDS_BUCKETS: [f64; 11] = [
     0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// How long the log write and `fdatasync` of each round took whose write
-/// and sync succeeded (what durability costs each write in waiting, and how
-/// a disk stalls). It counts as many rounds as `CommitStats::syncs` but for
-/// a round that failed after its sync (applying it to sled).
+/// A histogram of durations in the buckets of [`SYNC_SECONDS_BUCKETS`]. As
+/// `CommitStats::sync_times`: how long the log write and `fdatasync` of each
+/// round took whose write and sync succeeded (what durability costs each
+/// write in waiting, and how a disk stalls); it counts as many rounds as
+/// `CommitStats::syncs` but for a round that failed after its sync
+/// (applying it to sled). As `CommitStats::checkpoint_times`: how long each
+/// checkpoint held the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncTimes {
     /// Rounds per bucket (not cumulative): `counts[i]` took at most
@@ -321,7 +324,7 @@ impl SyncTimes {
     }
 }
 
-/// [`SyncTimes`] as it is counted: lock-free, one bump per round.
+/// [`SyncTimes`] as it is counted: lock-free, one bump per round (or checkpoint).
 #[derive(Default)]
 struct SyncClock {
     counts: [AtomicU64; SYNC_SECONDS_BUCKETS.len() + 1],
@@ -366,6 +369,11 @@ pub struct CommitStats {
     pub merged_records: u64,
     /// How long each round's log write and sync took.
     pub sync_times: SyncTimes,
+    /// How long each checkpoint (the deferred appends applied, sled
+    /// flushed and synced, the log emptied; or the manifest written) held
+    /// the log, on the flusher thread: every round, so every durable
+    /// write, waits meanwhile. Counted when the checkpoint succeeded.
+    pub checkpoint_times: SyncTimes,
 }
 
 /// Durable progress, as published to async waiters.
@@ -501,6 +509,8 @@ struct Shared {
     crowded: AtomicBool,
     /// How long each round's log write and sync took, when they succeeded.
     sync_clock: SyncClock,
+    /// How long each checkpoint held the log, when it succeeded.
+    checkpoint_clock: SyncClock,
 }
 
 /// Owner of the flusher thread; dropping it flushes what is pending and
@@ -557,6 +567,7 @@ impl GroupCommit {
             doorbell: Doorbell::new(),
             slow_disk: AtomicBool::new(false),
             sync_clock: SyncClock::default(),
+            checkpoint_clock: SyncClock::default(),
             crowded: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
@@ -668,6 +679,7 @@ impl GroupCommit {
             led: state.led,
             merged_records: state.merged_records,
             sync_times: self.shared.sync_clock.read(),
+            checkpoint_times: self.shared.checkpoint_clock.read(),
         }
     }
 
@@ -1138,8 +1150,9 @@ impl Shared {
     }
 
     /// Applies the deferred appends (merged), flushes sled and empties the
-    /// log once it is due (flusher thread only, holding the log).
-    fn checkpoint_log(&self, wal: &mut Wal) -> Result<(), StoreError> {
+    /// log once it is due (flusher thread only, holding the log). Says
+    /// whether it did.
+    fn checkpoint_log(&self, wal: &mut Wal) -> Result<bool, StoreError> {
         let last_full = {
             let mut state = lock(&self.state);
             state.checkpoint_wanted = false;
@@ -1152,7 +1165,7 @@ impl Shared {
             self.empty_log(wal)?;
             lock(&self.state).last_full = Instant::now();
         }
-        Ok(())
+        Ok(due)
     }
 
     /// Applies every deferred append (merged where it can), flushes sled
@@ -1563,18 +1576,31 @@ fn flusher_loop(shared: &Shared) {
         if failing {
             continue;
         }
-        if let Some(wal) = wal.as_mut()
-            && let Err(e) = shared.checkpoint_log(wal)
-        {
-            shared.fail(&e);
-            continue;
-        }
-        if let Ok(db) = shared.sync.db()
-            && let Err(e) = shared
+        // How long the checkpoints below hold the log (rounds wait).
+        let started = Instant::now();
+        let emptied = match wal.as_mut().map(|wal| shared.checkpoint_log(wal)) {
+            Some(Err(e)) => {
+                shared.fail(&e);
+                continue;
+            }
+            Some(Ok(emptied)) => emptied,
+            None => false,
+        };
+        let manifest = match shared.sync.db() {
+            Ok(db) => match shared
                 .checkpoints
                 .maybe(&db, durable, || shared.sync.sync())
-        {
-            tracing::warn!(error = %e, "checkpoint failed; the previous manifest stays");
+            {
+                Ok(ran) => ran,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpoint failed; the previous manifest stays");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        if emptied || manifest {
+            shared.checkpoint_clock.record(started.elapsed());
         }
     }
 }

@@ -225,24 +225,25 @@ impl Checkpoints {
     /// Runs a checkpoint when one is due: writes happened since the last
     /// one (`writes` is the number registered so far) and
     /// [`CHECKPOINT_EVERY`] has passed. Skipped while another checkpoint or
-    /// a delete holds the lock. Called by the flusher thread.
+    /// a delete holds the lock. Called by the flusher thread. Says whether
+    /// it ran one.
     pub(crate) fn maybe(
         &self,
         db: &sled::Db,
         writes: u64,
         sync: impl FnOnce() -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         // Never wait for the lock: a delete holding it waits for the
         // flusher (the caller), and is about to checkpoint anyway.
         let Ok(progress) = self.progress.try_lock() else {
-            return Ok(());
+            return Ok(false);
         };
         let mut held = Held { progress };
         if writes == held.progress.writes || held.progress.at.elapsed() < CHECKPOINT_EVERY {
-            return Ok(());
+            return Ok(false);
         }
         held.progress.writes = writes;
-        self.run(&mut held, db, sync)
+        self.run(&mut held, db, sync).map(|()| true)
     }
 
     /// Runs a checkpoint now.

@@ -99,6 +99,30 @@ fn merged_appends_read_back_whole_and_their_counters_match_the_disk() {
     assert_eq!(text(&store.load(&doc).unwrap()), expected);
 }
 
+/// A checkpoint (here the one due early, past the deferred appends a
+/// checkpoint lets wait) is timed for as long as it held the log, the
+/// merges and sled's flush included (`CommitStats::checkpoint_times`).
+#[test]
+fn a_checkpoint_is_timed_for_as_long_as_it_held_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let doc = id("timed");
+    let mut expected = String::new();
+    type_chars(&store, &doc, &Editor::new(3), TYPED, &mut expected);
+    wait_merged(&store);
+    let deadline = Instant::now() + TIMEOUT;
+    while store.commit_stats().checkpoint_times.count() == 0 {
+        assert!(Instant::now() < deadline, "no checkpoint was timed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let times = store.commit_stats().checkpoint_times;
+    // A flush of sled and a sync of its file: never under a microsecond.
+    assert!(times.total_us >= times.count(), "{times:?}");
+    // A checkpoint merged the records, and none of the rounds' syncs is
+    // counted as one: far fewer checkpoints than syncs.
+    assert!(times.count() < store.commit_stats().syncs / 10, "{times:?}");
+}
+
 #[test]
 fn a_compaction_up_to_a_seq_inside_a_merged_record_keeps_the_later_updates() {
     let dir = tempfile::tempdir().unwrap();
