@@ -28,13 +28,13 @@ fn type_chars(store: &Store, doc: &DocId, editor: &Editor, n: usize, text: &mut 
     }
 }
 
-/// Waits until a checkpoint merged records.
+/// Waits until a checkpoint merged records. The early checkpoint leaves a
+/// document unmerged when it finds the document's counters or maintenance
+/// lock busy (its `try_lock`s; the typing thread registering its next
+/// append), and what is deferred after it waits for the checkpoint of the
+/// timer, which runs only after a round: so this runs rounds meanwhile.
 fn wait_merged(store: &Store) {
-    let deadline = Instant::now() + TIMEOUT;
-    while store.commit_stats().merged_records == 0 {
-        assert!(Instant::now() < deadline, "no checkpoint merged records");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    tick_until_merged(store);
 }
 
 /// Appends one update to each of a series of fresh documents (nothing of
@@ -100,10 +100,10 @@ fn merged_appends_read_back_whole_and_their_counters_match_the_disk() {
 }
 
 /// A checkpoint (here the one due early, past the deferred appends a
-/// checkpoint lets wait) is timed for as long as it held the log, the
-/// merges and sled's flush included (`CommitStats::checkpoint_times`).
+/// checkpoint lets wait) is timed (`CommitStats::checkpoint_times`), and
+/// the rounds' syncs are not counted as checkpoints.
 #[test]
-fn a_checkpoint_is_timed_for_as_long_as_it_held_the_log() {
+fn a_checkpoint_is_timed_and_no_round_counts_as_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let doc = id("timed");
