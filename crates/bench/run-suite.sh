@@ -6,6 +6,7 @@
 #   hocuspocus         @hocuspocus/server 4.x in memory            needs node + npm
 #   hocuspocus-sqlite  the same with @hocuspocus/extension-sqlite  needs node + npm
 #   y-sweet            y-sweet 0.9.1, filesystem store             needs cargo (built once)
+#   floor              `tandem-bench relay`: forwards, keeps nothing (fan-out points only)
 # A peer that cannot be set up is left out, and the script says so.
 # Every server listens on 127.0.0.1 only.
 # Output: a Markdown table on stdout and target/bench/results.json.
@@ -61,6 +62,9 @@ if [[ -x "$ysweet" ]]; then
     # Defaults otherwise (checkpoint every 10 s); --prod only silences the dev banner.
     peers+=(--ysweet-cmd "$ysweet serve {data} --host 127.0.0.1 --port {port} --prod")
 fi
+
+# The fan-out floor: what the generator and the kernel cost by themselves.
+peers+=(--floor-cmd "$target/release/tandem-bench relay --listen 127.0.0.1:{port}")
 
 mkdir -p "$root/target/bench"
 # Tandem's per-connection inbound rate limits (--peer-msgs-per-sec 200,

@@ -16,6 +16,8 @@
 //!   join storm, echo clients, durability under `kill -9`.
 //! - [`report`]: Markdown/JSON rows (CPU per delivered update among them)
 //!   and Tandem/peer ratios, per round and as their median.
+//! - [`relay`]: the fan-out floor, a relay that does nothing but forward
+//!   (what the generator and the kernel cost by themselves).
 //!
 //! Start with [`workloads::fanout`]: it shows the whole measuring loop.
 
@@ -24,6 +26,7 @@ pub mod dialect;
 pub mod ledger;
 pub mod measure;
 pub mod protocol;
+pub mod relay;
 pub mod report;
 pub mod target;
 pub mod trace;

@@ -123,6 +123,13 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "10x5@10,1x50@5,100x10@2")]
         points: Vec<String>,
     },
+    /// Run the fan-out floor (`tandem_bench::relay`) on LISTEN until killed:
+    /// measure it with `fanout --prefix / --addr LISTEN --pid <its pid>`.
+    Relay {
+        /// host:port to listen on.
+        #[arg(long, default_value = "127.0.0.1:9320")]
+        listen: String,
+    },
     /// Stream a whole trace through one room as fast as the server takes it.
     Throughput {
         #[command(flatten)]
@@ -302,6 +309,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             print(&rows);
+        }
+        Command::Relay { listen } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            println!("relay listening on {}", listener.local_addr()?);
+            tokio::task::LocalSet::new()
+                .run_until(tandem_bench::relay::serve(listener))
+                .await?;
         }
         Command::Throughput { target, window } => {
             let t = target.target().await?;

@@ -91,8 +91,13 @@ pub struct SuiteArgs {
     /// Command starting y-sweet with a filesystem store in `{data}` (skipped when absent).
     #[arg(long)]
     ysweet_cmd: Option<String>,
+    /// Command starting the fan-out floor, `tandem-bench relay --listen
+    /// 127.0.0.1:{port}` (skipped when absent): it runs the fan-out points
+    /// only, and its rows say what the generator and the kernel cost alone.
+    #[arg(long)]
+    floor_cmd: Option<String>,
     /// Only these servers (tandem, reference, hocuspocus, hocuspocus-sqlite,
-    /// y-sweet, among those whose command is given); all when absent.
+    /// y-sweet, floor, among those whose command is given); all when absent.
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
     /// Only these workloads (fanout, connections, throughput, cold-join,
@@ -182,9 +187,10 @@ async fn run_all(
     common: &Common,
     tr: &Traces,
     id: &str,
+    fanout_only: bool,
 ) -> anyhow::Result<Vec<Row>> {
     let duration = Duration::from_secs_f64(common.duration);
-    let wanted = |w: &str| a.wants(w);
+    let wanted = |w: &str| a.runs(w, fanout_only);
     let mut rows = Vec::new();
     let emit = |rows: &mut Vec<Row>, r: Row| {
         println!("{}", r.markdown());
@@ -273,12 +279,20 @@ struct Peer {
     cmd: String,
     flavor: Flavor,
     persistent: bool,
+    /// Runs the fan-out points only (the floor keeps no documents).
+    fanout_only: bool,
 }
 
 impl SuiteArgs {
     /// Whether workload `w` is to run (all of them when none was named).
     fn wants(&self, w: &str) -> bool {
         self.workloads.is_empty() || self.workloads.iter().any(|x| x == w)
+    }
+
+    /// Whether workload `w` runs against a server that runs the fan-out
+    /// points only when `fanout_only`.
+    fn runs(&self, w: &str, fanout_only: bool) -> bool {
+        self.wants(w) && (!fanout_only || w == "fanout")
     }
 
     /// Tandem first, then every peer whose command was given.
@@ -290,6 +304,7 @@ impl SuiteArgs {
                 prefix: self.tandem_prefix.clone(),
             },
             persistent: true,
+            fanout_only: false,
         }];
         let peers = [
             (
@@ -313,6 +328,12 @@ impl SuiteArgs {
                 true,
             ),
             ("y-sweet", &self.ysweet_cmd, Flavor::YSweet, true),
+            (
+                "floor",
+                &self.floor_cmd,
+                Flavor::YWebsocket { prefix: "/".into() },
+                false,
+            ),
         ];
         for (name, cmd, flavor, persistent) in peers {
             if let Some(cmd) = cmd {
@@ -321,6 +342,7 @@ impl SuiteArgs {
                     cmd: cmd.clone(),
                     flavor,
                     persistent,
+                    fanout_only: name == "floor",
                 });
             }
         }
@@ -405,7 +427,8 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
             if peer.name == "tandem" {
                 t.stored_metric = Some(a.tandem_stored_metric.clone());
             }
-            let rows = run_all(&mut t, &a, &common, &tr, &format!("{id}r{round}s{i}")).await?;
+            let id = format!("{id}r{round}s{i}");
+            let rows = run_all(&mut t, &a, &common, &tr, &id, peer.fanout_only).await?;
             t.shutdown();
             this_round.push((peer.name, rows));
         }
@@ -504,4 +527,40 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
     std::fs::write(&a.out, serde_json::to_string_pretty(&json)?)?;
     println!("\nwrote {}", a.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        suite: SuiteArgs,
+    }
+
+    fn args(extra: &[&str]) -> SuiteArgs {
+        let base = ["suite", "--tandem-cmd", "t {port}"];
+        Cli::parse_from(base.iter().chain(extra)).suite
+    }
+
+    #[test]
+    fn the_floor_is_a_server_only_with_its_command_and_runs_the_fanout_points_only() {
+        let without = args(&[]);
+        assert!(without.servers().iter().all(|p| p.name != "floor"));
+        let with = args(&["--floor-cmd", "relay {port}"]);
+        let servers = with.servers();
+        let floor = servers
+            .iter()
+            .find(|p| p.name == "floor")
+            .expect("the floor is a server");
+        assert!(floor.fanout_only);
+        assert!(!floor.persistent);
+        assert!(with.runs("fanout", floor.fanout_only));
+        for w in ["connections", "throughput", "cold-join", "restart", "echo"] {
+            assert!(!with.runs(w, floor.fanout_only), "the floor skips {w}");
+            assert!(with.runs(w, false), "tandem runs {w}");
+        }
+    }
 }

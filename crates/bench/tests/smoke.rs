@@ -2,7 +2,8 @@
 //! connects, measures deliveries and finds none missing; a durability trial
 //! SIGKILLs the server, restarts it on the same data and finds every
 //! delivered edit still there; a throughput stream delivers every update
-//! and ends on the trace's text. Assert no time. (The Hocuspocus framing is
+//! and ends on the trace's text; the fan-out floor (`tandem-bench relay`)
+//! delivers every update too. Assert no time. (The Hocuspocus framing is
 //! covered by the unit tests in `src/dialect.rs`, without Node.)
 
 use std::io::{BufRead, BufReader};
@@ -237,4 +238,34 @@ fn suite_rounds_alternate_the_order_and_report_a_median() {
         rate_of(0),
         rate_of(1)
     );
+}
+
+/// The fan-out floor (`tandem-bench relay`) passes the same fan-out check
+/// as a server: every client joins, every update and awareness change
+/// reaches every other client of its room, none is missing.
+#[tokio::test]
+async fn fanout_against_the_relay_floor_delivers_every_update_to_every_peer() {
+    let cmd = format!(
+        "{} relay --listen 127.0.0.1:{{port}}",
+        env!("CARGO_BIN_EXE_tandem-bench")
+    );
+    let flavor = Flavor::YWebsocket { prefix: "/".into() };
+    let target = Target::spawn("floor", &cmd, flavor, false)
+        .await
+        .expect("relay starts and answers /healthz");
+    let trace = Arc::new(Trace::generate(2_000, 13));
+    let mut params = FanoutParams::parse("2x3@10", Duration::from_secs(2)).expect("point parses");
+    params.drain = Duration::from_secs(10);
+    let endpoint_of = |doc: &str| target.endpoint(doc);
+    let result = fanout::run(&endpoint_of, "floor", trace, &params).await;
+
+    assert!(
+        result.errors.is_empty(),
+        "client errors: {:?}",
+        result.errors
+    );
+    assert_eq!(result.joined, 6, "every client joined");
+    assert!(result.deliveries > 0, "peers received edits");
+    assert_eq!(result.missing, 0, "no delivery missing: {result:?}");
+    assert!(result.awareness_received > 0, "awareness reached peers");
 }
