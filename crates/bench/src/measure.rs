@@ -1,7 +1,11 @@
 //! Numbers about processes and samples: latency percentiles, CPU time and
 //! resident memory read from `/proc` (the server's, given its pid, and the
-//! bench's own).
+//! bench's own), and what the disk did meanwhile ([`DiskProbe`]).
 
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -153,9 +157,112 @@ impl UsageMeter {
     }
 }
 
+/// How often the [`DiskProbe`] syncs a write.
+pub const DISK_PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// A probe sync longer than this marks a row's disk as stalled (a calm
+/// disk here syncs a small write in 0.2-1 ms).
+pub const DISK_STALL_MS: f64 = 20.0;
+
+/// Times a small synced write (`pwrite` of 100 bytes over a preallocated
+/// file, then `fdatasync`) every [`DISK_PROBE_EVERY`] on a thread of its
+/// own while a workload runs, in the directory servers keep their data in.
+///
+/// A server that is durable before it broadcasts waits for each of its
+/// syncs, so a disk stall (on this project's VMs a sync now and then takes
+/// 50 ms to over a second) is every delivery's tail in those seconds,
+/// whatever the server does; an in-memory server never sees it. The probe
+/// says, for each row, whether that happened: its longest sync is the
+/// disk's, not the server's. 20 small syncs a second load the disk by
+/// about 1 % of what the fan-out points' servers sync.
+pub struct DiskProbe {
+    stop: Arc<AtomicBool>,
+    took_us: Arc<Mutex<Vec<u32>>>,
+    thread: std::thread::JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl DiskProbe {
+    /// Starts probing with a fresh file in `dir`; None if it cannot be made.
+    pub fn start(dir: &Path) -> Option<DiskProbe> {
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(
+            "tandem-bench-disk-probe-{}-{n}",
+            std::process::id()
+        ));
+        let file = std::fs::File::create(&path).ok()?;
+        // Written and synced whole first: a probe write changes no size.
+        let prepared = file
+            .write_all_at(&[0u8; 16 * 4096], 0)
+            .and_then(|()| file.sync_all());
+        if prepared.is_err() {
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let took_us = Arc::new(Mutex::new(Vec::new()));
+        let (stopped, took) = (stop.clone(), took_us.clone());
+        let thread = std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stopped.load(Ordering::Relaxed) {
+                let at = (i % 16) * 4096;
+                i += 1;
+                let started = Instant::now();
+                if file.write_all_at(&[0x5a; 100], at).is_err() || file.sync_data().is_err() {
+                    break;
+                }
+                let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                took.lock().unwrap_or_else(|e| e.into_inner()).push(us);
+                std::thread::sleep(DISK_PROBE_EVERY);
+            }
+        });
+        Some(DiskProbe {
+            stop,
+            took_us,
+            thread,
+            path,
+        })
+    }
+
+    /// Syncs timed so far.
+    pub fn timed(&self) -> usize {
+        self.took_us.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Stops probing and summarises the syncs it timed.
+    pub fn finish(self) -> Percentiles {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        let _ = std::fs::remove_file(&self.path);
+        let mut took = std::mem::take(&mut *self.took_us.lock().unwrap_or_else(|e| e.into_inner()));
+        Percentiles::of_us(&mut took)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_disk_probe_times_syncs_until_finished_and_removes_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = DiskProbe::start(dir.path()).expect("probe starts in a temp dir");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while probe.timed() < 3 {
+            assert!(Instant::now() < deadline, "no 3 syncs timed in 30 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let took = probe.finish();
+        assert!(took.n >= 3, "the syncs timed are summarised: {took:?}");
+        assert!(took.max_ms >= took.p50_ms);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "file removed"
+        );
+    }
 
     #[test]
     fn percentiles_pick_nearest_rank() {

@@ -508,6 +508,22 @@ pub async fn run(a: SuiteArgs, common: Common, id: &str) -> anyhow::Result<()> {
             saturated.join("; ")
         );
     }
+    let stalled: Vec<String> = every_row
+        .iter()
+        .filter(|r| {
+            r.detail["disk_syncs"]["max_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms > tandem_bench::measure::DISK_STALL_MS)
+        })
+        .map(|r| format!("{} {} {}", r.server, r.workload, r.point))
+        .collect();
+    if !stalled.is_empty() {
+        println!(
+            "\nThe disk stalled (a probe sync over {} ms) during: {} — a server durable before it broadcasts waits for it there.",
+            tandem_bench::measure::DISK_STALL_MS,
+            stalled.join("; ")
+        );
+    }
     let load_end = std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .trim()

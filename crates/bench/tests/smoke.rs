@@ -173,8 +173,9 @@ async fn throughput_stream_against_tandem_delivers_every_update_and_ends_on_the_
 }
 
 /// `suite --rounds 2` with Tandem standing in for the peer too: both rounds
-/// run, the second in the reverse order, every row says its round, and the
-/// ratios come per round and as their median.
+/// run, the second in the reverse order, every row says its round and what
+/// the disk did meanwhile, and the ratios come per round and as their
+/// median.
 #[test]
 fn suite_rounds_alternate_the_order_and_report_a_median() {
     let bin = tandem_bin();
@@ -220,6 +221,10 @@ fn suite_rounds_alternate_the_order_and_report_a_median() {
             (2, "tandem")
         ]
     );
+    for row in json["rows"].as_array().expect("rows") {
+        let timed = row["detail"]["disk_syncs"]["n"].as_u64().unwrap_or(0);
+        assert!(timed >= 1, "each fan-out row says what the disk did: {row}");
+    }
     let peer = &json["ratios"][0];
     assert_eq!(peer["peer"], "reference");
     assert_eq!(peer["rounds"].as_array().map(Vec::len), Some(2));

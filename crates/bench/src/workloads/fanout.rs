@@ -17,7 +17,7 @@ use yrs::sync::Awareness;
 use crate::conn::Conn;
 use crate::dialect::Endpoint;
 use crate::ledger::{Ledger, Receipts};
-use crate::measure::{Percentiles, UsageMeter};
+use crate::measure::{DISK_STALL_MS, DiskProbe, Percentiles, UsageMeter};
 use crate::protocol::{Incoming, UpdateIds, awareness_message, sync_step2, update_message};
 use crate::report::Row;
 use crate::trace::{Lcg, Trace, Typist};
@@ -240,6 +240,7 @@ pub async fn run_row(
     );
     let prepared = target.prepare(&room_names(&prefix, p.rooms)).await;
     let meter = UsageMeter::start(target.pid);
+    let probe = DiskProbe::start(&std::env::temp_dir());
     let endpoint_of = |doc: &str| target.endpoint(doc);
     let res = match prepared {
         Ok(()) => run(&endpoint_of, &prefix, trace, p).await,
@@ -249,11 +250,21 @@ pub async fn run_row(
         },
     };
     let usage = meter.finish();
+    let disk = probe.map(DiskProbe::finish);
     let ok = res.errors.is_empty() && res.missing == 0 && res.joined == p.rooms * p.clients;
     let mut note = format!(
         "{} sends, {} deliveries, {} awareness",
         res.sends, res.deliveries, res.awareness_received
     );
+    if let Some(d) = disk {
+        note.push_str(&format!(
+            "; disk sync p99 {:.1} ms, longest {:.1} ms",
+            d.p99_ms, d.max_ms
+        ));
+        if d.max_ms > DISK_STALL_MS {
+            note.push_str(" (DISK STALLED: a durable server's tail includes it)");
+        }
+    }
     if usage.bench_cpu > 0.9 {
         note.push_str("; BENCH SATURATED a core: latency includes generator delay");
     }
@@ -276,7 +287,7 @@ pub async fn run_row(
         usage,
         ok,
         note,
-        detail: serde_json::json!({ "params": p, "result": res }),
+        detail: serde_json::json!({ "params": p, "result": res, "disk_syncs": disk }),
     }
 }
 
