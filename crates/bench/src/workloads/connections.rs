@@ -145,6 +145,11 @@ pub async fn run_rows(
         if let Some(e) = &first_error {
             note.push_str(&format!("; {failures} failed: {e}"));
         }
+        // The probe room's disk probe, as its own fan-out row has it.
+        let disk = probe.detail["disk_syncs"].clone();
+        if let Ok(d) = serde_json::from_value::<crate::measure::Percentiles>(disk.clone()) {
+            note.push_str(&fanout::disk_note(&d));
+        }
         let mut usage = probe.usage;
         usage.server_rss_peak_mib = match (usage.server_rss_peak_mib, rss_now) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -165,7 +170,7 @@ pub async fn run_rows(
             detail: serde_json::json!({
                 "step": step, "opened": opened, "failures": failures, "rss_mib": rss_now,
                 "baseline_rss_mib": baseline, "rss_per_conn_kib": per_conn_kib, "ramp_s": ramp_s,
-                "probe": probe.detail,
+                "probe": probe.detail, "disk_syncs": disk,
             }),
         });
     }

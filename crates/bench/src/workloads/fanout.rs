@@ -257,13 +257,7 @@ pub async fn run_row(
         res.sends, res.deliveries, res.awareness_received
     );
     if let Some(d) = disk {
-        note.push_str(&format!(
-            "; disk sync p99 {:.1} ms, longest {:.1} ms",
-            d.p99_ms, d.max_ms
-        ));
-        if d.max_ms > DISK_STALL_MS {
-            note.push_str(" (DISK STALLED: a durable server's tail includes it)");
-        }
+        note.push_str(&disk_note(&d));
     }
     if usage.bench_cpu > 0.9 {
         note.push_str("; BENCH SATURATED a core: latency includes generator delay");
@@ -289,6 +283,19 @@ pub async fn run_row(
         note,
         detail: serde_json::json!({ "params": p, "result": res, "disk_syncs": disk }),
     }
+}
+
+/// What a row's note says of the disk probe's syncs (see
+/// [`crate::measure::DiskProbe`]).
+pub fn disk_note(d: &Percentiles) -> String {
+    let mut note = format!(
+        "; disk sync p99 {:.1} ms, longest {:.1} ms",
+        d.p99_ms, d.max_ms
+    );
+    if d.max_ms > DISK_STALL_MS {
+        note.push_str(" (DISK STALLED: a durable server's tail includes it)");
+    }
+    note
 }
 
 /// A well-mixed value in [0, 1) from `x` (SplitMix64 finaliser), so that
