@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 /// Latency summary in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Percentiles {
     /// Number of samples.
     pub n: u64,

@@ -147,8 +147,8 @@ pub async fn run_rows(
         }
         // The probe room's disk probe, as its own fan-out row has it.
         let disk = probe.detail["disk_syncs"].clone();
-        if let Ok(d) = serde_json::from_value::<crate::measure::Percentiles>(disk.clone()) {
-            note.push_str(&fanout::disk_note(&d));
+        if let (Some(p99), Some(max)) = (disk["p99_ms"].as_f64(), disk["max_ms"].as_f64()) {
+            note.push_str(&fanout::disk_note(p99, max));
         }
         let mut usage = probe.usage;
         usage.server_rss_peak_mib = match (usage.server_rss_peak_mib, rss_now) {

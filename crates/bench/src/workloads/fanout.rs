@@ -257,7 +257,7 @@ pub async fn run_row(
         res.sends, res.deliveries, res.awareness_received
     );
     if let Some(d) = disk {
-        note.push_str(&disk_note(&d));
+        note.push_str(&disk_note(d.p99_ms, d.max_ms));
     }
     if usage.bench_cpu > 0.9 {
         note.push_str("; BENCH SATURATED a core: latency includes generator delay");
@@ -287,12 +287,9 @@ pub async fn run_row(
 
 /// What a row's note says of the disk probe's syncs (see
 /// [`crate::measure::DiskProbe`]).
-pub fn disk_note(d: &Percentiles) -> String {
-    let mut note = format!(
-        "; disk sync p99 {:.1} ms, longest {:.1} ms",
-        d.p99_ms, d.max_ms
-    );
-    if d.max_ms > DISK_STALL_MS {
+pub fn disk_note(p99_ms: f64, max_ms: f64) -> String {
+    let mut note = format!("; disk sync p99 {p99_ms:.1} ms, longest {max_ms:.1} ms");
+    if max_ms > DISK_STALL_MS {
         note.push_str(" (DISK STALLED: a durable server's tail includes it)");
     }
     note
