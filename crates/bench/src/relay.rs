@@ -32,6 +32,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 /// SyncStep2 carrying an empty update (`[sync, step2, len 2, 0 structs, 0 deletes]`).
@@ -76,21 +78,18 @@ fn action(message: &[u8]) -> Action {
     }
 }
 
-/// `payload` as one unmasked binary WebSocket frame (server to client).
+/// `payload` as one unmasked binary WebSocket frame (server to client),
+/// the header formatted by tungstenite.
 fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 10);
-    out.push(0x82);
-    match payload.len() {
-        n @ 0..=125 => out.push(n as u8),
-        n @ 126..=0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Binary),
+        ..FrameHeader::default()
+    };
+    let len = payload.len() as u64;
+    let mut out = Vec::with_capacity(header.len(len) + payload.len());
+    header
+        .format(len, &mut out)
+        .expect("writing to a Vec cannot fail");
     out.extend_from_slice(payload);
     out
 }
